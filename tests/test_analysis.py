@@ -147,3 +147,23 @@ def test_paired_bootstrap_ci_covers_the_truth():
     a = rng.normal(0.5, 0.1, 200); b = a + rng.normal(0.02, 0.05, 200)
     d, lo, hi = A.paired_bootstrap(a, b, n_boot=2000)
     assert lo < 0.02 < hi and lo < d < hi and hi - lo < 0.03
+
+
+def test_everything_works_when_every_prediction_failed(tmp_path):
+    "A tiny random model (cpu-smoke) produces no JSON at all: the analysis must still run and say so."
+    rd = _write(tmp_path / "bad", [{"id": i, "status": "failed", "fields": None, "raw": "<|im_end|> tok tok", "error": "no JSON"}
+                                   for i in range(4)] + [{"id": 9, "fields": REF}])
+    # id 9 has no record in data/ (its input is unknown) -> NaN input length, no crash
+    recs = [json.loads(l) for l in (rd / "data" / "test.jsonl").read_text().splitlines() if json.loads(l)["id"] != 9]
+    (rd / "data" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    run = A.load_run(rd)
+    t = A.score_table(run)
+    assert t.loc[t.id == "9", "input_chars"].isna().all() and (t.loc[t.id != "9", "rougeL"] == 0).all()
+    assert A.field_stats(t).loc["overall", "zero_share"] == 0.8
+    A.plot_field_distributions(t); A.plot_score_vs_length(t); A.length_buckets(t)
+    w = A.worst_records(run, k=1)
+    assert w["prediction"].str.startswith("[no field; raw output]").all()
+    fc = A.failure_counts(A.failure_table(run), 5)
+    assert fc.loc["invalid_json", "records"] == 4 and fc.loc["invalid_json", "rate"] == 0.8
+    A.plot_failures(fc)
+    assert A.failure_counts(A.failure_table(A.load_run(_write(tmp_path / "ok", [{"id": 1, "fields": REF}]))), 1).empty
