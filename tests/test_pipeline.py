@@ -132,3 +132,14 @@ def test_whole_pipeline_killed_and_resumed(tmp_path):
     if (rd / "scores.jsonl").exists():
         r = _emosum("compare", "smoke", str(rd), env=env)
         assert r.returncode == 0 and "overall" in r.stdout, r.stderr
+
+
+def test_a_run_cannot_be_executed_twice_at_once(fake_nbs, tmp_path):
+    rd = tmp_path / "runs" / "locked"; rd.mkdir(parents=True)
+    (rd / ".run.lock").write_text(f"{os.getppid()} 2026-01-01\n")          # a live process holds it
+    with pytest.raises(P.RunLocked, match=f"being executed by process {os.getppid()}"):
+        P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, steps="00", progress_bar=False)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"]); dead.wait()
+    (rd / ".run.lock").write_text(f"{dead.pid} 2026-01-01\n")              # left by a killed run: taken over
+    r = P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, steps="00", progress_bar=False)
+    assert r["steps"]["00"]["status"] == "done" and r["status"] == "partial" and not (rd / ".run.lock").exists()
