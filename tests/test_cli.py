@@ -86,7 +86,8 @@ def test_run_failure_names_notebook_and_cell(tmp_path):
 def test_evaluate_command(tmp_path):
     src = A.make_synthetic_run(tmp_path / "syn")
     out = tmp_path / "eval"
-    r = emosum("evaluate", "--predictions", src / "predictions.jsonl", "--data", src / "data" / "test.jsonl", "--out", out, runs=tmp_path)
+    r = emosum("evaluate", "--predictions", src / "predictions.jsonl", "--data", src / "data" / "test.jsonl", "--out", out,
+               "--no-baselines", "--n-boot", "100", runs=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     m = json.loads((out / "metrics.json").read_text())
     assert m["n"] == 12 and 0 < m["overall"]["rougeL"] <= 1 and (out / "scores.jsonl").exists() and "ROUGE-L" in r.stdout
