@@ -143,3 +143,16 @@ def test_a_run_cannot_be_executed_twice_at_once(fake_nbs, tmp_path):
     (rd / ".run.lock").write_text(f"{dead.pid} 2026-01-01\n")              # left by a killed run: taken over
     r = P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, steps="00", progress_bar=False)
     assert r["steps"]["00"]["status"] == "done" and r["status"] == "partial" and not (rd / ".run.lock").exists()
+
+
+def test_notebook_params_reach_every_step_and_count_for_resume(fake_nbs, tmp_path):
+    P._write_demo_notebook(fake_nbs / "03_params.ipynb", "with open(run_dir/'log.txt', 'a') as f: f.write(f'{split}\\n')")
+    nb = json.loads((fake_nbs / "03_params.ipynb").read_text())
+    nb["cells"][0]["source"] += "\nsplit = 'valid'"                     # the step's own parameter
+    (fake_nbs / "03_params.ipynb").write_text(json.dumps(nb))
+    rd = tmp_path / "runs" / "p"
+    P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, steps="03", progress_bar=False)
+    P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, steps="03", progress_bar=False, params={"split": "test"})
+    P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, steps="03", progress_bar=False, params={"split": "test"})   # same: skipped
+    assert _log(rd) == ["valid", "test"] and P.read_run(rd)["params"] == {"split": "test"}
+    with pytest.raises(ValueError, match="params may not set"): P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, params={"run_dir": "x"})
