@@ -101,3 +101,13 @@ def test_predict_command(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     rows = [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and {"id", "status", "raw", "fields"} <= set(rows[0]) and (out / "submission.jsonl").exists()
+
+
+def test_skip_training_means_all_other_steps(tmp_path, monkeypatch):
+    "`--skip training` (a zero-shot run) resolves to every step but 03; checked without executing anything."
+    import emosum.pipeline as pl
+    seen = {}
+    monkeypatch.setattr(pl, "run", lambda profile, **kw: seen.update(kw) or {"run_dir": str(tmp_path)})
+    monkeypatch.setattr(pl, "summary", lambda rd: "")
+    assert pl.main(["run", "--profile", "cpu-smoke", "--skip", "training", "-P", "split=test", "-P", "limit=3"]) == 0
+    assert seen["steps"] == [k for k in pl.list_steps() if k != "03"] and seen["params"] == {"split": "test", "limit": 3}
