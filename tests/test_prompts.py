@@ -41,6 +41,9 @@ def _rec(n_sessions=3, n_refl=2, cd="Client, female, 30, teacher.", **kw):
                 ensure_ascii=False), "repaired", GOOD),
     (json.dumps({**GOOD, "treatment_process": ["CBT", "relaxation"]}), "repaired", {**GOOD, "treatment_process": "CBT; relaxation"}),
     (json.dumps({**GOOD, "extra": "x"}), "repaired", GOOD),
+    ('```json\n{"causes": ["stress", "loss", "lonel', "repaired", {"causes": "stress; loss; lonel", **{f: "" for f in ES_FIELDS[1:]}}),
+    ('{"causes": "work stress", "symptoms":', "repaired", {"causes": "work stress", **{f: "" for f in ES_FIELDS[1:]}}),
+    ('{"causes": "work stress", "sympt', "repaired", {"causes": "work stress", **{f: "" for f in ES_FIELDS[1:]}}),
     (json.dumps({"causes": "work stress"}), "repaired", {f: GOOD["causes"] if f == "causes" else "" for f in ES_FIELDS}),
     (J.replace('"symptoms"', '\n"symptoms"').replace(', \n', '\n'), "repaired", GOOD),   # missing comma between lines
     ("Causes: work stress\nSymptoms: insomnia\nTreatment process: CBT; relaxation\n"
