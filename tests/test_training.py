@@ -1,0 +1,158 @@
+"""emosum.training on the CPU with the tiny random Qwen2: both precision paths train, the fast path's
+loss equals the plain path's, the model overfits two examples, a killed run resumes to the same end,
+and bad setups fail with errors that say what to do."""
+import json, sys, warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from emosum.config import load_profile
+from emosum.data import Record
+from emosum.prompts import BudgetError, target_text
+from emosum.training import (build_dataset, causal_lm_loss, check_quantization, compare_loss_paths, greedy_generate, make_collator,
+                             prepare_model, prompt_ids, read_train_log, train)
+
+torch.set_num_threads(2)
+
+
+def rec(i, words=("work stress", "worry", "CBT", "mild", "better"), process=None):
+    c, s, t, ch, e = words
+    return Record(id=f"r{i}", case_description=[f"Client {i} is a teacher who feels anxious about {c}."],
+                  consultation_process=process or [f"Session {i}: the counsellor used {t}."], experience_and_reflection="It helped.",
+                  causes=c, symptoms=s, treatment_process=t, characteristics_of_illness=ch, treatment_effect=e)
+
+
+RECS = [rec(0), rec(1, ("divorce", "insomnia", "relaxation", "chronic", "improved")),
+        rec(2, ("exams", "panic", "exposure", "acute", "calmer")), rec(3, ("loss", "sadness", "grief work", "moderate", "stable"))]
+
+
+def cfg_(**kw):
+    base = dict(max_steps=4, save_steps=100, logging_steps=1, learning_rate=5e-3, warmup_ratio=0.0, lr_scheduler="constant", batch_size=1)
+    return load_profile("cpu-smoke", **{**base, **kw})
+
+
+def losses(run_dir):
+    return [r["loss"] for r in read_train_log(run_dir) if r.get("loss") is not None]
+
+
+# ---------------------------------------------------------------- the fast path's loss == the plain path's
+@pytest.mark.parametrize("quant,dtype,tol", [("none", "float32", 1e-5), ("nf4", "bfloat16", 2e-2)])
+def test_fast_path_loss_and_grads_match_plain(quant, dtype, tol):
+    cfg = cfg_(quantization=quant, compute_dtype=dtype)
+    model, tok = prepare_model(cfg)
+    torch.manual_seed(0)
+    for p in model.parameters():                       # non-zero lora_B, so every LoRA gradient is non-trivial
+        if p.requires_grad: torch.nn.init.normal_(p, std=0.05)
+    ds = build_dataset(RECS[:2], tok, cfg)
+    batch = make_collator(cfg, tok)([ds[0], ds[1]])    # a packed pair, as training sees it
+    cmp = compare_loss_paths(model, batch)
+    assert abs(cmp["fast"] - cmp["plain"]) <= tol * abs(cmp["plain"]), cmp
+    assert cmp["max_grad_diff"] <= tol * cmp["max_grad"], cmp
+
+
+def test_unmasked_tokens_are_exactly_the_target():
+    cfg = cfg_()
+    _, tok = prepare_model(cfg)
+    ds = build_dataset(RECS[:1], tok, cfg)
+    ex = ds[0]
+    assert tok.decode([t for t in ex["labels"] if t != -100]) == target_text(RECS[0]) + tok.eos_token
+    assert ex["input_ids"][len(prompt_ids(ex)):] == [t for t in ex["labels"] if t != -100]
+
+
+# ---------------------------------------------------------------- both precision paths train
+@pytest.mark.parametrize("quant,dtype", [("none", "float32"), ("nf4", "bfloat16")])
+def test_training_lowers_the_loss(tmp_path, quant, dtype):
+    cfg = cfg_(quantization=quant, compute_dtype=dtype, max_steps=6, learning_rate=1e-2)
+    res = train(cfg, RECS, RECS[:1], tmp_path)
+    ls = losses(tmp_path)
+    assert len(ls) == 6 and ls[-1] < ls[0] - 0.2, ls
+    ad = tmp_path / "adapter"
+    assert {"adapter_config.json", "adapter_model.safetensors", "profile.json", "meta.json", "tokenizer_config.json"} <= {p.name for p in ad.iterdir()}
+    meta = json.loads((ad / "meta.json").read_text())
+    assert meta["quantization"] == quant and meta["versions"]["peft"] and len(meta["data"]["train_sha256"]) == 64
+    assert res["eval_losses"] and res["best_checkpoint"] and Path(res["best_checkpoint"]).is_dir()
+
+
+# ---------------------------------------------------------------- the tiny model learns two examples by heart
+def test_overfits_two_examples(tmp_path):
+    # Short hand-made chat examples keep this fast (the benchmark template alone is ~800 tiny-BPE tokens);
+    # the trainer, loss, collator and generation are the project's. The random tiny model's frozen lm_head
+    # (std 0.02 rows after a unit RMSNorm) caps its logits near 1, so LoRA also targets lm_head here.
+    # Training stops as soon as greedy decoding reproduces both targets (checked every 10 steps from step 80; ~100 steps suffice).
+    from emosum.config import ALL_LINEAR
+    from emosum.training import SFTDataset, make_trainer
+    from transformers import TrainerCallback
+    cfg = cfg_(max_steps=150, learning_rate=1e-2, lr_scheduler="linear", lora_r=16, lora_alpha=32, logging_steps=10, batch_size=2,
+               lora_target_modules=ALL_LINEAR + ["lm_head"])
+    model, tok = prepare_model(cfg)
+    exs, targets = [], []
+    for r in RECS[:2]:
+        p = tok.apply_chat_template([{"role": "user", "content": f"Summarise: {r.case_description[0]}"}], add_generation_prompt=True)
+        p = list(p["input_ids"] if hasattr(p, "keys") else p)
+        t = tok(target_text(r) + tok.eos_token, add_special_tokens=False)["input_ids"]
+        exs.append({"input_ids": p + t, "labels": [-100] * len(p) + t}); targets.append(target_text(r))
+    generate = lambda m: [greedy_generate(m, tok, prompt_ids(ex), max_new_tokens=80) for ex in exs]
+
+    class StopWhenMemorised(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if state.global_step >= 80 and state.global_step % 10 == 0:
+                control.should_training_stop = generate(model) == targets
+                model.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = make_trainer(cfg, model, tok, SFTDataset(exs, [0, 1], []), None, tmp_path, callbacks=[StopWhenMemorised()], disable_tqdm=True)
+        trainer.train()
+    assert generate(model) == targets, (trainer.state.global_step, generate(model))
+
+
+# ---------------------------------------------------------------- a killed run resumes to where an uninterrupted one ends
+class Crash(Exception): pass
+
+
+def test_resume_after_crash_matches_uninterrupted(tmp_path):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+    cfg = cfg_(max_steps=6, save_steps=2, learning_rate=5e-3)
+    full = train(cfg, RECS, RECS[3:], tmp_path / "full")
+
+    class CrashAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if state.global_step == 4: raise Crash("killed after step 4")
+    with pytest.raises(Crash):
+        train(cfg, RECS, RECS[3:], tmp_path / "crashed", callbacks=[CrashAfterSave()])
+    assert not (tmp_path / "crashed" / "adapter").exists()
+    res = train(cfg, RECS, RECS[3:], tmp_path / "crashed", resume=True)
+    assert res["resumed_from"].endswith("checkpoint-4") and res["global_step"] == 6
+    assert res["final_loss"] == pytest.approx(full["final_loss"], rel=1e-4)
+    a, b = (load_file(p / "adapter" / "adapter_model.safetensors") for p in (tmp_path / "full", tmp_path / "crashed"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    steps = [r["step"] for r in read_train_log(tmp_path / "crashed") if r.get("loss") is not None]
+    assert steps == [1, 2, 3, 4, 5, 6]                 # the log continues without duplicates
+
+
+# ---------------------------------------------------------------- errors that say what to do
+def test_truncated_examples_are_counted():
+    cfg = cfg_(max_length=1024)
+    _, tok = prepare_model(cfg)
+    long = rec(9, process=[f"Session {i}: the counsellor and the client talked about work, sleep and family." for i in range(60)])
+    ds = build_dataset([RECS[0], long], tok, cfg)
+    assert len(ds) == 2 and [t["id"] for t in ds.truncated] == ["r9"] and ds.truncated[0]["truncated_tokens"] > 0
+    assert all(len(e["input_ids"]) <= cfg.max_length for e in ds.examples)
+
+
+def test_clear_errors(tmp_path, monkeypatch):
+    cfg = cfg_()
+    with pytest.raises(ValueError, match="No training records"):
+        train(cfg, [], [], tmp_path)
+    with pytest.raises(ValueError, match="max_length=40000 is beyond .* limit of 32768"):
+        prepare_model(cfg.replace(max_length=40000))
+    _, tok = prepare_model(cfg)
+    huge = rec(7, ("stress " * 1500, "worry", "CBT", "mild", "better"))
+    with pytest.raises(BudgetError, match="train record 'r7'.*Raise max_length"):
+        build_dataset([huge], tok, cfg)
+    with pytest.raises(ValueError, match="lora_target_modules \\['c_attn'\\] are not modules"):
+        prepare_model(cfg.replace(lora_target_modules=["c_attn"]))
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)     # as if bitsandbytes could not be imported
+    with pytest.raises(RuntimeError, match="quantization='nf4' needs bitsandbytes.*quantization='none'"):
+        check_quantization("nf4", "cpu")
