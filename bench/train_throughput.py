@@ -157,7 +157,8 @@ def run_project(arch, profile, L_list, steps, warmup, device, tok, label=None, l
     from emosum.config import load_profile
     from emosum.training import prepare_model, make_trainer, SFTDataset, causal_lm_loss, trainable_parameters
     quant_over = {} if device == "cuda" else {"quantization": "none", "compute_dtype": "float32"}
-    base_cfg = load_profile(profile, batch_size=1, grad_accum=1, num_epochs=1, warmup_ratio=0.0, logging_steps=1, save_steps=10**6,
+    overrides.setdefault("batch_size", 1)
+    base_cfg = load_profile(profile, grad_accum=1, num_epochs=1, warmup_ratio=0.0, logging_steps=1, save_steps=10**6,
                             max_steps=warmup + steps, max_length=max(L_list), max_new_tokens=64,
                             **{**quant_over, **overrides})
     model = build_random_qwen2({**arch, "max_position_embeddings": max(arch["max_position_embeddings"], max(L_list))},
@@ -178,7 +179,8 @@ def run_project(arch, profile, L_list, steps, warmup, device, tok, label=None, l
                     row["loss_fast"] = round(causal_lm_loss(model, dict(b), fast_path=True).item(), 5)
                     row["loss_plain"] = round(causal_lm_loss(model, dict(b), fast_path=False).item(), 5)
             reset_peak(device)
-            ds = SFTDataset([{"input_ids": ids[0].tolist(), "labels": labels[0].tolist()}] * (warmup + steps), list(range(warmup + steps)), [])
+            n = (warmup + steps) * cfg.batch_size      # a micro-batch of batch_size sequences, packed padding-free
+            ds = SFTDataset([{"input_ids": ids[0].tolist(), "labels": labels[0].tolist()}] * n, list(range(n)), [])
             timer = StepTimer(warmup, device)
             cb = type("Timer", (TrainerCallback,), {"on_step_begin": timer.on_step_begin, "on_step_end": timer.on_step_end})()
             with tempfile.TemporaryDirectory() as td:
@@ -186,7 +188,7 @@ def run_project(arch, profile, L_list, steps, warmup, device, tok, label=None, l
                                        data_seed=0, train_sampling_strategy="sequential")
                 res = trainer.train()
                 losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-            row.update(tokens_per_s=round(L * len(timer.times) / sum(timer.times), 1), step_s=round(sum(timer.times) / len(timer.times), 3),
+            row.update(tokens_per_s=round(L * cfg.batch_size * len(timer.times) / sum(timer.times), 1), step_s=round(sum(timer.times) / len(timer.times), 3),
                        peak_gib=peak_gib(device), first_loss=round(losses[0], 4), losses=[round(x, 4) for x in losses])
             del trainer
         except Exception as e:
@@ -221,7 +223,7 @@ def main(argv=None):
     ap.add_argument("--seqs", default="8192,16384,32768", help="sequence lengths for the project's path")
     ap.add_argument("--original-seqs", default="8192,16384", help="sequence lengths for the original recipe ('' to skip)")
     ap.add_argument("--probe", default="65536,98304,131072", help="longer contexts to try, 1 step each, until one fails ('' to skip)")
-    ap.add_argument("--only", default="", help="comma-separated subset of: noliger,original,main,optim8bit,offload,profiles,probe")
+    ap.add_argument("--only", default="", help="comma-separated subset of: noliger,original,main,optim8bit,offload,recommended,profiles,probe")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (speeds up the original recipe's fp32 path)")
     ap.add_argument("--probe-offload", action="store_true", help="offload the checkpoints in the probe")
     ap.add_argument("--budget-s", type=float, default=540, help="skip remaining sections after this many seconds")
@@ -232,7 +234,7 @@ def main(argv=None):
     seqs = [int(s) for s in a.seqs.split(",") if s]
     oseqs = [int(s) for s in a.original_seqs.split(",") if s]
     probe = [int(s) for s in a.probe.split(",") if s]
-    only = set(a.only.split(",")) if a.only else {"noliger", "original", "main", "optim8bit", "offload", "profiles", "probe"}
+    only = set(a.only.split(",")) if a.only else {"noliger", "original", "main", "optim8bit", "offload", "recommended", "profiles", "probe"}
     out = Path(a.out) if a.out else ROOT / "bench" / "results" / f"train_{datetime.date.today().isoformat()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     if device == "cuda": torch.backends.cuda.matmul.allow_tf32 = a.tf32
@@ -272,6 +274,14 @@ def main(argv=None):
                 + run_project(arch, P, [seqs[-1]], S, W, device, tok, label="project + offloaded checkpoints + paged 8-bit AdamW", offload=True, optim=opt8)
                 + run_project(arch, P, [seqs[-1]], S, W, device, tok, label="project + paged 8-bit AdamW + lora_dropout=0", optim=opt8, lora_dropout=0.0))
     section("offload", offload_fn)
+    def recommended():
+        big = not a.tiny
+        return (run_project(arch, "qwen2-7b-8gb", [4096 if big else 1024], S, W, device, tok, label="qwen2-7b-8gb + paged 8-bit AdamW", optim=opt8)
+                + run_project(arch, "qwen2-7b-8gb", [4096 if big else 1024], S, W, device, tok, label="qwen2-7b-8gb + paged 8-bit AdamW + offload", optim=opt8, offload=True)
+                + run_project(arch, "qwen2-7b-12gb", [8192 if big else 1024], S, W, device, tok, label="qwen2-7b-12gb, batch 2 packed + paged 8-bit AdamW", optim=opt8, batch_size=2)
+                + run_project(arch, "qwen2-7b-24gb", [16384 if big else 1024], S, W, device, tok, label="qwen2-7b-24gb + paged 8-bit AdamW", optim=opt8)
+                + run_project(arch, "qwen2-7b-24gb", [32768 if big else 2048], S, W, device, tok, label="qwen2-7b-24gb at 32k + paged 8-bit AdamW + offload", optim=opt8, offload=True))
+    section("recommended", recommended)
     section("profiles", lambda: run_project(arch, "qwen2-7b-8gb", [4096 if not a.tiny else 1024], S, W, device, tok, label="profile qwen2-7b-8gb (micro-batch 1)")
                                 + run_project(arch, "qwen2-7b-24gb", [16384 if not a.tiny else 1536], S, W, device, tok, label="profile qwen2-7b-24gb (micro-batch 1)"))
 

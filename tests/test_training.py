@@ -10,7 +10,7 @@ import torch
 from emosum.config import load_profile
 from emosum.data import Record
 from emosum.prompts import BudgetError, target_text
-from emosum.training import (build_dataset, causal_lm_loss, check_quantization, compare_loss_paths, greedy_generate, make_collator,
+from emosum.training import (build_dataset, causal_lm_loss, check_quantization, compare_loss_paths, export_merged, greedy_generate, make_collator,
                              prepare_model, prompt_ids, read_train_log, train)
 
 torch.set_num_threads(2)
@@ -72,6 +72,19 @@ def test_training_lowers_the_loss(tmp_path, quant, dtype):
     meta = json.loads((ad / "meta.json").read_text())
     assert meta["quantization"] == quant and meta["versions"]["peft"] and len(meta["data"]["train_sha256"]) == 64
     assert res["eval_losses"] and res["best_checkpoint"] and Path(res["best_checkpoint"]).is_dir()
+    # merged export: into an unquantised copy of the base, with a warning when the adapter was trained on 4-bit
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        export_merged(ad, tmp_path / "merged", dtype="float32")
+    assert any("trained on a nf4 base" in str(x.message) for x in w) == (quant == "nf4")
+    from transformers import AutoModelForCausalLM
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    if quant == "none":           # same function as base + adapter
+        ex = build_dataset(RECS[:1], res["tokenizer"], cfg)[0]
+        x = torch.tensor([ex["input_ids"][:64]])
+        with torch.no_grad():
+            assert torch.allclose(merged(x).logits, res["model"](input_ids=x).logits, atol=1e-4)
 
 
 # ---------------------------------------------------------------- the tiny model learns two examples by heart
