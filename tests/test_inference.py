@@ -77,6 +77,16 @@ def test_over_long_record_is_an_error_row_not_dropped(tiny, tmp_path):
                        "predicted_illness_Characteristics": "", "predicted_treatment_effect": ""}
 
 
+def test_chinese_record_and_generate_kwargs(tiny, tmp_path):
+    model, tok = tiny
+    recs = load_records("data/sample_zh.jsonl")
+    rows = generate(model, tok, recs, tmp_path/"zh.jsonl", max_length=2048, max_new_tokens=6, progress=False,
+                    gen_kwargs={"repetition_penalty": 1.3})
+    assert len(rows) == len(recs) and all(r["status"] in ("ok", "repaired", "failed", "error") for r in rows)
+    from emosum.prompts import build_prompt
+    assert "案例描述" in build_prompt(recs[0], tok, max_length=8192).text
+
+
 def test_submission_formats(tmp_path):
     f = {k: k.upper() for k in ES_FIELDS}
     preds = [dict(id=1, status="ok", fields=f), dict(id=2, status="failed", fields=None, raw="nonsense")]
