@@ -134,3 +134,15 @@ def test_smollm2_batched_equals_single_and_stops(tmp_path):
     from emosum.prompts import chat_text, encode
     (text, n), = generate_batch(model, tok, [encode(tok, chat_text([{"role": "user", "content": "Say OK."}], tok))], max_new_tokens=48)
     assert n < 48 and text
+
+
+@pytest.mark.slow
+def test_summarizer_from_gguf_file(tmp_path):
+    "A .gguf file as the base (transformers de-quantises it on load; ~30 s on 2 cores)."
+    from emosum.config import smollm2_gguf
+    s = Summarizer.from_pretrained(str(smollm2_gguf()), template="one_shot", max_length=2048, max_new_tokens=8,
+                                   gen_kwargs={"repetition_penalty": 1.1})
+    out = s.generate_summary("Client, 30, anxious about exams.", ["Session 1: assessment.", "Session 2: relaxation."], "Worked well.")
+    assert set(out) == set(ES_FIELDS) and 1 <= s.last["new_tokens"] <= 8
+    rows = s.summarize(_records(2), tmp_path/"p.jsonl", batch_size=2, progress=False)
+    assert [r["id"] for r in rows] == [0, 1]
