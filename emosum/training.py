@@ -118,6 +118,7 @@ def prepare_model(cfg: Profile,            # the run's profile
         missing = [t for t in cfg.lora_target_modules if t not in names]
         if missing: raise ValueError(f"Profile {cfg.name!r}: lora_target_modules {missing} are not modules of {cfg.model} "
                                      f"(its linear layers: {sorted(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))[:8]}...)")
+    seed_everything(cfg.seed)              # LoRA weights start from the profile's seed, whatever ran before in this process
     model = get_peft_model(model, lora_config(cfg))
     model._emosum_fast_path = cfg.fast_path
     return model, tok
