@@ -6,16 +6,17 @@ Docs: https://emosum.github.io/emosum/data_exploration.html.md"""
 
 # %% ../nbs/01_data_exploration.ipynb #9fb0088f
 from __future__ import annotations
-import hashlib, json, os, re, tempfile, warnings
+import hashlib, json, os, re, secrets, stat, tempfile, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from .config import project_path, shared_data_dir
 
 # %% auto #0
 __all__ = ['ES_FIELDS', 'INPUT_FIELDS', 'LANGS', 'TORN_TAIL', 'FORMATS', 'SPLIT_DIRS', 'RUN_SPLITS', 'SECTION_TITLES',
-           'DataError', 'detect_language', 'Record', 'read_jsonl', 'write_jsonl', 'RecordSet', 'resolve_data_path',
-           'iter_json_items', 'psyqa_to_dict', 'parse_dialogue', 'cpsycoun_to_dict', 'detect_format', 'load_records',
-           'split_records', 'load_run_data', 'section_text', 'input_text', 'chat_texts', 'records_frame']
+           'DataError', 'detect_language', 'Record', 'json_line', 'read_jsonl', 'write_jsonl', 'RecordSet',
+           'resolve_data_path', 'iter_json_items', 'psyqa_to_dict', 'parse_dialogue', 'cpsycoun_to_dict',
+           'detect_format', 'load_records', 'split_records', 'load_run_data', 'section_text', 'input_text',
+           'chat_texts', 'records_frame']
 
 # %% ../nbs/01_data_exploration.ipynb #3ba4c3c7
 ES_FIELDS = ("causes", "symptoms", "treatment_process", "characteristics_of_illness", "treatment_effect")
@@ -130,44 +131,71 @@ def _json_error(e: json.JSONDecodeError, file, line=None) -> DataError:
     return DataError(f"malformed JSON ({e.msg} at column {e.colno}); fix or delete this line", file, line or e.lineno)
 
 TORN_TAIL = ("error", "skip", "truncate")
+# JSON text may hold these raw inside strings, but str.splitlines() (and some other readers) break lines at them:
+# the writer escapes them, and the reader splits at "\n" only, so every valid JSON value makes a round trip.
+_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
-def read_jsonl(path: str | Path,     # a JSON Lines file
+def _row(r): return r.to_dict() if isinstance(r, Record) else r
+
+def json_line(row, # a dict (or any JSON value) or a `Record`
+             ) -> str:
+    "One JSON Lines line, `\\n` included: UTF-8 JSON, not ASCII-escaped, except the three characters some readers take for line breaks."
+    s = json.dumps(_row(row), ensure_ascii=False)
+    for ch, esc in _LINE_BREAKS.items():
+        if ch in s: s = s.replace(ch, esc)     # they only occur inside strings, where the escape means the same character
+    return s + "\n"
+
+def _jsonl_text(path: Path) -> tuple[str, int]:
+    "(text, length of a UTF-8 byte-order mark) of a JSONL file; `DataError` naming the file when it is not UTF-8."
+    raw = path.read_bytes()
+    bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+    try: return raw[bom:].decode("utf-8"), bom
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start + bom}); re-save the file as UTF-8", str(path)) from None
+
+def read_jsonl(path: str | Path,     # a JSON Lines file (UTF-8, a byte-order mark allowed)
                torn_tail: str = "error", # a malformed LAST line, as a process killed mid-append leaves it:
                                      # "error", "skip" (with a warning), or "truncate" (warn and cut it from the file,
                                      # so an append-only job writes that row again)
-              ) -> list[dict]:
-    "The JSON values of the non-blank lines of `path`; a malformed line is a `DataError` naming it."
+              ) -> list:
+    "The JSON values of the non-blank lines of `path` (lines end at `\\n` only); a malformed line is a `DataError` naming file and line."
     if torn_tail not in TORN_TAIL: raise ValueError(f"torn_tail must be one of {TORN_TAIL}, got {torn_tail!r}")
-    lines, rows = Path(path).read_text(encoding="utf-8").splitlines(), []
+    path = Path(path)
+    text, bom = _jsonl_text(path)
+    lines, rows = text.split("\n"), []
     for i, ln in enumerate(lines, 1):
         if not ln.strip(): continue
         try: rows.append(json.loads(ln))
         except json.JSONDecodeError as e:
-            if torn_tail == "error" or any(l.strip() for l in lines[i:]): raise _json_error(e, str(path), i) from None
+            if torn_tail == "error" or any(l.strip() for l in lines[i:]):
+                err = _json_error(e, str(path), i)
+                if not any(l.strip() for l in lines[i:]):
+                    err = DataError(f"{err.message} (an incomplete last line, as a process killed while writing leaves it?)", str(path), i)
+                raise err from None
             cut = torn_tail == "truncate"
             warnings.warn(f"{path}:{i}: incomplete last line ({len(ln)} characters) {'removed' if cut else 'skipped'}")
-            if cut: Path(path).write_text("".join(l + "\n" for l in lines[:i - 1]), encoding="utf-8")
+            if cut: os.truncate(path, bom + len("".join(l + "\n" for l in lines[:i - 1]).encode("utf-8")))
             break
     return rows
-
-def _row(r): return r.to_dict() if isinstance(r, Record) else r
 
 def write_jsonl(path: str | Path,  # file to write
                 rows,              # dicts or `Record`s
                 append: bool = False, # append instead of replacing (not atomic)
                ) -> Path:
-    "Write one JSON object per line (UTF-8, not ASCII-escaped)."
+    "Write one JSON value per line (`json_line`); replacing is atomic (a temporary file, then a rename); new files get the umask's permissions."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    lines = "".join(json.dumps(_row(r), ensure_ascii=False) + "\n" for r in rows)
+    text = "".join(json_line(r) for r in rows)
     if append:
-        with open(path, "a", encoding="utf-8") as f: f.write(lines)
+        with open(path, "a", encoding="utf-8") as f: f.write(text)
         return path
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(lines)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)    # 0o666 minus the umask, as open() would create it
+        with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(text)
+        if path.exists(): os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))   # a replaced file keeps its permissions
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+        tmp.unlink(missing_ok=True); raise
     return path
 
 # %% ../nbs/01_data_exploration.ipynb #b6b77fdf
@@ -213,8 +241,8 @@ def _iter_json_array(text, file):
 def iter_json_items(path: str | Path) -> list:
     "(dict, 'file:line') pairs, or `DataError`s, for the records in a JSONL file, a JSON array or a single JSON object."
     path = Path(path); file = str(path)
-    try: text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e: return [DataError(f"not UTF-8 text ({e.reason} at byte {e.start}); re-save the file as UTF-8", file)]
+    try: text, _ = _jsonl_text(path)
+    except DataError as e: return [e]
     head = text.lstrip()[:1]
     if head == "[": return [it if isinstance(it, DataError) else (it[0], f"{file}:{it[1]}") for it in _iter_json_array(text, file)]
     if path.suffix == ".json" and head == "{":
@@ -222,7 +250,7 @@ def iter_json_items(path: str | Path) -> list:
         except json.JSONDecodeError as e:
             if not e.msg.startswith("Extra data"): return [_json_error(e, file)]
     items = []
-    for i, ln in enumerate(text.splitlines(), 1):
+    for i, ln in enumerate(text.split("\n"), 1):      # JSON Lines: lines end at \n only (as `read_jsonl`)
         if not ln.strip(): continue
         try: items.append((json.loads(ln), f"{file}:{i}"))
         except json.JSONDecodeError as e: items.append(_json_error(e, file, i))
@@ -301,6 +329,7 @@ def detect_format(path: str | Path) -> str:
         raise DataError("cannot tell the format: no train/ validation/ test/ folders, .json/.jsonl or .txt files; pass format=", str(path))
     if path.suffix == ".txt": return "cpsycoun"
     with open(path, encoding="utf-8-sig", errors="replace") as f: head = f.read(65536)
+    if not head.strip(): raise DataError(f"the file is empty{' (only blank lines)' if head else ''}; it needs records, e.g. one JSON object per line", str(path))
     if re.search(r'"question"\s*:', head) and re.search(r'"answers"\s*:', head): return "psyqa"
     if head.lstrip()[:1] in ("{", "["): return "longemotion"
     if _TURN.match(head.lstrip().split("\n", 1)[0]): return "cpsycoun"
@@ -342,14 +371,19 @@ def load_records(path: str | Path,        # a file or folder; relative paths fro
         try:
             if isinstance(it, DataError): raise it
             rec = Record.from_dict(*it)
-            if rec.id in seen:
-                raise DataError(f"duplicate id {rec.id!r} (first at {seen[rec.id]}); ids must be unique: renumber or remove one",
-                                *_split_source(it[1]), "id")
-            seen[rec.id] = it[1]
+            key = str(rec.id)            # predictions, scores and submissions match records by the id's text
+            if key in seen:
+                first, where = seen[key]
+                msg = (f"duplicate id {rec.id!r} (first at {where}); ids must be unique: renumber or remove one" if first == rec.id else
+                       f"id {rec.id!r} is the same as id {first!r} at {where} once written as text (predictions and scores match "
+                       f"records by the id's text); make the ids distinct, or write them all as numbers or all as strings")
+                raise DataError(msg, *_split_source(it[1]), "id")
+            seen[key] = (rec.id, it[1])
             out.append(rec)
         except DataError as e:
             if strict: raise
             out.problems.append(e.problem())
+    if not out and not out.problems: raise DataError("holds no records (it is empty)", str(path))
     if not out:
         first = f"; first problem: {DataError(**{k: v for k, v in out.problems[0].items() if k != 'message'}, message=out.problems[0]['message'])}" if out.problems else ""
         raise DataError(f"no valid records ({len(out.problems)} bad){first}", str(path))

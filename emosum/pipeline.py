@@ -11,30 +11,110 @@ from pathlib import Path
 from .config import load_profile, list_profiles, make_run_dir, project_root, project_path, runs_root
 
 # %% auto #0
-__all__ = ['PIPELINE_STEP', 'RUN_FILE', 'VERSIONED', 'HEADLINE', 'nbs_path', 'list_steps', 'select_steps', 'package_versions',
-           'git_state', 'file_hash', 'data_hashes', 'config_hash', 'read_run', 'StepFailed', 'RunLocked', 'run',
-           'headline', 'summary', 'resolve_run', 'list_runs', 'format_table', 'main']
+__all__ = ['RUN_FLAG', 'RUN_FILE', 'VERSIONED', 'HEADLINE', 'nbs_path', 'cell_directives', 'cell_kind', 'run_notebook',
+           'list_steps', 'separation_problems', 'select_steps', 'package_versions', 'git_state', 'file_hash',
+           'data_hashes', 'config_hash', 'read_run', 'StepFailed', 'RunLocked', 'run', 'headline', 'summary',
+           'resolve_run', 'list_runs', 'format_table', 'main']
 
 # %% ../nbs/07_pipeline.ipynb #1cb82e22
-PIPELINE_STEP = "07"                                  # this chapter: never run as a step
+RUN_FLAG = "run"                                      # `#| run` on a code cell's first line marks a run cell
 _STEP_RE = re.compile(r"^(\d\d)_[^/]+\.ipynb$")
+_EXPORT_FLAGS = {"export", "exporti", "exports"}
 
 def nbs_path() -> Path:
     "The project's notebook folder."
     return project_root()/"nbs"
 
+def cell_directives(cell) -> set[str]:
+    "The nbdev directives (`#| name ...`) at the top of a code cell, by name."
+    out = set()
+    for line in "".join(cell.get("source", "")).splitlines():
+        if not line.strip(): continue
+        if not line.startswith("#|"): break
+        if line[2:].split(): out.add(line[2:].split()[0].rstrip(":"))
+    return out
+
+def cell_kind(cell) -> str:
+    "`markdown`, `parameters`, `export`, `run` or `demo` (every other code cell)."
+    if cell.get("cell_type") != "code": return "markdown"
+    if "parameters" in cell.get("metadata", {}).get("tags", []): return "parameters"
+    d = cell_directives(cell)
+    if d & _EXPORT_FLAGS: return "export"
+    return "run" if RUN_FLAG in d else "demo"
+
+def _read_nb(nb):
+    import nbformat
+    return nbformat.read(str(nb), as_version=4) if isinstance(nb, (str, Path)) else nb
+
+def run_notebook(nb, # a notebook path or `nbformat` node
+                ):
+    "The notebook a real run executes: markdown, the parameters cell, export cells and run cells; demonstrations removed."
+    import copy
+    nb = copy.deepcopy(_read_nb(nb))
+    nb.cells = [c for c in nb.cells if cell_kind(c) != "demo"]
+    return nb
+
 def list_steps(nbs_dir: str | Path | None = None, # notebook folder (default: the project's nbs/)
               ) -> dict[str, Path]:
-    "The pipeline's steps: `{'00': nbs/00_config.ipynb, ...}`, numbered notebooks in order, without this chapter."
+    "The pipeline's steps: `{'01': nbs/01_data_exploration.ipynb, ...}`, the numbered notebooks that have run cells, in order."
     d = Path(nbs_dir) if nbs_dir else nbs_path()
     if not d.is_dir(): raise FileNotFoundError(f"Notebook folder {d} does not exist")
     steps = {}
     for p in sorted(d.glob("*.ipynb")):
         m = _STEP_RE.match(p.name)
-        if not m or m[1] == PIPELINE_STEP: continue
+        if not m or not any(cell_kind(c) == "run" for c in _read_nb(p).cells): continue
         if m[1] in steps: raise ValueError(f"Two notebooks numbered {m[1]} in {d}: {steps[m[1]].name} and {p.name}")
         steps[m[1]] = p
     return steps
+
+# %% ../nbs/07_pipeline.ipynb #a1sep002
+def _names(src: str) -> tuple[set, set, set]:
+    "(names a cell binds at its top level, global names it reads, names it imports) from its source; magics and shell lines are ignored."
+    import ast, builtins
+    code = "\n".join("" if l.lstrip().startswith(("%", "!")) else l for l in src.splitlines())
+    try: tree = ast.parse(code)
+    except SyntaxError: return set(), set(), set()
+    bound, read = set(), set()
+    def binds(node) -> set:                      # names a scope's own statements bind (not those of nested scopes)
+        out, todo = set(), list(ast.iter_child_nodes(node))
+        while todo:
+            n = todo.pop()
+            if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)): out.add(n.id)
+            elif isinstance(n, (ast.Import, ast.ImportFrom)): out |= {(a.asname or a.name).split(".")[0] for a in n.names}
+            elif isinstance(n, ast.arg): out.add(n.arg)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): out.add(n.name); todo += n.decorator_list; continue
+            if isinstance(n, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)): continue
+            todo += list(ast.iter_child_nodes(n))
+        return out
+    def visit(node, local: set):
+        for n in ast.iter_child_nodes(node):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in local: read.add(n.id)
+            scope = isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp))
+            visit(n, local | binds(n) if scope else local)
+    bound = binds(tree)
+    visit(tree, set())
+    imported = {(a.asname or a.name).split(".")[0] for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    return bound, read - set(dir(builtins)) - {"display", "get_ipython"}, imported
+
+def separation_problems(nb, # a notebook path or `nbformat` node
+                       ) -> list[str]:
+    "Where run cells and demonstration cells of a chapter lean on each other, in notebook order (empty when they don't)."
+    cells = [(i, cell_kind(c), *_names(c.source)) for i, c in enumerate(_read_nb(nb).cells) if c.cell_type == "code"]
+    by = {"export": set(), "parameters": set(), "run": set(), "demo": set()}   # names bound so far, by the kind of cell
+    problems = []
+    for j, (i, kind, bound, read, imported) in enumerate(cells):
+        free = read - bound
+        if kind == "run":
+            bad = sorted(free & by["demo"] - by["export"] - by["parameters"] - by["run"])
+            if bad: problems.append(f"cell {i} (run) reads {bad}, defined only by demonstration cells")
+        elif kind == "demo":
+            bad = sorted(free & (by["run"] | by["parameters"]) - by["export"] - by["demo"])
+            if bad: problems.append(f"cell {i} (demonstration) reads {bad}, a run cell's or parameter's variables")
+            later = set().union(*(r - b for _, k, b, r, _ in cells[j + 1:] if k == "run"))
+            bad = sorted((bound - imported) & later & (by["run"] | by["parameters"] | by["export"]))   # re-importing a name is harmless
+            if bad: problems.append(f"cell {i} (demonstration) rebinds {bad}, which a later run cell reads")
+        by[kind] |= bound
+    return problems
 
 # %% ../nbs/07_pipeline.ipynb #42cc6812
 def select_steps(steps: str | list | tuple | None, # None: all; "03-05", "4", "04,06", "inference", or a list of these
@@ -230,7 +310,7 @@ def _run_steps(rd, profile, cfg, typed, params, chash, all_steps, chosen, force,
             log.info("step %s: executing %s -> %s", sid, src.name, out)
             t0 = time.time()
             try:
-                pm.execute_notebook(str(src), str(out), parameters=dict(params, profile=profile, run_dir=str(rd), overrides=typed),
+                pm.execute_notebook(run_notebook(src), str(out), parameters=dict(params, profile=profile, run_dir=str(rd), overrides=typed),
                                     kernel_name="python3", language="python", cwd=str(rd), progress_bar=progress_bar, log_output=log_output,
                                     execution_timeout=execution_timeout)
             except PapermillExecutionError as e:
@@ -266,13 +346,16 @@ def _run_steps(rd, profile, cfg, typed, params, chash, all_steps, chosen, force,
     return state
 
 # %% ../nbs/07_pipeline.ipynb #d145c1e5
-def _write_demo_notebook(path: Path, body: str):
-    "Write a minimal step notebook (a parameters cell + `body`); for demos and tests."
+def _write_demo_notebook(path: Path, body: str | None, # the run cell's code (None: a chapter without run cells)
+                         demo: str | None = None,             # a demonstration cell after it
+                        ):
+    "Write a minimal chapter (a parameters cell, run cells ending in `body`, a demonstration); for demos and tests."
     import nbformat
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('profile = "cpu-smoke"\nrun_dir = None\noverrides = {}')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("from pathlib import Path\nrun_dir = Path(run_dir)"), nbformat.v4.new_code_cell(body)]
+    nb.cells = [params] + ([nbformat.v4.new_code_cell(f"#| {RUN_FLAG}\n{s}") for s in ("from pathlib import Path\nrun_dir = Path(run_dir)", body)]
+                           if body is not None else []) + ([nbformat.v4.new_code_cell(demo)] if demo else [])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(path))
     return path

@@ -15,7 +15,7 @@ __all__ = ['FIELD_LABELS', 'FIELD_DEFINITIONS', 'FIELD_GUIDANCE', 'SECTION_LABEL
            'LANGUAGES', 'TASKS', 'TEMPLATES', 'KEY_ALIASES', 'Template', 'register_template', 'template_names',
            'record_language', 'get_template', 'build_messages', 'target_text', 'ChatTemplateError', 'chat_text',
            'encode', 'end_of_turn', 'end_of_turn_ids', 'BudgetError', 'Prompt', 'build_prompt', 'build_example',
-           'normalize_key', 'ParseResult', 'parse_summary']
+           'normalize_key', 'ParseResult', 'parse_summary', 'comparison_row', 'compare_variants']
 
 # %% ../nbs/02_prompt_design.ipynb #f612d374
 FIELD_LABELS = {
@@ -569,3 +569,39 @@ def parse_summary(text: str,           # the model's answer
     missing = [f for f in ES_FIELDS if f not in fields]
     if missing: repairs.append(f"missing {missing} (left empty)")
     return ParseResult({f: fields.get(f, "") for f in ES_FIELDS}, "repaired" if repairs else "ok", "; ".join(repairs) or None)
+
+# %% ../nbs/02_prompt_design.ipynb #0d06f9f6
+def comparison_row(template: str, preds: list[dict]) -> dict:
+    "Answer-format statistics of one variant's predictions, re-parsed with the current `parse_summary` (errors stay errors)."
+    import pandas as pd
+    st, complete = [], []
+    for p in preds:
+        r = parse_summary(p["raw"]) if p["status"] != "error" else ParseResult(None, "error")
+        st.append(r.status); complete.append(bool(r.fields) and all(r.fields.values()))
+    st = pd.Series(st); n = len(preds)
+    return dict(template=template, n=n, ok=int((st == "ok").sum()), repaired=int((st == "repaired").sum()), failed=int((st == "failed").sum()),
+                error=int((st == "error").sum()), json_valid_rate=round(float((st == "ok").mean()), 3),
+                parsed_rate=round(float(st.isin(["ok", "repaired"]).mean()), 3), complete_rate=round(sum(complete) / n, 3),
+                prompt_tokens_mean=round(sum(p["prompt_tokens"] for p in preds) / n),
+                truncated_tokens_mean=round(sum(p["truncated_tokens"] for p in preds) / n),
+                new_tokens_mean=round(sum(p["new_tokens"] for p in preds) / n),
+                seconds_per_record=round(sum(p["seconds"] for p in preds) / n, 1))
+
+def compare_variants(records, model_name, templates, max_length, max_new_tokens, out_dir, metrics=True) -> pd.DataFrame:
+    "Generate zero-shot with each template (resumable, one predictions file per template); a row of `comparison_row` per template, plus reference metrics."
+    import pandas as pd
+    from emosum.inference import load_model_and_tokenizer, generate
+    model, tokenizer = load_model_and_tokenizer(model_name)
+    rows = []
+    for t in templates:
+        preds = generate(model, tokenizer, records, out_dir/t/"predictions.jsonl", task="es", template=t, max_length=max_length,
+                         max_new_tokens=max_new_tokens, batch_size=1, model_name=model_name)
+        row = comparison_row(t, preds)
+        if metrics:   # ROUGE-L and semantic similarity against the references (emosum.evaluation); failed fields score 0
+            from emosum.evaluation import evaluate
+            for p in preds:   # score the fields as re-parsed now
+                if p["status"] != "error": r = parse_summary(p["raw"]); p.update(status=r.status, fields=r.fields)
+            m, _ = evaluate(preds, records, n_boot=200)
+            row.update(rougeL=round(m["overall"]["rougeL"], 3), semsim=round(m["overall"]["semsim"], 3))
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -13,12 +13,13 @@ LOG = "with open(run_dir/'log.txt', 'a') as f: f.write('{}\\n')\n"
 
 @pytest.fixture
 def fake_nbs(tmp_path):
-    "Three tiny step notebooks (+ a 07 that must never run); step 01 fails while the run folder holds FAIL."
+    "Three tiny step notebooks (+ a 07 without run cells); step 01 fails while the run folder holds FAIL; demonstrations never run."
     nbs = tmp_path / "nbs"; nbs.mkdir()
-    P._write_demo_notebook(nbs / "00_first.ipynb", LOG.format("00") + "assert overrides == {} or overrides == {'seed': 7}, overrides")
+    P._write_demo_notebook(nbs / "00_first.ipynb", LOG.format("00") + "assert overrides == {} or overrides == {'seed': 7}, overrides",
+                           demo="raise SystemExit('a demonstration cell ran inside a run')")
     P._write_demo_notebook(nbs / "01_second.ipynb", "if (run_dir/'FAIL').exists():\n    raise RuntimeError('planted failure')\n" + LOG.format("01"))
     P._write_demo_notebook(nbs / "02_third.ipynb", LOG.format("02") + "assert profile == 'cpu-smoke'")
-    P._write_demo_notebook(nbs / "07_pipeline.ipynb", "raise SystemExit('07 must not run')")
+    P._write_demo_notebook(nbs / "07_pipeline.ipynb", None, demo="raise SystemExit('07 must not run')")
     return nbs
 
 
@@ -32,7 +33,7 @@ def test_list_and_select_steps(fake_nbs):
     assert P.select_steps("00,02", steps) == ["00", "02"]
     with pytest.raises(ValueError, match="Unknown step 'fourth'.*00_first"): P.select_steps("fourth", steps)
     real = P.list_steps()
-    assert "07" not in real and all(p.name[:2] == k for k, p in real.items())
+    assert list(real) == ["01", "02", "03", "04", "05", "06"] and all(p.name[:2] == k for k, p in real.items())
 
 
 def test_failure_message_resume_force_and_subsets(fake_nbs, tmp_path):
@@ -42,7 +43,7 @@ def test_failure_message_resume_force_and_subsets(fake_nbs, tmp_path):
         P.run("cpu-smoke", name=str(rd), **kw)
     msg = str(ei.value)
     assert "Step 01 (01_second.ipynb) failed in cell" in msg and "RuntimeError: planted failure" in msg
-    assert "line 2: raise RuntimeError('planted failure')" in msg and str(rd / "01_second.ipynb") in msg and "resume" in msg
+    assert "line 3: raise RuntimeError('planted failure')" in msg   # line 1 is '#| run' and str(rd / "01_second.ipynb") in msg and "resume" in msg
     assert ei.value.step == "01" and ei.value.ename == "RuntimeError"
     r = P.read_run(rd)
     assert r["status"] == "failed" and r["steps"]["00"]["status"] == "done" and "02" not in r["steps"]
@@ -156,3 +157,23 @@ def test_notebook_params_reach_every_step_and_count_for_resume(fake_nbs, tmp_pat
     P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, steps="03", progress_bar=False, params={"split": "test"})   # same: skipped
     assert _log(rd) == ["valid", "test"] and P.read_run(rd)["params"] == {"split": "test"}
     with pytest.raises(ValueError, match="params may not set"): P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, params={"run_dir": "x"})
+
+
+def test_real_steps_reach_papermill_without_demonstration_cells(tmp_path, monkeypatch):
+    """What papermill receives for each real step: the parameters, export and run cells, nothing else; and the chapters
+    keep run and demonstration cells apart (no run cell needs a demonstration's variable, and the other way round)."""
+    import papermill as pm
+    seen = {}
+    def fake_execute(nb, out, **kw):
+        seen[Path(out).name] = nb
+        Path(out).write_text("{}")
+    monkeypatch.setattr(pm, "execute_notebook", fake_execute)
+    P.run("cpu-smoke", name=str(tmp_path / "r"), progress_bar=False)
+    steps = P.list_steps()
+    assert sorted(seen) == sorted(p.name for p in steps.values())
+    for name, nb in seen.items():
+        kinds = [P.cell_kind(c) for c in nb.cells]
+        assert "demo" not in kinds and "run" in kinds and kinds.count("parameters") == 1, (name, kinds)
+        full = [P.cell_kind(c) for c in P._read_nb(steps[name[:2]]).cells]
+        assert full.count("demo") > 0 and kinds.count("run") == full.count("run") and kinds.count("export") == full.count("export")
+    assert {k: P.separation_problems(p) for k, p in steps.items()} == {k: [] for k in steps}
