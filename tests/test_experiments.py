@@ -1,0 +1,33 @@
+"""emosum.experiments: k-fold cross-validation through the pipeline on the tiny model (CPU)."""
+from pathlib import Path
+
+import pytest
+
+from emosum.data import load_records, read_jsonl
+from emosum.experiments import cross_validate, kfold_split, leaderboard
+
+
+def test_cross_validation_predicts_every_record_once_and_never_trains_on_it(tmp_path):
+    recs = load_records("data/sample_es.jsonl")
+    res = cross_validate("cpu-smoke", name=tmp_path / "cv", folds=2, max_steps=1, max_new_tokens=8, progress_bar=False)
+    cv = Path(res["cv_dir"])
+    oof = read_jsonl(cv / "predictions.jsonl")
+    assert sorted(str(r["id"]) for r in oof) == sorted(str(r.id) for r in recs)          # every record exactly once
+    assert {r["fold"] for r in oof} == {0, 1} and res["metrics"]["n"] == len(recs)
+    for i in (0, 1):
+        fd = cv / f"fold{i}"
+        tested = {str(r["id"]) for r in read_jsonl(fd / "predictions.jsonl")}
+        trained = {str(r["id"]) for s in ("train", "valid") for r in read_jsonl(fd / "data" / f"{s}.jsonl")}
+        assert tested and trained and not tested & trained                                 # no record in its own training fold
+        assert (fd / "adapter" / "adapter_config.json").exists()
+    assert (cv / "metrics.json").exists() and (cv / "scores.jsonl").exists() and "copy" in res["metrics"]["baselines"]
+    board = leaderboard([cv])
+    assert board.loc[0, "n"] == len(recs) and board.loc[0, "train_s"] > 0
+    again = cross_validate("cpu-smoke", name=tmp_path / "cv", folds=2, max_steps=1, max_new_tokens=8, progress_bar=False)
+    assert again["metrics"]["overall"] == res["metrics"]["overall"]                         # finished folds are reused
+
+
+def test_folds_are_stable_and_disjoint():
+    f = kfold_split([f"r{i}" for i in range(11)], 3, seed=7)
+    assert sorted(sum(f, [])) == sorted(f"r{i}" for i in range(11)) and [len(x) for x in f] == [4, 4, 3]
+    with pytest.raises(ValueError, match="2 <= k"): kfold_split(["a", "b"], 3)
