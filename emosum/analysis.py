@@ -23,7 +23,7 @@ __all__ = ['METRICS', 'FAILURES', 'tokens', 'text_language', 'quick_scores', 'ma
            'plot_comparison']
 
 # %% ../nbs/06_error_analysis.ipynb #bb490623
-from .data import ES_FIELDS, read_jsonl
+from .data import ES_FIELDS, read_jsonl, write_jsonl
 
 # %% ../nbs/06_error_analysis.ipynb #f95fa99c
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -148,9 +148,9 @@ def make_synthetic_run(run_dir: str | Path,          # folder to write (created)
     scores = [{"id": p["id"], "field": f, "status": p["status"],
                **quick_scores((p["fields"] or {}).get(f), r[f])} for p, r in zip(preds, recs) for f in ES_FIELDS]
     for name, rows in (("test", recs),):
-        (rd/"data"/f"{name}.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows))
-    (rd/"predictions.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in preds))
-    (rd/"scores.jsonl").write_text("".join(json.dumps(x) + "\n" for x in scores))
+        write_jsonl(rd/"data"/f"{name}.jsonl", rows)
+    write_jsonl(rd/"predictions.jsonl", preds)
+    write_jsonl(rd/"scores.jsonl", scores)
     copy = [{"id": r["id"], "field": f, **quick_scores(" ".join(_input_text(r).split()[:40]), r[f])} for r in recs for f in ES_FIELDS]
     metrics = metrics_from_scores(pd.DataFrame(scores), preds)
     metrics["baselines"] = {"copy": metrics_from_scores(pd.DataFrame(copy), None)}

@@ -157,6 +157,7 @@ def read_jsonl(path: str | Path,     # a JSON Lines file (UTF-8, a byte-order ma
                torn_tail: str = "error", # a malformed LAST line, as a process killed mid-append leaves it:
                                      # "error", "skip" (with a warning), or "truncate" (warn and cut it from the file,
                                      # so an append-only job writes that row again)
+               with_lines: bool = False, # return (line number, value) pairs, for messages that point at a line
               ) -> list:
     "The JSON values of the non-blank lines of `path` (lines end at `\\n` only); a malformed line is a `DataError` naming file and line."
     if torn_tail not in TORN_TAIL: raise ValueError(f"torn_tail must be one of {TORN_TAIL}, got {torn_tail!r}")
@@ -165,7 +166,7 @@ def read_jsonl(path: str | Path,     # a JSON Lines file (UTF-8, a byte-order ma
     lines, rows = text.split("\n"), []
     for i, ln in enumerate(lines, 1):
         if not ln.strip(): continue
-        try: rows.append(json.loads(ln))
+        try: rows.append((i, json.loads(ln)) if with_lines else json.loads(ln))
         except json.JSONDecodeError as e:
             if torn_tail == "error" or any(l.strip() for l in lines[i:]):
                 err = _json_error(e, str(path), i)

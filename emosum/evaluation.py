@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from . import config as _config
 from .config import Profile, shared_data_dir
-from .data import ES_FIELDS, Record, detect_language, load_records, load_run_data, read_jsonl, write_jsonl
+from .data import ES_FIELDS, DataError, Record, detect_language, load_records, load_run_data, read_jsonl, write_jsonl
 # sentence-transformers, openai, rouge_score, sacrebleu and jieba are imported where they are used,
 # so `import emosum` stays fast.
 
@@ -20,11 +20,12 @@ from .data import ES_FIELDS, Record, detect_language, load_records, load_run_dat
 __all__ = ['METRICS', 'STATUSES', 'TASK_FIELDS', 'FIELD_LABELS', 'FIELD_LABELS_ZH', 'DEFAULT_SEMANTIC_MODEL',
            'FIELD_DESCRIPTIONS', 'BASELINES', 'JUDGE_DIMENSIONS', 'JUDGE_PROMPT_VERSION', 'JUDGE_PROMPTS',
            'JUDGE_REPAIR', 'task_fields', 'record_targets', 'record_language', 'JiebaTokenizer', 'rouge', 'bleu',
-           'semantic_model_path', 'load_semantic_model', 'embed', 'semantic_similarity', 'score_predictions',
-           'bootstrap_ci', 'summarize', 'evaluate', 'split_sentences', 'baseline_row', 'copy_baseline',
-           'extractive_baseline', 'eval_records', 'evaluate_run', 'format_summary', 'judge_messages', 'JudgeParseError',
-           'parse_judge_reply', 'es_score', 'JudgeError', 'judge_settings', 'judge_client', 'chat', 'judge_one',
-           'summarize_judgements', 'judge', 'judge_run', 'real_baselines', 'baseline_table']
+           'semantic_model_path', 'load_semantic_model', 'embed', 'semantic_similarity', 'read_predictions',
+           'score_predictions', 'match_predictions', 'bootstrap_ci', 'summarize', 'evaluate', 'split_sentences',
+           'baseline_row', 'copy_baseline', 'extractive_baseline', 'eval_records', 'evaluate_run', 'format_summary',
+           'judge_messages', 'JudgeParseError', 'parse_judge_reply', 'es_score', 'JudgeError', 'judge_settings',
+           'judge_client', 'chat', 'judge_one', 'summarize_judgements', 'judge', 'judge_run', 'real_baselines',
+           'baseline_table']
 
 # %% ../nbs/05_evaluation.ipynb #610dc018
 METRICS = ("rouge1", "rouge2", "rougeL", "bleu", "semsim")
@@ -148,17 +149,44 @@ def semantic_similarity(predictions: list[str], references: list[str], model=Non
     return out
 
 # %% ../nbs/05_evaluation.ipynb #5979db6a
-def _as_predictions(predictions) -> list[dict]:
-    if isinstance(predictions, (str, Path)): return read_jsonl(predictions)
-    return list(predictions)
+def read_predictions(predictions,       # a predictions.jsonl path, or prediction rows
+                     source: str | None = None, # what to call a list of rows in messages (default "predictions")
+                    ) -> list[dict]:
+    "Prediction rows, checked: each a JSON object with an int or str `id`, no id twice (as text); a `DataError` names the file and line."
+    if isinstance(predictions, (str, Path)):
+        file, numbered = str(predictions), read_jsonl(predictions, with_lines=True)
+    else: file, numbered = source or "predictions", [(None, p) for p in predictions]
+    rows, seen = [], {}
+    for i, (line, p) in enumerate(numbered, 1):
+        where = dict(file=file, line=line) if line else dict(file=f"{file} row {i}")
+        if not isinstance(p, dict):
+            raise DataError(f"expected a JSON object (a prediction row with id, status, fields), got a JSON {_json_type(p)}", **where)
+        rid = p.get("id")
+        if isinstance(rid, bool) or not isinstance(rid, (int, str)) or rid == "":
+            raise DataError(f"must be the int or str id of the record the prediction is for, got {rid!r}", **where, field="id")
+        if str(rid) in seen:
+            raise DataError(f"duplicate id {rid!r} (first at {seen[str(rid)]}): one prediction per record; remove one of them", **where, field="id")
+        seen[str(rid)] = f"line {line}" if line else f"row {i}"
+        rows.append(p)
+    return rows
+
+def _json_type(v) -> str: return {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}.get(type(v), type(v).__name__)
+
+def _as_predictions(predictions) -> list[dict]: return read_predictions(predictions)
 
 def _as_records(records) -> list:
     if isinstance(records, (str, Path)): return list(load_records(records))
     return list(records)
 
 def _index_predictions(predictions: list[dict]) -> dict[str, dict]:
-    "Predictions by `str(id)`; when an id repeats (a resumed run), the last row wins."
-    return {str(p.get("id")): p for p in predictions}
+    "Predictions by `str(id)` (checked by `read_predictions`: a repeated id is an error, never a silent choice)."
+    return {str(p["id"]): p for p in read_predictions(predictions)}
+
+def _scored_status(p: dict | None) -> str:
+    "A prediction's status for scoring: `missing` without one; `failed` when it claims ok / repaired but has no fields object."
+    if p is None: return "missing"
+    status = p.get("status", "ok")
+    return "failed" if status in ("ok", "repaired") and not isinstance(p.get("fields"), dict) else status
 
 def score_predictions(predictions,                # prediction rows (see 04_inference) or a predictions.jsonl path
                       records,                    # reference `Record`s / dicts, or a data file
@@ -172,9 +200,8 @@ def score_predictions(predictions,                # prediction rows (see 04_infe
     for rec in recs:
         rid, refs, lang = _get(rec, "id"), record_targets(rec, task), record_language(rec, language)
         p = preds.get(str(rid))
-        status = p.get("status", "ok") if p else "missing"
-        fields = (p.get("fields") if p else None) or {}
-        if not isinstance(fields, dict): fields = {}
+        status = _scored_status(p)
+        fields = p.get("fields") if p and isinstance(p.get("fields"), dict) else {}
         for f in refs:
             pred = _text(fields.get(f)) if status not in ("error", "missing") else ""
             row = {"id": rid, "field": f, "status": status, "present": bool(pred), "language": lang,
@@ -183,6 +210,17 @@ def score_predictions(predictions,                # prediction rows (see 04_infe
     df = pd.DataFrame(rows, columns=["id", "field", "status", "present", "language", *METRICS[:-1]])
     df["semsim"] = semantic_similarity([p for p, _ in pairs], [r for _, r in pairs], semantic_model) if pairs else []
     return df
+
+def match_predictions(predictions: list[dict], records: list, what: str = "the predictions") -> dict:
+    "How predictions and reference records pair up by id: counts and a few unmatched ids; an error when there are none, or none pair up."
+    pred_ids, ref_ids = [str(p["id"]) for p in predictions], [str(_get(r, "id")) for r in records]
+    if not pred_ids: raise ValueError(f"{what}: no predictions (an empty file?); nothing to evaluate")
+    unmatched = [i for i in pred_ids if i not in set(ref_ids)]
+    if len(unmatched) == len(pred_ids):
+        raise ValueError(f"none of the {len(pred_ids)} ids of {what} is the id of a reference record (predictions: "
+                         f"{', '.join(pred_ids[:3])}...; references: {', '.join(ref_ids[:3])}...): are they predictions for these records?")
+    return {"matched": len(pred_ids) - len(unmatched), "unmatched_predictions": len(unmatched), "unmatched_ids": unmatched[:10],
+            "references_without_prediction": len(set(ref_ids) - set(pred_ids))}
 
 # %% ../nbs/05_evaluation.ipynb #3fd97130
 def _fields_in(scores: pd.DataFrame) -> list[str]: return list(dict.fromkeys(scores["field"]))
@@ -235,9 +273,10 @@ def evaluate(predictions,                 # prediction rows or a predictions.jso
              seed: int = 0,               # bootstrap seed
              task: str = "es",            # "es" | "reflection"
             ) -> tuple[dict, pd.DataFrame]:
-    "Score `predictions` against `records`: `(metrics, scores)`."
-    scores = score_predictions(predictions, records, language, semantic_model, task)
-    return summarize(scores, n_boot, seed), scores
+    "Score `predictions` against `records`: `(metrics, scores)`; an error when no prediction is for one of the records."
+    preds, recs = _as_predictions(predictions), _as_records(records)
+    scores = score_predictions(preds, recs, language, semantic_model, task)
+    return {**summarize(scores, n_boot, seed), **match_predictions(preds, recs)}, scores
 
 # %% ../nbs/05_evaluation.ipynb #060c04de
 FIELD_DESCRIPTIONS = {
@@ -348,16 +387,18 @@ def evaluate_run(run_dir,                        # the run folder
     language = None if cfg is None or cfg.language == "auto" else cfg.language
     task = cfg.task if cfg else "es"
     pp = Path(predictions_path) if predictions_path else run_dir/"predictions.jsonl"
+    preds = None
+    if pp.is_file():                    # checked before the slow part: errors name the predictions file and line
+        preds = read_predictions(pp)
+        match_predictions(preds, records, str(pp))
     model = _semantic(semantic_model)
     kw = dict(language=language, semantic_model=model, n_boot=n_boot, seed=seed, task=task)
     sm_name = semantic_model if isinstance(semantic_model, str) else DEFAULT_SEMANTIC_MODEL if semantic_model is None else type(semantic_model).__name__
     meta = {"task": task, "semantic_model": sm_name,
             "n_boot": n_boot, "seed": seed, "record_ids": [_get(r, "id") for r in records]}
-    if pp.is_file():
-        preds = read_jsonl(pp)
+    if preds is not None:
         metrics, scores = evaluate(preds, records, **kw)
-        ids = {str(_get(r, "id")) for r in records}
-        metrics.update(predictions=str(pp), unmatched_predictions=len({str(p.get("id")) for p in preds} - ids))
+        metrics["predictions"] = str(pp)
         write_jsonl(run_dir/"scores.jsonl", scores.to_dict("records"))
     else:
         for r in records: record_targets(r, task)   # the same clear error as with predictions
@@ -491,8 +532,9 @@ def es_score(parsed: dict) -> float:
 
 # %% ../nbs/05_evaluation.ipynb #57adcf20
 class JudgeError(RuntimeError):
-    "The judge endpoint could not be reached or kept failing; the message says why and after how many attempts."
-    def __init__(self, message: str, attempts: int = 1): super().__init__(message); self.attempts = attempts
+    "The judge endpoint could not be reached or kept failing; the message says why and after how many requests."
+    def __init__(self, message: str, attempts: int = 1, fatal: bool = False):
+        super().__init__(message); self.attempts, self.fatal = attempts, fatal   # fatal: no later request can do better
 
 def judge_settings(base_url: str | None = None, model: str | None = None, api_key: str | None = None) -> dict:
     "Base URL, model and key of the judge from the arguments, else the environment."
@@ -506,38 +548,48 @@ def judge_settings(base_url: str | None = None, model: str | None = None, api_ke
         api_key = "EMPTY"
     return {"base_url": base_url, "model": model, "api_key": api_key}
 
-def judge_client(base_url=None, api_key=None, timeout: float = 120.0):
-    "An `openai.OpenAI` client with its own retries off (see `chat`)."
+_SENT = threading.local()            # HTTP requests sent by this thread through a `judge_client` (retries included)
+
+def _sent() -> int: return getattr(_SENT, "n", 0)
+
+def judge_client(base_url=None, api_key=None,
+                 timeout: float = 120.0,  # seconds per request (at most 10 to connect)
+                 max_retries: int = 5,    # the client's retries of 429 / 408 / 409 / 5xx / timeouts, with its backoff
+                ):
+    "An `openai.OpenAI` client for the judge: its own retries and timeout; a refused connection or unknown host is not retried."
     import openai
-    return openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+    try: import httpx2 as http            # the HTTP library of openai >= 3
+    except ImportError: import httpx as http
+    class _Client(openai.DefaultHttpxClient):
+        def send(self, request, **kw):
+            _SENT.n = _sent() + 1
+            try: return super().send(request, **kw)
+            except http.ConnectError as e:     # refused, unknown host: raised as an OpenAIError, which the client does not retry
+                err = openai.APIConnectionError(message=f"cannot connect ({e})", request=request)
+                err.emosum_unreachable = True
+                raise err from e
+    return openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries,
+                         timeout=http.Timeout(timeout, connect=min(timeout, 10.0)), http_client=_Client())
 
-def _retry_after(exc) -> float | None:
-    try: return float(exc.response.headers.get("retry-after"))
-    except Exception: return None
+def _endpoint(client) -> str: return str(getattr(client, "base_url", None) or "the judge endpoint").rstrip("/")
 
-def _retryable(exc) -> bool:
-    import openai
-    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)): return True
-    return isinstance(exc, openai.APIStatusError) and (exc.status_code in (408, 409, 429) or exc.status_code >= 500)
-
-def chat(client, model: str, messages: list[dict],
-         max_retries: int = 5,       # retries after the first attempt (rate limits, 5xx, timeouts)
-         backoff: float = 2.0,       # first wait in seconds; doubles each retry
-         max_backoff: float = 60.0,  # longest wait (also caps Retry-After)
-         max_tokens: int = 2048, sleep=time.sleep) -> tuple[str, int]:
-    "One chat completion at temperature 0: `(reply text, requests made)`; `JudgeError` when it keeps failing."
-    for attempt in range(max_retries + 1):
-        try:
-            r = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=max_tokens)
-            return (r.choices[0].message.content or ""), attempt + 1
-        except Exception as e:
-            if not _retryable(e):
-                raise JudgeError(f"judge request failed and will not be retried: {type(e).__name__}: {e}", attempt + 1) from e
-            if attempt == max_retries:
-                raise JudgeError(f"judge request failed {attempt + 1} times; last: {type(e).__name__}: {e}", attempt + 1) from e
-            wait = min(max_backoff, backoff * 2 ** attempt)
-            ra = _retry_after(e)
-            sleep(min(max_backoff, ra) if ra is not None else wait)
+def chat(client, model: str, messages: list[dict], max_tokens: int = 2048) -> tuple[str, int]:
+    "One chat completion at temperature 0: `(reply text, HTTP requests made)`; `JudgeError` when it fails (after the client's retries)."
+    n0 = _sent()
+    try:
+        r = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=max_tokens)
+        return (r.choices[0].message.content or ""), max(1, _sent() - n0)
+    except Exception as e:
+        n, status = max(1, _sent() - n0), getattr(e, "status_code", None)
+        if getattr(e, "emosum_unreachable", False):
+            raise JudgeError(f"the judge endpoint {_endpoint(client)} cannot be reached: {e.__cause__ or e} (nothing listening there, "
+                             "or an unknown host): start the server, or fix judge_base_url / EMOSUM_JUDGE_BASE_URL", n, fatal=True) from e
+        if status in (401, 403, 404):
+            raise JudgeError(f"the judge endpoint {_endpoint(client)} refused the request (HTTP {status}: {e}): check the API key "
+                             f"and the judge model name {model!r}", n, fatal=True) from e
+        retried = status in (408, 409, 429) or (status or 0) >= 500 or type(e).__name__ in ("APITimeoutError", "APIConnectionError")
+        if retried: raise JudgeError(f"judge request failed {n} times; last: {type(e).__name__}: {e}", n) from e
+        raise JudgeError(f"judge request failed and will not be retried: {type(e).__name__}: {e}", n) from e
 
 def judge_one(client, model: str, reference: dict, output: str, language: str = "en", **chat_kw) -> dict:
     "Judge one output: {'status': 'ok' | 'failed', 'scores', 'es_score', 'repaired', 'raw', 'error', 'requests'}; transport failures raise `JudgeError`."
@@ -600,25 +652,27 @@ def judge(predictions,                  # prediction rows or a predictions.jsonl
           language: str | None = None,  # prompt language; None: per record
           retry_failed: bool = False,   # ask again where the cache holds a judge failure
           timeout: float = 120.0,       # seconds per request
-          client=None,                  # an openai client (default: one for base_url / api_key)
-          **chat_kw,                    # max_retries, backoff, max_backoff, max_tokens for `chat`
+          max_retries: int = 5,         # the openai client's retries per request (429, 408, 409, 5xx, timeouts)
+          time_budget: float | None = None, # seconds for the whole judging; what is left when it runs out is an `error` row
+          client=None,                  # an openai client (default: `judge_client(base_url, api_key, timeout, max_retries)`)
+          **chat_kw,                    # max_tokens for `chat`
          ) -> dict:
-    "Judge every record's prediction `repeats` times with the benchmark's protocol; returns the summary (see `summarize_judgements`)."
+    "Judge every record's prediction `repeats` times with the benchmark's protocol; returns the summary (see `summarize_judgements`). An unreachable endpoint stops it at once (`JudgeError`)."
     s = judge_settings(base_url, model, api_key)
-    client = client or judge_client(s["base_url"], s["api_key"], timeout)
+    client = client or judge_client(s["base_url"], s["api_key"], timeout, max_retries)
     preds, recs = _index_predictions(_as_predictions(predictions)), _as_records(records)
     cdir = Path(cache_dir) if cache_dir else _config.cache_dir()/"judge"
     cdir = cdir/_slug(s["model"]); cdir.mkdir(parents=True, exist_ok=True)
     out = Path(out_path) if out_path else None
-    if out: out.parent.mkdir(parents=True, exist_ok=True); out.write_text("")
+    if out: write_jsonl(out, [])
     lock, rows, stats, t_start = threading.Lock(), [], {"requests": 0, "cached": 0}, time.time()
+    stop: list[JudgeError] = []                # the error that stopped the judging, if one did
 
     def emit(row):
         with lock:
             rows.append(row)
             stats["requests"] += row.get("requests", 0) if not row.get("cached") else 0
-            if out:
-                with open(out, "a", encoding="utf-8") as f: f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            if out: write_jsonl(out, [row], append=True)
 
     todo = []
     for rec in recs:
@@ -641,9 +695,16 @@ def judge(predictions,                  # prediction rows or a predictions.jsonl
 
     def work(item):
         base, ref, output, lang, cpath = item
+        if stop: return
+        if time_budget is not None and time.time() - t_start > time_budget:
+            emit({**base, "status": "error", "scores": None, "es_score": None, "repaired": False, "raw": None, "requests": 0,
+                  "error": f"not judged: the time budget of {time_budget:g} s was used up", "cached": False}); return
         t0 = time.time()
         try: res = judge_one(client, s["model"], ref, output, lang, **chat_kw)
         except JudgeError as e:
+            if e.fatal:
+                with lock: stop.append(e)
+                return
             emit({**base, "status": "error", "scores": None, "es_score": None, "repaired": False, "raw": None,
                   "error": str(e), "requests": e.attempts, "cached": False}); return
         row = {**base, **res, "seconds": round(time.time() - t0, 3)}
@@ -653,26 +714,40 @@ def judge(predictions,                  # prediction rows or a predictions.jsonl
 
     if todo:
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as ex: list(ex.map(work, todo))
+    if stop:
+        e = stop[0]
+        raise JudgeError(f"judging stopped after {len(rows)} of {len(recs) * repeats} judgements: {e}", e.attempts, fatal=True)
     summary = summarize_judgements(rows, repeats)
-    summary.update(judge_model=s["model"], base_url=s["base_url"], repeats=repeats, n_records=len(recs),
-                   requests=stats["requests"], cached=stats["cached"], seconds=round(time.time() - t_start, 2),
-                   prompt_version=JUDGE_PROMPT_VERSION,
+    summary.update(status="ok" if not summary["counts"]["error"] else "incomplete", judge_model=s["model"], base_url=s["base_url"],
+                   repeats=repeats, n_records=len(recs), requests=stats["requests"], cached=stats["cached"],
+                   seconds=round(time.time() - t_start, 2), prompt_version=JUDGE_PROMPT_VERSION,
                    protocol="LongEmotion ES judge (github.com/LongEmotion/LongEmotion, evaluations/base.py score_report_summary); own prompt wording")
+    if summary["counts"]["error"]:
+        first = next(r["error"] for r in rows if r["status"] == "error")
+        summary["error"] = f"{summary['counts']['error']} of {len(rows)} judgements failed (first: {first})"
     return summary
 
 def judge_run(run_dir, cfg: Profile | None = None, records=None, predictions_path=None, base_url=None, model=None,
               api_key=None, repeats: int | None = None, split: str = "valid", **kw) -> dict:
-    "`judge` a run folder's predictions with the profile's judge settings; writes run_dir/judge.jsonl and judge.json."
+    "`judge` a run folder's predictions with the profile's judge settings; writes run_dir/judge.jsonl and judge.json; `JudgeError` unless every judgement was made."
     run_dir = Path(run_dir)
     cfg = cfg or Profile.load(run_dir/"profile.json")
     if cfg.task != "es": raise ValueError(f"the LongEmotion judge scores ES summaries; this run's task is {cfg.task!r}")
     records = eval_records(cfg, run_dir, split) if records is None else records
     pp = Path(predictions_path) if predictions_path else run_dir/"predictions.jsonl"
-    summary = judge(read_jsonl(pp) if pp.is_file() else [], records, base_url=base_url or cfg.judge_base_url,
-                    model=model or os.environ.get("EMOSUM_JUDGE_MODEL") or cfg.judge_model, api_key=api_key,
-                    repeats=repeats or cfg.judge_repeats, out_path=run_dir/"judge.jsonl",
-                    language=None if cfg.language == "auto" else cfg.language, **kw)
+    judge_model = model or os.environ.get("EMOSUM_JUDGE_MODEL") or cfg.judge_model
+    try:
+        summary = judge(read_predictions(pp) if pp.is_file() else [], records, base_url=base_url or cfg.judge_base_url,
+                        model=judge_model, api_key=api_key, repeats=repeats or cfg.judge_repeats, out_path=run_dir/"judge.jsonl",
+                        language=None if cfg.language == "auto" else cfg.language, **kw)
+    except JudgeError as e:      # the endpoint is unreachable or refuses: record it, so the run's headline says so too
+        (run_dir/"judge.json").write_text(json.dumps({"status": "failed", "error": str(e), "es_score": None, "judge_model": judge_model,
+                                                     "base_url": base_url or cfg.judge_base_url}, indent=2, ensure_ascii=False))
+        raise
     (run_dir/"judge.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    if summary["status"] != "ok":
+        raise JudgeError(f"{summary['error']}. The ES score would cover only part of the records, so this step fails; rerun "
+                         f"to ask again for the missing ones (finished judgements are cached). See {run_dir/'judge.jsonl'}.")
     return summary
 
 # %% ../nbs/05_evaluation.ipynb #13e81c55

@@ -6,15 +6,16 @@ Docs: https://emosum.github.io/emosum/pipeline.html.md"""
 
 # %% ../nbs/07_pipeline.ipynb #deed12fa
 from __future__ import annotations
-import argparse, contextlib, datetime, hashlib, json, logging, os, re, subprocess, sys, time
+import argparse, contextlib, datetime, errno, hashlib, json, logging, os, re, shlex, subprocess, sys, time
 from pathlib import Path
 from .config import load_profile, list_profiles, make_run_dir, project_root, project_path, runs_root
 
 # %% auto #0
-__all__ = ['RUN_FLAG', 'RUN_FILE', 'VERSIONED', 'HEADLINE', 'nbs_path', 'cell_directives', 'cell_kind', 'run_notebook',
-           'list_steps', 'separation_problems', 'select_steps', 'package_versions', 'git_state', 'file_hash',
-           'data_hashes', 'config_hash', 'read_run', 'StepFailed', 'RunLocked', 'run', 'headline', 'summary',
-           'resolve_run', 'list_runs', 'format_table', 'main']
+__all__ = ['RUN_FLAG', 'RUN_FILE', 'VERSIONED', 'LOCK_FILE', 'HEADLINE', 'nbs_path', 'cell_directives', 'cell_kind',
+           'run_notebook', 'list_steps', 'separation_problems', 'select_steps', 'package_versions', 'git_state',
+           'file_hash', 'data_hashes', 'config_hash', 'read_run', 'RunFolderGone', 'StepFailed', 'notebook_warnings',
+           'parameter_names', 'RunLocked', 'run_locked', 'run_status', 'run', 'headline', 'summary', 'resolve_run',
+           'list_runs', 'format_table', 'main']
 
 # %% ../nbs/07_pipeline.ipynb #1cb82e22
 RUN_FLAG = "run"                                      # `#| run` on a code cell's first line marks a run cell
@@ -203,11 +204,21 @@ def read_run(run_dir: str | Path) -> dict | None:
     f = Path(run_dir)/RUN_FILE
     return json.loads(f.read_text()) if f.exists() else None
 
+class RunFolderGone(RuntimeError):
+    "The run folder disappeared (deleted or moved) while the run was executing."
+
 def _write_run(run_dir: Path, state: dict):
     state["updated"] = _now()
+    gone = RunFolderGone(f"The run folder {run_dir} disappeared while the run was executing (deleted or moved?), so nothing more "
+                         "can be recorded there; the run stopped. Run the same command again to start it afresh.")
+    if not run_dir.is_dir(): raise gone
     tmp = run_dir/(RUN_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2, ensure_ascii=False, default=str))
-    tmp.replace(run_dir/RUN_FILE)
+    try:
+        tmp.write_text(json.dumps(state, indent=2, ensure_ascii=False, default=str))
+        tmp.replace(run_dir/RUN_FILE)
+    except FileNotFoundError:
+        if not run_dir.is_dir(): raise gone from None
+        raise
 
 # %% ../nbs/07_pipeline.ipynb #dfa716f4
 class StepFailed(RuntimeError):
@@ -238,21 +249,59 @@ def _failing_line(e) -> str:
     m = re.search(r"^-*> *(\d+) (.*)$", tb, flags=re.M)
     return f"line {m[1]}: {m[2].strip()[:120]}" if m else _first_line(getattr(e, "source", ""))
 
+_WARNING_LINE = re.compile(r"^(?P<file>\S.*?):(?P<line>\d+): (?P<category>[A-Za-z_]*Warning): (?P<message>.*)$")
+
+def notebook_warnings(nb, # an executed notebook (path or node)
+                     ) -> list[str]:
+    "The warnings emosum's code or a run cell raised while `nb` executed ('UserWarning: ...'), each once, in order."
+    import emosum
+    pkg, out = str(Path(emosum.__file__).resolve().parent), []
+    for c in _read_nb(nb).cells:
+        text = "".join(o.get("text", "") for o in c.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stderr")
+        for ln in text.splitlines():
+            m = _WARNING_LINE.match(ln)
+            if m and (m["file"].startswith(pkg) or "ipykernel" in m["file"]):
+                w = f"{m['category']}: {m['message']}"
+                if w not in out: out.append(w)
+    return out
+
+def parameter_names(nb) -> set[str]:
+    "The names a notebook's `parameters` cell defines."
+    return set().union(*(_names(c.source)[0] for c in _read_nb(nb).cells if cell_kind(c) == "parameters"))
+
 class RunLocked(RuntimeError):
     "Another live process is executing this run."
 
+LOCK_FILE = ".run.lock"
+
+def run_locked(run_dir: str | Path) -> bool:
+    "True while a process executes the run (holds the operating-system lock on `run_dir/.run.lock`)."
+    from filelock import FileLock, Timeout
+    p = Path(run_dir)/LOCK_FILE
+    if not p.exists(): return False
+    lock = FileLock(str(p), timeout=0)
+    try: lock.acquire()
+    except Timeout: return True
+    except OSError: return False
+    lock.release(); return False
+
 @contextlib.contextmanager
 def _run_lock(rd: Path):
-    "Hold `rd/.run.lock` (our pid) while running; a lock left by a dead process (e.g. killed) is taken over."
-    lock = rd/".run.lock"
-    if lock.exists():
-        try: pid = int(lock.read_text().split()[0]); os.kill(pid, 0); alive = pid != os.getpid()
-        except (ValueError, IndexError, ProcessLookupError, OSError): alive = False
-        if alive: raise RunLocked(f"Run {rd} is being executed by process {pid} (lock file {lock}); wait for it to finish, "
-                                  "or delete the lock file if that process is not an emosum run.")
-    lock.write_text(f"{os.getpid()} {_now()}\n")
+    "Hold the lock on `rd/.run.lock` (an OS file lock, `filelock`) while running; the OS releases it when the holder dies, however."
+    from filelock import FileLock, Timeout
+    lock = FileLock(str(rd/LOCK_FILE), timeout=0)
+    try: lock.acquire()
+    except Timeout:
+        pid = (read_run(rd) or {}).get("pid")
+        raise RunLocked(f"Run {rd} is being executed by another process{f' (pid {pid})' if pid else ''}: it holds {rd/LOCK_FILE}. "
+                        "Wait for it to finish, or stop it, then run the same command again.") from None
     try: yield
-    finally: lock.unlink(missing_ok=True)
+    finally: lock.release()
+
+def run_status(run_dir: str | Path, state: dict | None = None) -> str:
+    "The run's status from run.json, except that `running` without a live process holding the run's lock is `killed`."
+    st = (state if state is not None else read_run(run_dir) or {}).get("status", "-")
+    return "killed" if st == "running" and not run_locked(run_dir) else st
 
 def _stale(state: dict, sid: str, order: list[str]) -> bool:
     "True when an earlier step finished after step `sid` started."
@@ -263,7 +312,7 @@ def _stale(state: dict, sid: str, order: list[str]) -> bool:
 def run(profile: str = "default",        # a settings.ini profile
         name: str | None = None,         # run folder name under runs_root() (or a path); default <profile>-<timestamp>
         steps: str | list | None = None, # subset, e.g. "03-05" or ["04", "05"]; None: all
-        force: bool = False,             # re-execute steps already done
+        force: bool = False,             # re-execute steps already done, and redo their outputs afresh (training: new checkpoints)
         nbs_dir: str | Path | None = None, # the notebooks (default: the project's nbs/)
         progress_bar: bool = True,       # papermill's per-cell progress bar
         log_output: bool = False,        # stream the notebooks' outputs into the log
@@ -275,26 +324,37 @@ def run(profile: str = "default",        # a settings.ini profile
     cfg = load_profile(profile, **overrides)           # fail fast on unknown profiles / keys / bad values
     typed = {k: getattr(cfg, k) for k in overrides}     # converted values, passed to the notebooks
     params = dict(params or {})
-    clash = {"profile", "run_dir", "overrides"} & set(params)
-    if clash: raise ValueError(f"params may not set {sorted(clash)}: use the profile / name arguments and profile overrides")
+    clash = {"profile", "run_dir", "overrides", "force"} & set(params)
+    if clash: raise ValueError(f"params may not set {sorted(clash)}: use the profile / name arguments, profile overrides and force")
     chash = config_hash(cfg) if not params else hashlib.sha256(f"{config_hash(cfg)}{json.dumps(params, sort_keys=True, default=str)}".encode()).hexdigest()[:16]
     all_steps = list_steps(nbs_dir)
     chosen = select_steps(steps, all_steps)
     rd = make_run_dir(name, profile=profile)
+    again = f"emosum run --profile {shlex.quote(profile)} --name {shlex.quote(str(name) if name is not None else rd.name)}"
     with _run_lock(rd):
-        return _run_steps(rd, profile, cfg, typed, params, chash, all_steps, chosen, force, progress_bar, log_output, execution_timeout)
+        return _run_steps(rd, profile, cfg, typed, params, chash, all_steps, chosen, force, progress_bar, log_output, execution_timeout, again)
 
-def _run_steps(rd, profile, cfg, typed, params, chash, all_steps, chosen, force, progress_bar, log_output, execution_timeout) -> dict:
+def _run_steps(rd, profile, cfg, typed, params, chash, all_steps, chosen, force, progress_bar, log_output, execution_timeout, again) -> dict:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     order = list(all_steps)
-    state = read_run(rd) or {"name": rd.name, "run_dir": str(rd), "created": _now(), "steps": {}}
-    state.update(profile=profile, overrides=typed, params=params, config=cfg.to_dict(), config_hash=chash, git=git_state(),
-                 versions=package_versions(), data=data_hashes(cfg, rd), argv=sys.argv, status="running",
+    state = read_run(rd) or {"created": _now(), "steps": {}}
+    state.update(name=rd.name, run_dir=str(rd),          # this folder, also when run.json came with a copied or moved folder
+                 profile=profile, overrides=typed, params=params, config=cfg.to_dict(), config_hash=chash, git=git_state(),
+                 versions=package_versions(), data=data_hashes(cfg, rd), argv=sys.argv, status="running", pid=os.getpid(),
                  selected=chosen)
     state["steps"] = {k: state["steps"][k] for k in order if k in state["steps"]}  # keep pipeline order
+    for k, s in state["steps"].items():
+        s["output"] = str(rd/all_steps[k].name)
+        if s.get("status") == "running":          # we hold the lock: the process that ran it is gone
+            s.update(status="killed", error={"ename": "killed", "evalue": "its process ended without recording the end (killed?)"})
     _write_run(rd, state)
     log = logging.getLogger("emosum.pipeline")
+    def tell_warnings(sid, out):                   # what the step warned about reaches the console, not only the notebook
+        try: ws = notebook_warnings(out) if out.exists() else []
+        except Exception: ws = []
+        for w in ws[:20]: log.warning("step %s: %s", sid, w)
+        if len(ws) > 20: log.warning("step %s: ... and %d more warnings in %s", sid, len(ws) - 20, out)
     with _kernel_env(EMOSUM_ROOT=os.environ.get("EMOSUM_ROOT") or project_root(), PYTHONUNBUFFERED="1"):
         for sid in chosen:
             src = all_steps[sid]; out = rd/src.name
@@ -304,16 +364,19 @@ def _run_steps(rd, profile, cfg, typed, params, chash, all_steps, chosen, force,
                 log.info("step %s (%s): done already with this profile; skipped (force=True to redo)", sid, src.name)
                 prev["last_skipped"] = _now(); state["steps"][sid] = prev; _write_run(rd, state)
                 continue
-            rec = {"notebook": src.name, "output": str(out), "status": "running", "config_hash": chash,
+            rec = {"notebook": src.name, "output": str(out), "status": "running", "config_hash": chash, "forced": force,
                    "git_commit": state["git"]["commit"], "started": _now(), "finished": None, "seconds": None, "error": None}
             state["steps"][sid] = rec; _write_run(rd, state)
             log.info("step %s: executing %s -> %s", sid, src.name, out)
             t0 = time.time()
+            nb = run_notebook(src)
+            extra = {"force": force} if "force" in parameter_names(nb) else {}   # only to the steps that take it
             try:
-                pm.execute_notebook(run_notebook(src), str(out), parameters=dict(params, profile=profile, run_dir=str(rd), overrides=typed),
+                pm.execute_notebook(nb, str(out), parameters=dict(params, profile=profile, run_dir=str(rd), overrides=typed, **extra),
                                     kernel_name="python3", language="python", cwd=str(rd), progress_bar=progress_bar, log_output=log_output,
                                     execution_timeout=execution_timeout)
             except PapermillExecutionError as e:
+                tell_warnings(sid, out)
                 line = _failing_line(e)
                 rec.update(status="failed", seconds=round(time.time() - t0, 2), finished=_now(),
                            error={"cell_index": e.cell_index, "exec_count": e.exec_count, "ename": e.ename,
@@ -323,21 +386,26 @@ def _run_steps(rd, profile, cfg, typed, params, chash, all_steps, chosen, force,
                     f"Step {sid} ({src.name}) failed in cell {e.cell_index} (execution count {e.exec_count}"
                     + (f", {line}" if line.startswith("line ") else f": `{line}`" if line else "") + f"): {e.ename}: {e.evalue}\n"
                     f"  the executed notebook, with the traceback: {out}\n"
-                    f"  fix the cause and rerun with the same name (emosum run --profile {profile} --name {rd.name} ...) "
-                    f"to resume from step {sid}.",
+                    f"  fix the cause and rerun with the same name ({again} ...) to resume from step {sid}.",
                     step=sid, notebook=out, cell_index=e.cell_index, ename=e.ename, evalue=e.evalue) from None
             except KeyboardInterrupt:
                 rec.update(status="interrupted", seconds=round(time.time() - t0, 2), finished=_now())
                 state["status"] = "interrupted"; _write_run(rd, state)
+                log.warning("interrupted in step %s; `%s` resumes (a training continues from its last checkpoint)", sid, again)
                 raise
             except Exception as e:      # the kernel died, a timeout, a missing kernel...
+                if isinstance(e, RunFolderGone) or not rd.is_dir():
+                    raise RunFolderGone(f"The run folder {rd} disappeared while step {sid} was executing (deleted or moved?); "
+                                        f"the run stopped. Run the same command again to start it afresh.") from None
+                tell_warnings(sid, out)
                 rec.update(status="failed", seconds=round(time.time() - t0, 2), finished=_now(),
                            error={"ename": type(e).__name__, "evalue": str(e)[:2000]})
                 state["status"] = "failed"; _write_run(rd, state)
                 hint = " (the kernel process died, most often killed for lack of memory: check `free -g`)" if type(e).__name__ == "DeadKernelError" else ""
                 raise StepFailed(f"Step {sid} ({src.name}) could not be executed: {type(e).__name__}: {e}{hint}\n"
-                                 f"  partial notebook: {out}; rerun with --name {rd.name} to resume.",
+                                 f"  partial notebook: {out}; rerun with the same name ({again} ...) to resume.",
                                  step=sid, notebook=out, ename=type(e).__name__, evalue=str(e)) from e
+            tell_warnings(sid, out)
             rec.update(status="done", seconds=round(time.time() - t0, 2), finished=_now())
             state["data"] = data_hashes(cfg, rd); _write_run(rd, state)
             log.info("step %s: done in %.1f s", sid, rec["seconds"])
@@ -363,19 +431,22 @@ def _write_demo_notebook(path: Path, body: str | None, # the run cell's code (No
 # %% ../nbs/07_pipeline.ipynb #40290d6a
 HEADLINE = (("rougeL", "ROUGE-L"), ("semsim", "semsim"), ("json_valid_rate", "JSON valid"), ("es_score", "ES judge"))
 
-def _judge_score(run_dir: Path):
+def _judge(run_dir: Path) -> tuple[float | None, str | None]:
+    "(ES score, None) from judge.json, or (None, what went wrong) when the judging failed or is incomplete."
     f = run_dir/"judge.json"
-    if not f.exists(): return None
+    if not f.exists(): return None, None
     try: j = json.loads(f.read_text())
-    except ValueError: return None
+    except ValueError: return None, f"{f} is not valid JSON"
+    if not isinstance(j, dict): return None, None
+    if j.get("status") in ("failed", "incomplete"): return None, j.get("error") or j["status"]
     for k in ("es_score", "score", "overall", "mean"):
-        v = j.get(k) if isinstance(j, dict) else None
+        v = j.get(k)
         if isinstance(v, dict): v = v.get("es_score", v.get("mean"))
-        if isinstance(v, (int, float)): return float(v)
-    return None
+        if isinstance(v, (int, float)): return float(v), None
+    return None, None
 
 def headline(run_dir: str | Path) -> dict:
-    "Headline metrics of a run: ROUGE-L, semsim, JSON-valid rate, ES judge score; and the baselines' ROUGE-L/semsim."
+    "Headline metrics of a run: ROUGE-L, semsim, JSON-valid rate, ES judge score (and `judge_error` when the judging failed); the baselines' ROUGE-L/semsim."
     rd = Path(run_dir); out = {k: None for k, _ in HEADLINE}
     f = rd/"metrics.json"
     if f.exists():
@@ -385,17 +456,29 @@ def headline(run_dir: str | Path) -> dict:
         for b, bm in (m.get("baselines") or {}).items():
             bov = (bm or {}).get("overall", bm or {})
             out[f"{b}.rougeL"], out[f"{b}.semsim"] = bov.get("rougeL"), bov.get("semsim")
-    out["es_score"] = _judge_score(rd)
+    out["es_score"], out["judge_error"] = _judge(rd)
     return out
 
 def _fmt(v): return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
+def _matching(m: dict) -> str | None:
+    "A line on how the predictions matched the reference records, from metrics.json."
+    if m.get("matched") is None: return None
+    line = f"predictions: {m['matched']} for reference records"
+    if m.get("unmatched_predictions"):
+        line += f", {m['unmatched_predictions']} for no reference record, not scored (ids {', '.join(map(str, m.get('unmatched_ids', [])))})"
+    if m.get("references_without_prediction"):
+        line += f"; {m['references_without_prediction']} reference records without a prediction (scored 0, status missing)"
+    return line
+
 def summary(run_dir: str | Path) -> str:
     "A few lines: where the run is, its steps and the headline metrics against the baselines."
     rd = Path(run_dir); r = read_run(rd) or {}; h = headline(rd)
-    lines = [f"run: {rd}  (profile {r.get('profile', '?')}, status {r.get('status', '?')})"]
+    status = run_status(rd, r) if r else "?"
+    lines = [f"run: {rd}  (profile {r.get('profile', '?')}, status {status})"]
     st = r.get("steps", {})
-    if st: lines.append("steps: " + ", ".join(f"{k} {v.get('status')}" + (f" {v['seconds']:.0f}s" if v.get("seconds") else "") for k, v in st.items()))
+    show = lambda s: "killed" if s == "running" and status == "killed" else s
+    if st: lines.append("steps: " + ", ".join(f"{k} {show(v.get('status'))}" + (f" {v['seconds']:.0f}s" if v.get("seconds") else "") for k, v in st.items()))
     bases = sorted({k.split(".")[0] for k in h if "." in k})
     if any(h[k] is not None for k, _ in HEADLINE):
         cols = ["model"] + bases
@@ -405,6 +488,10 @@ def summary(run_dir: str | Path) -> str:
             if all(v is None for v in vals): continue
             lines.append(f"{label:<12}" + "".join(f"{_fmt(v):>12}" for v in vals))
     else: lines.append("no metrics.json yet (the evaluation step has not run)")
+    if h.get("judge_error"): lines.append(f"ES judge: FAILED: {h['judge_error'][:300]}")
+    if (rd/"metrics.json").exists():
+        m = _matching(json.loads((rd/"metrics.json").read_text()))
+        if m: lines.append(m)
     for nb in ("06_error_analysis.ipynb", "05_evaluation.ipynb"):
         if (rd/nb).exists(): lines.append(f"open {rd/nb} for the details"); break
     return "\n".join(lines)
@@ -429,9 +516,11 @@ def list_runs(root: str | Path | None = None) -> list[dict]:
         if r is None and not (d/"metrics.json").exists(): continue
         r = r or {}
         st = r.get("steps", {})
+        h = headline(d)
+        if h.pop("judge_error", None): h["es_score"] = "failed"
         rows.append({"name": d.name, "profile": r.get("profile") or (json.loads((d/"profile.json").read_text()).get("name") if (d/"profile.json").exists() else None),
-                     "status": r.get("status", "-"), "steps": f"{sum(s.get('status') in ('done', 'skipped') for s in st.values())}/{max(len(st), n_steps) if st else 0}",
-                     "updated": (r.get("updated") or "")[:16], **{k: v for k, v in headline(d).items() if "." not in k and k != "n"}})
+                     "status": run_status(d, r) if r else "-", "steps": f"{sum(s.get('status') in ('done', 'skipped') for s in st.values())}/{max(len(st), n_steps) if st else 0}",
+                     "updated": (r.get("updated") or "")[:16], **{k: v for k, v in h.items() if "." not in k and k != "n"}})
     return rows
 
 def format_table(rows: list[dict], cols: list[str] | None = None) -> str:
@@ -452,7 +541,7 @@ def _kv(s: str) -> tuple[str, str]:
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="emosum", description="Fine-tune, run and evaluate LLM summaries of counselling case reports.")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    r = sub.add_parser("run", help="run the notebooks 00-06 with papermill into runs/<name>/")
+    r = sub.add_parser("run", help="run the steps (the run cells of notebooks 01-06) with papermill into runs/<name>/")
     r.add_argument("--profile", default="default", help="a settings.ini profile (default: default)")
     r.add_argument("-p", "--set", dest="overrides", action="append", type=_kv, default=[], metavar="KEY=VALUE", help="profile override (repeatable)")
     r.add_argument("--name", help="run name (folder under runs/); reuse it to resume")
@@ -460,7 +549,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="a notebook parameter for every step (JSON values, else strings), e.g. -P split=test -P adapter=runs/x/adapter")
     r.add_argument("--steps", help="subset of steps, e.g. 03-05 or 04,06")
     r.add_argument("--skip", help="steps to leave out, e.g. --skip training (a zero-shot run)")
-    r.add_argument("--force", action="store_true", help="re-execute steps already done")
+    r.add_argument("--force", action="store_true", help="re-execute steps already done, afresh (training deletes its checkpoints)")
     r.add_argument("--log-output", action="store_true", help="stream notebook outputs to the log")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     ls = sub.add_parser("list", help="runs with their headline metrics")
@@ -477,7 +566,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N records")
     e = sub.add_parser("evaluate", help="score predictions against references")
     e.add_argument("--predictions", required=True); e.add_argument("--data", required=True, help="the records with reference fields")
-    e.add_argument("--out", required=True, help="output folder: metrics.json, scores.jsonl")
+    e.add_argument("--out", required=True, help="output folder: metrics.json, scores.jsonl (never a run folder: its files are the run's)")
     e.add_argument("--profile", help="a profile for task / language / seed (default: the folder's profile.json, else ES defaults)")
     e.add_argument("--no-baselines", action="store_true", help="skip the copy / extractive baselines (faster)")
     e.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
@@ -541,14 +630,25 @@ def _cmd_predict(a):
     print(f"{len(preds)} predictions ({ok} parsed) -> {out/'predictions.jsonl'}")
 
 def _cmd_evaluate(a):
-    import shutil
+    import filecmp, shutil
     from emosum.evaluation import evaluate_run
-    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    src = Path(a.predictions)
+    out, src = Path(a.out), Path(a.predictions)
     if not src.is_file(): raise FileNotFoundError(f"Predictions file {src} does not exist")
-    if src.resolve() != (out/"predictions.jsonl").resolve(): shutil.copyfile(src, out/"predictions.jsonl")
+    if (out/RUN_FILE).exists():
+        raise ValueError(f"--out {out} is a run folder (it has {RUN_FILE}): its predictions.jsonl, metrics.json and scores.jsonl are "
+                         f"the run's own and are not overwritten. Pass a new folder (e.g. --out {out/'eval'}); to redo the run's "
+                         f"own evaluation: emosum run --name {out} --steps 05 --force")
+    copy = out/"predictions.jsonl"
+    if copy.exists() and copy.resolve() != src.resolve() and not filecmp.cmp(copy, src, shallow=False):
+        raise ValueError(f"--out {out} already holds other predictions ({copy}); pass a new folder, or delete that file first")
     kw = dict(n_boot=a.n_boot) | (dict(baselines=()) if a.no_baselines else {}) | (dict(cfg=load_profile(a.profile)) if a.profile else {})
-    evaluate_run(out, records=list(_records(a.data)), **kw)
+    records, made = list(_records(a.data)), not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try: evaluate_run(out, records=records, predictions_path=src, **kw)    # reads the user's file: errors name it, and its lines
+    except BaseException:
+        if made and not any(out.iterdir()): out.rmdir()
+        raise
+    if not copy.exists(): shutil.copyfile(src, copy)                        # the folder holds what was scored
     print(summary(out))
 
 def _cmd_profiles(a):
@@ -564,11 +664,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         {"run": _cmd_run, "list": _cmd_list, "compare": _cmd_compare, "predict": _cmd_predict,
          "evaluate": _cmd_evaluate, "profiles": _cmd_profiles}[a.cmd](a)
-    except (StepFailed, RunLocked) as e:
+    except (StepFailed, RunLocked, RunFolderGone) as e:
         print(f"emosum {a.cmd}: {e}", file=sys.stderr); return 1
     except (KeyError, TypeError, ValueError, FileNotFoundError, ModuleNotFoundError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"emosum {a.cmd}: error: {msg}", file=sys.stderr); return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT): raise
+        where = e.filename or getattr(a, "out", None) or (a.name if getattr(a, "name", None) else runs_root())
+        print(f"emosum {a.cmd}: error: no space left on the device ({e.strerror}) writing {where}; free some space there (or write "
+              "to another disk: --out / EMOSUM_RUNS) and run the same command again: finished work is kept", file=sys.stderr); return 1
     except KeyboardInterrupt:
         print(f"emosum {a.cmd}: interrupted; rerun with the same --name to resume", file=sys.stderr); return 130
     return 0

@@ -12,21 +12,38 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .config import Profile, load_profile_model, load_tokenizer, resolve_model, torch_dtype, seed_everything
-from .data import read_jsonl
+from .data import read_jsonl, write_jsonl
 
 # %% auto #0
-__all__ = ['PADDING_FREE_ATTENTION', 'check_quantization', 'model_max_length', 'check_max_length', 'apply_liger', 'lora_config',
-           'prepare_model', 'trainable_parameters', 'estimate_memory', 'causal_lm_loss', 'compare_loss_paths',
-           'SFTDataset', 'build_dataset', 'PaddedCollator', 'make_collator', 'EmosumTrainer', 'JsonlLogCallback',
-           'SaveAtEpochEnd', 'training_arguments', 'make_trainer', 'records_hash', 'versions', 'save_adapter',
-           'last_checkpoint', 'train', 'export_merged', 'read_train_log', 'plot_losses', 'prompt_ids',
-           'greedy_generate', 'is_distributed_worker', 'launch_distributed']
+__all__ = ['PADDING_FREE_ATTENTION', 'TRAINING_KEY', 'NOT_TRAINING', 'check_quantization', 'check_trainable_4bit',
+           'model_max_length', 'check_max_length', 'apply_liger', 'lora_config', 'prepare_model',
+           'trainable_parameters', 'estimate_memory', 'causal_lm_loss', 'compare_loss_paths', 'SFTDataset',
+           'build_dataset', 'PaddedCollator', 'make_collator', 'EmosumTrainer', 'JsonlLogCallback', 'SaveAtEpochEnd',
+           'training_arguments', 'make_trainer', 'records_hash', 'versions', 'save_adapter', 'CheckpointMismatch',
+           'last_checkpoint', 'training_key', 'resume_checkpoint', 'train', 'export_merged', 'read_train_log',
+           'plot_losses', 'prompt_ids', 'greedy_generate', 'is_distributed_worker', 'launch_distributed']
 
 # %% ../nbs/03_qlora_training.ipynb #b153a2a6
+def _tiny_4bit_training_step(device: str, compute_dtype: str):
+    "One forward/backward through a 4-bit layer with a bias, after an inference pass, as training after a sample generation does."
+    import bitsandbytes as bnb
+    lin = bnb.nn.Linear4bit(64, 64, bias=True, compute_dtype=torch_dtype(compute_dtype), quant_type="nf4")
+    lin = lin.to(device)
+    _keep_4bit_trainable(lin)
+    x = torch.randn(2, 64, device=device, dtype=torch_dtype(compute_dtype))
+    lin.eval()
+    with torch.no_grad(): lin(x)
+    lin.train()
+    x = x.clone().requires_grad_(True)
+    y = lin(x).float().square().mean()
+    y.backward()
+    if x.grad is None or not torch.isfinite(x.grad).all(): raise RuntimeError("no finite gradient through the 4-bit layer")
+
 def check_quantization(quantization: str,  # nf4 | int8 | none
                        device: str | None = None, # where the model will run (default: cuda if present, else cpu)
+                       compute_dtype: str | None = None, # also train through a tiny 4-bit layer in this dtype (nf4 only; None: don't)
                       ):
-    "Raise `RuntimeError` when bitsandbytes cannot quantise on `device` (import failure or a failing 4-/8-bit kernel)."
+    "Raise `RuntimeError` when bitsandbytes cannot quantise on `device` (import failure or a failing 4-/8-bit kernel), or cannot train there."
     if quantization == "none": return
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -44,6 +61,27 @@ def check_quantization(quantization: str,  # nf4 | int8 | none
         raise RuntimeError(f"quantization={quantization!r} needs bitsandbytes working on {device!r}, and it does not here "
                            f"({type(e).__name__}: {e}). Install bitsandbytes==0.50.2 for this platform, or set "
                            f"quantization='none' (bf16 LoRA) in the profile.") from e
+    if quantization == "nf4" and compute_dtype:
+        try: _tiny_4bit_training_step(device, compute_dtype)
+        except Exception as e:
+            raise RuntimeError(f"quantization='nf4' loads on {device!r} but bitsandbytes cannot train through 4-bit layers there "
+                               f"(compute_dtype={compute_dtype!r}; a tiny forward/backward failed with {type(e).__name__}: {e}). "
+                               f"Train on a GPU, or set quantization='none' in the profile (-p quantization=none).") from e
+
+def _keep_4bit_trainable(model):
+    "Switch off bitsandbytes' CPU inference repacking of 4-bit weights (AVX512-BF16 CPUs): once repacked, a layer can no longer be trained."
+    for mod in model.modules():
+        if hasattr(mod, "support_avx512bf16_for_cpu"): mod.support_avx512bf16_for_cpu = False
+    return model
+
+def check_trainable_4bit(model):
+    "Raise `RuntimeError` when a 4-bit layer of `model` holds weights bitsandbytes repacked for CPU inference (they cannot be trained)."
+    packed = [n for n, mod in model.named_modules()
+              if getattr(getattr(getattr(mod, "weight", None), "quant_state", None), "packing_format_for_cpu", False)]
+    if packed:
+        raise RuntimeError(f"{len(packed)} 4-bit layers (e.g. {packed[0]}) hold weights that bitsandbytes repacked for CPU inference "
+                           "when the model generated on the CPU, and cannot be trained. Prepare the model with `prepare_model` "
+                           "(it switches that repacking off) or generate only after training.")
 
 def model_max_length(model_config) -> int | None:
     "The longest sequence the model's position embeddings cover (rope scaling included), or None if it doesn't say."
@@ -93,12 +131,13 @@ def prepare_model(cfg: Profile,            # the run's profile
                  ):
     "Load the base model and tokenizer, quantise per the profile, prepare for k-bit training and wrap it with LoRA."
     from peft import get_peft_model, prepare_model_for_kbit_training
-    check_quantization(cfg.quantization)
+    check_quantization(cfg.quantization, compute_dtype=cfg.compute_dtype)
     if offload_checkpoints is None: offload_checkpoints = cfg.offload_checkpoints
     if liger is None and cfg.liger != "auto": liger = cfg.liger == "on"
     tok = tokenizer if tokenizer is not None else load_tokenizer(cfg.model, cfg.gguf_file)
     if model is None: model = load_profile_model(cfg, device_map=device_map)
     check_max_length(cfg, model.config)
+    _keep_4bit_trainable(model)            # a sample generated on the CPU before training must not make the 4-bit layers untrainable
     model.config.use_cache = False
     quantized = cfg.quantization != "none"
     gc_kwargs = {"use_reentrant": False}
@@ -282,7 +321,7 @@ class JsonlLogCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kw):
         if self.path.exists() and state.is_world_process_zero:   # resuming: forget rows logged after the checkpoint we restart from
             rows = read_jsonl(self.path, torn_tail="skip")
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= state.global_step))
+            write_jsonl(self.path, [r for r in rows if r["step"] <= state.global_step])
         self.t, self.tokens = time.time(), state.num_input_tokens_seen
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero: return   # distributed: rank 0 writes the log
@@ -294,7 +333,7 @@ class JsonlLogCallback(TrainerCallback):
             row["tokens_per_s"] = round(dn / dt, 1) if dt > 0 and dn > 0 else None
             self.t, self.tokens = now, state.num_input_tokens_seen
         if not any(k in logs for k in ("loss", "eval_loss")): row = {**row, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
-        with self.path.open("a") as f: f.write(json.dumps(row) + "\n")
+        write_jsonl(self.path, [row], append=True)
 
 class SaveAtEpochEnd(TrainerCallback):
     "Checkpoint at every epoch end too, right after the epoch's evaluation (so the best checkpoint exists)."
@@ -352,19 +391,74 @@ def save_adapter(model, tokenizer, cfg: Profile, out: Path, meta: dict) -> Path:
     return out
 
 # %% ../nbs/03_qlora_training.ipynb #75c7665d
+TRAINING_KEY = "training_key.json"           # in run_dir/checkpoints/: what made the checkpoints there
+NOT_TRAINING = ("name", "description", "save_steps", "logging_steps", "gradient_checkpointing", "offload_checkpoints", "liger",
+                "num_threads", "data_path", "data_format", "test_path", "valid_frac", "max_new_tokens", "do_sample",
+                "temperature", "top_p", "gen_batch_size", "eval_limit", "judge_model", "judge_base_url", "judge_repeats")
+
+class CheckpointMismatch(ValueError):
+    "A run folder's checkpoints cannot be continued by this training (other settings or data, or resume=False)."
+
 def last_checkpoint(run_dir: Path) -> Path | None:
     "The newest `checkpoint-N` folder under `run_dir/checkpoints`, or None."
     from transformers.trainer_utils import get_last_checkpoint
     d = Path(run_dir)/"checkpoints"
     return Path(get_last_checkpoint(str(d))) if d.is_dir() and get_last_checkpoint(str(d)) else None
 
+def training_key(cfg: Profile, train_records: list, valid_records: list) -> dict:
+    "What shapes a training's checkpoints: the profile's training settings (all but `NOT_TRAINING`) and the records' sha256."
+    key = {k: v for k, v in cfg.to_dict().items() if k not in NOT_TRAINING}
+    content = lambda rs: [{k: v for k, v in (r.to_dict() if hasattr(r, "to_dict") else r).items() if k != "source"} for r in rs or []]
+    key.update(train_records=records_hash(content(train_records)), valid_records=records_hash(content(valid_records)))   # not where they were read
+    return json.loads(json.dumps(key, default=str))       # as it reads back from the file
+
+def _key_differences(old: dict, new: dict) -> list[str]:
+    out = []
+    for k in dict.fromkeys([*old, *new]):
+        a, b = old.get(k, "(not set)"), new.get(k, "(not set)")
+        if a == b: continue
+        if k.endswith("_records"): out.append(f"the {k.split('_')[0]} records (sha256 {str(a)[:12]} then, {str(b)[:12]} now)")
+        else: out.append(f"{k}: {a!r} then, {b!r} now")
+    return out
+
+def resume_checkpoint(cfg: Profile, train_records: list, valid_records: list, run_dir: str | Path,
+                      resume: bool = True,      # continue from matching checkpoints
+                      overwrite: bool = False,  # delete earlier checkpoints, train_log.jsonl and adapter/ and start afresh
+                     ) -> Path | None:
+    "Where training starts: the checkpoint to continue from, or None (afresh); records the training key. Errors rather than lose or mix work."
+    run_dir = Path(run_dir); d = run_dir/"checkpoints"
+    key, ckpt = training_key(cfg, train_records, valid_records), last_checkpoint(run_dir)
+    how = ("rerun with --force (`emosum run`; `overwrite=True` for `train`) to delete them and train afresh, "
+           "or give the run another --name")
+    if overwrite and (d.exists() or (run_dir/"adapter").exists()):
+        warnings.warn(f"overwrite=True (--force): deleting {d}, train_log.jsonl and adapter/ in {run_dir}; training starts afresh")
+        shutil.rmtree(d, ignore_errors=True); shutil.rmtree(run_dir/"adapter", ignore_errors=True)
+        (run_dir/"train_log.jsonl").unlink(missing_ok=True); ckpt = None
+    elif ckpt is not None:
+        kf = d/TRAINING_KEY
+        if not resume:
+            raise CheckpointMismatch(f"{d} holds the checkpoints of an earlier training (last: {ckpt.name}) and resume=False: "
+                                     f"they are not deleted silently; {how}, or resume=True to continue them.")
+        if not kf.is_file():
+            raise CheckpointMismatch(f"{d} holds checkpoints (last: {ckpt.name}) but no {TRAINING_KEY} saying which settings and "
+                                     f"data made them, so they cannot be continued safely; {how}.")
+        diff = _key_differences(json.loads(kf.read_text()), key)
+        if diff:
+            raise CheckpointMismatch(f"{d} holds checkpoints (last: {ckpt.name}) of a training with other settings or data: "
+                                     f"{'; '.join(diff)}. Continuing them would mix two trainings; {how}.")
+        warnings.warn(f"resuming training from {ckpt} (made with the same training settings and data); --force starts afresh")
+    d.mkdir(parents=True, exist_ok=True)
+    (d/TRAINING_KEY).write_text(json.dumps(key, indent=1, ensure_ascii=False))
+    return ckpt
+
 def train(cfg: Profile,                 # the run's profile
           train_records: list,          # Records with targets
           valid_records: list,          # Records with targets, for eval loss and best-checkpoint selection ([] = none)
           run_dir: str | Path,          # the run folder: checkpoints/, train_log.jsonl, adapter/ go here
-          resume: bool = False,         # continue from the last checkpoint in run_dir/checkpoints
+          resume: bool = True,          # continue from run_dir/checkpoints when they hold this training's checkpoints (see above)
           callbacks=(),                 # extra TrainerCallbacks
           model_and_tokenizer=None,     # (model, tokenizer) from `prepare_model`, to reuse one
+          overwrite: bool = False,      # delete earlier checkpoints, train_log.jsonl and adapter/ first (`emosum run --force`)
          ) -> dict:
     "Fine-tune with LoRA per the profile; writes run_dir/adapter/ and returns a summary dict."
     run_dir = Path(run_dir)
@@ -374,20 +468,19 @@ def train(cfg: Profile,                 # the run's profile
         if os.environ.get("EMOSUM_DISTRIBUTED_CHILD"):   # never launch from inside a launched worker
             raise RuntimeError(f"num_processes={cfg.num_processes} but this worker sees WORLD_SIZE={os.environ.get('WORLD_SIZE')}: "
                                "the launcher did not start a process group")
-        return launch_distributed(cfg, train_records, valid_records, run_dir, resume=resume, model_and_tokenizer=model_and_tokenizer)
+        return launch_distributed(cfg, train_records, valid_records, run_dir, resume=resume, overwrite=overwrite,
+                                  model_and_tokenizer=model_and_tokenizer)
+    if is_distributed_worker(): ckpt = last_checkpoint(run_dir) if resume else None   # the launcher checked and decided
+    else: ckpt = resume_checkpoint(cfg, train_records, valid_records, run_dir, resume, overwrite)
     seed_everything(cfg.seed)
     model, tok = model_and_tokenizer or prepare_model(cfg)
+    check_trainable_4bit(model)
     train_ds = build_dataset(train_records, tok, cfg, "train")
     eval_ds = build_dataset(valid_records, tok, cfg, "valid") if valid_records else None
     for name, ds in (("train", train_ds), ("valid", eval_ds)):
         if ds is not None and ds.truncated:
             warnings.warn(f"{len(ds.truncated)} of {len(ds)} {name} examples had their input truncated to fit max_length={cfg.max_length}: "
                           + ", ".join(f"{t['id']} (-{t['truncated_tokens']} tokens)" for t in ds.truncated[:10]))
-    ckpt = last_checkpoint(run_dir) if resume else None
-    if resume and ckpt is None: warnings.warn(f"resume=True but {run_dir/'checkpoints'} has no checkpoint: starting from scratch")
-    if not resume and (run_dir/"checkpoints").exists() and not is_distributed_worker():   # (the launcher clears them for workers)
-        warnings.warn(f"resume=False: removing the previous run's checkpoints and train_log.jsonl in {run_dir} (pass resume=True to continue it)")
-        shutil.rmtree(run_dir/"checkpoints"); (run_dir/"train_log.jsonl").unlink(missing_ok=True)
     trainer = make_trainer(cfg, model, tok, train_ds, eval_ds, run_dir, callbacks)
     t0 = time.time()
     out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
@@ -475,8 +568,9 @@ def _free_port() -> int:
 def launch_distributed(cfg: Profile,        # the run's profile; cfg.num_processes workers
                        train_records: list, valid_records: list,
                        run_dir: str | Path,
-                       resume: bool = False,
+                       resume: bool = True,     # as `train`'s
                        model_and_tokenizer=None, # if given, the trained adapter weights are loaded into this model afterwards
+                       overwrite: bool = False,  # as `train`'s
                       ) -> dict:
     "Train with `cfg.num_processes` data-parallel processes through `accelerate launch`; returns `train`'s summary."
     import subprocess
@@ -485,9 +579,7 @@ def launch_distributed(cfg: Profile,        # the run's profile; cfg.num_process
     write_jsonl(work/"train.jsonl", [r.to_dict() for r in train_records])
     write_jsonl(work/"valid.jsonl", [r.to_dict() for r in (valid_records or [])])
     cfg.save(work/"profile.json")
-    if not resume and (run_dir/"checkpoints").exists():
-        warnings.warn(f"resume=False: removing the previous run's checkpoints and train_log.jsonl in {run_dir} (pass resume=True to continue it)")
-        shutil.rmtree(run_dir/"checkpoints"); (run_dir/"train_log.jsonl").unlink(missing_ok=True)
+    resume = resume_checkpoint(cfg, train_records, valid_records, run_dir, resume, overwrite) is not None   # the workers follow
     (run_dir/"adapter"/"meta.json").unlink(missing_ok=True)
     cuda = torch.cuda.is_available()
     if cuda and torch.cuda.device_count() < cfg.num_processes:

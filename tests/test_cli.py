@@ -1,5 +1,5 @@
 """The `emosum` console script, through subprocesses, as a user runs it."""
-import importlib.util, json, os, subprocess, sys, time
+import importlib.util, json, os, re, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -111,3 +111,64 @@ def test_skip_training_means_all_other_steps(tmp_path, monkeypatch):
     monkeypatch.setattr(pl, "summary", lambda rd: "")
     assert pl.main(["run", "--profile", "cpu-smoke", "--skip", "training", "-P", "split=test", "-P", "limit=3"]) == 0
     assert seen["steps"] == [k for k in pl.list_steps() if k != "03"] and seen["params"] == {"split": "test", "limit": 3}
+
+
+# ---------------------------------------------------------------- `emosum evaluate` refuses what it cannot score honestly
+def _evaluate(capsys, preds_file, data, out, *extra):
+    rc = P.main(["evaluate", "--predictions", str(preds_file), "--data", str(data), "--out", str(out), "--no-baselines", "--n-boot", "50", *extra])
+    o = capsys.readouterr()
+    return rc, o.out, o.err
+
+
+def test_evaluate_refuses_garbage(tmp_path, capsys):
+    src = A.make_synthetic_run(tmp_path / "syn")
+    data, good = src / "data" / "test.jsonl", (src / "predictions.jsonl").read_text().splitlines()
+    f = tmp_path / "p.jsonl"
+    cases = [("", r"no predictions \(an empty file\?\)"),
+             ('{"id": "nope-1", "status": "ok", "fields": {}}\n{"id": "nope-2", "status": "ok", "fields": {}}\n', "none of the 2 ids"),
+             (good[0] + "\n" + good[0] + "\n", r"line 2, field 'id': duplicate id"),
+             (good[0] + "\n[1, 2, 3]\n", r"line 2: expected a JSON object .* got a JSON array"),
+             (good[0] + "\n" + good[1][: len(good[1]) // 2] + "\n", r"line 2: malformed JSON")]
+    for text, match in cases:
+        f.write_text(text)
+        rc, out, err = _evaluate(capsys, f, data, tmp_path / "out")
+        assert rc == 2 and re.search(match, err) and not (tmp_path / "out").exists(), (text[:40], err)
+        if "line 2" in match: assert f"{f}, line 2" in err           # the user's own file is named, not a copy
+
+
+def test_evaluate_counts_and_shows_unmatched_predictions(tmp_path, capsys):
+    src = A.make_synthetic_run(tmp_path / "syn")
+    f = tmp_path / "p.jsonl"
+    f.write_text((src / "predictions.jsonl").read_text() + '{"id": "stray-1", "status": "ok", "fields": {}}\n')
+    rc, out, err = _evaluate(capsys, f, src / "data" / "test.jsonl", tmp_path / "out")
+    assert rc == 0, err
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["unmatched_predictions"] == 1 and m["unmatched_ids"] == ["stray-1"] and m["matched"] == m["n"]
+    assert "1 for no reference record, not scored (ids stray-1)" in out
+
+
+def test_evaluate_never_overwrites_a_run_folder(tmp_path, capsys):
+    run = A.make_synthetic_run(tmp_path / "runs" / "r")
+    (run / "run.json").write_text(json.dumps({"status": "done", "steps": {}}))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    empty = tmp_path / "empty.jsonl"; empty.write_text("")
+    other = tmp_path / "other.jsonl"; other.write_text((run / "predictions.jsonl").read_text().splitlines()[0] + "\n")
+    for preds in (empty, other, run / "predictions.jsonl"):
+        rc, out, err = _evaluate(capsys, preds, run / "data" / "test.jsonl", run)
+        assert rc == 2 and "is a run folder" in err and "not overwritten" in err, err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    plain = tmp_path / "plain"; plain.mkdir(); (plain / "predictions.jsonl").write_text((run / "predictions.jsonl").read_text())
+    rc, out, err = _evaluate(capsys, other, run / "data" / "test.jsonl", plain)   # a folder holding other predictions
+    assert rc == 2 and "already holds other predictions" in err
+
+
+def test_no_space_left_is_a_clear_message(tmp_path, capsys, monkeypatch):
+    "A full disk ends in one line naming where it was writing, not an OSError traceback."
+    import errno
+    import emosum.inference as I
+    monkeypatch.setattr(I, "load_for_inference", lambda cfg, adapter=None, **kw: (None, None))
+    def full(*a, **kw): raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(I, "generate", full)
+    rc = P.main(["predict", "--profile", "cpu-smoke", "--data", "data/sample_es.jsonl", "--out", str(tmp_path / "pred"), "--limit", "1"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no space left on the device" in err and str(tmp_path / "pred") in err and "Traceback" not in err

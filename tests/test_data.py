@@ -320,3 +320,64 @@ def test_load_run_data(tmp_path):
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["test.jsonl", "train.jsonl", "valid.jsonl"]
     again = load_run_data(cfg.replace(data_path="does/not/exist.jsonl"), tmp_path)
     assert again == parts
+
+
+# ---------------------------------------------------------------- one JSONL reader and writer that agree
+
+def test_line_separators_in_text_survive_a_rerun(tmp_path):
+    """A record whose text holds U+2028 / U+2029 / U+0085 (valid JSON) loads, goes into the run's split files, and reads back
+    on a rerun (the reader split at those characters: 'line 2: malformed JSON' in a file emosum wrote itself)."""
+    odd = rec("odd", causes="work stress\u2028and a move", symptoms="insomnia\u2029worry", treatment_effect="better\x85calmer")
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in [rec(1), odd, rec(2), rec(3)]), encoding="utf-8")   # escaped, as json.dumps writes
+    cfg = load_profile("cpu-smoke", data_path=str(src), valid_frac=0.25)
+    first = load_run_data(cfg, tmp_path / "run")
+    again = load_run_data(cfg, tmp_path / "run")                    # read back from run/data/*.jsonl
+    assert again == first and any(r.id == "odd" and "\u2028" in r.causes for s in again.values() for r in s)
+    raw = src.read_text(encoding="utf-8").replace("\\u2028", "\u2028")   # a file with the raw character, as other tools write it
+    src.write_text(raw, encoding="utf-8")
+    assert load_records(src)[1].causes == "work stress\u2028and a move"
+    for f in (tmp_path / "run" / "data").glob("*.jsonl"):           # what emosum writes: one line per record for any reader
+        assert len(f.read_text(encoding="utf-8").splitlines()) == len(read_jsonl(f))
+
+
+def test_written_files_get_the_umasks_permissions(tmp_path):
+    import os, stat
+    old = os.umask(0o022)
+    try:
+        p = write_jsonl(tmp_path / "a.jsonl", [{"a": 1}])
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644                  # was 0600 (a private temporary file renamed)
+        os.chmod(p, 0o664); write_jsonl(p, [{"a": 2}])
+        assert stat.S_IMODE(p.stat().st_mode) == 0o664                  # a replaced file keeps its permissions
+    finally:
+        os.umask(old)
+
+
+def test_torn_and_bom_jsonl(tmp_path):
+    p = tmp_path / "mine.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + b'{"a": 1}\n{"a": 2, "b"')
+    with pytest.raises(DataError, match=r"mine\.jsonl, line 2: malformed JSON .*incomplete last line"):
+        read_jsonl(p)
+    with pytest.warns(UserWarning, match=r"mine\.jsonl:2: incomplete last line"):
+        assert read_jsonl(p, torn_tail="truncate") == [{"a": 1}]
+    assert p.read_bytes() == b'\xef\xbb\xbf{"a": 1}\n' and read_jsonl(p) == [{"a": 1}]
+    p.write_bytes(b'{"a": "\xff"}\n')
+    with pytest.raises(DataError, match=r"mine\.jsonl: not UTF-8 text"): read_jsonl(p)
+
+
+# ---------------------------------------------------------------- ids and empty files
+
+def test_int_and_str_ids_that_match_as_text_are_an_error_at_load(tmp_path):
+    p = write_lines(tmp_path / "ids.jsonl", [rec(2), rec(3), rec("2")])
+    with pytest.raises(DataError, match=r"ids\.jsonl, line 3, field 'id': id '2' is the same as id 2 at .*ids\.jsonl:1"):
+        load_records(p)
+    with pytest.warns(UserWarning, match="skipped 1 bad record"): rs = load_records(p, strict=False)
+    assert [r.id for r in rs] == [2, 3] and rs.problems[0]["line"] == 3
+
+
+def test_an_empty_file_says_it_is_empty(tmp_path):
+    p = tmp_path / "empty.jsonl"; p.write_text("")
+    with pytest.raises(DataError, match=r"empty\.jsonl: the file is empty"): load_records(p)
+    p.write_text("\n  \n")
+    with pytest.raises(DataError, match=r"the file is empty \(only blank lines\)"): load_records(p)
+    with pytest.raises(DataError, match=r"holds no records \(it is empty\)"): load_records(p, format="longemotion")

@@ -54,7 +54,7 @@ def test_rank_zero_writes_once(double):
     assert (rd / "adapter" / "adapter_config.json").exists()
     meta = json.loads((rd / "adapter" / "meta.json").read_text())
     assert meta["result"]["world_size"] == 2
-    assert sorted(p.name for p in (rd / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert sorted(p.name for p in (rd / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4", "training_key.json"]
 
 
 def test_distributed_resume_ends_where_the_uninterrupted_run_does(double, records, tmp_path):

@@ -1,11 +1,11 @@
 """Reference metrics, baselines and run-folder evaluation (emosum.evaluation), beyond the notebook's own asserts."""
-import json
+import json, re
 import numpy as np
 import pandas as pd
 import pytest
 
 from emosum.config import setup_run
-from emosum.data import ES_FIELDS, read_jsonl
+from emosum.data import ES_FIELDS, DataError, read_jsonl
 from emosum.evaluation import (METRICS, bleu, copy_baseline, eval_records, evaluate, evaluate_run, extractive_baseline,
                                load_semantic_model, rouge, score_predictions, semantic_similarity)
 
@@ -53,14 +53,55 @@ def test_every_field_counted_and_missing_is_zero():
     assert sc.loc[~sc["present"], list(METRICS)].eq(0).all().all()
     m, _ = evaluate(preds, recs, n_boot=50, semantic_model=BOW)
     assert m["status_counts"]["missing"] == 1 and m["status_counts"]["error"] == 1 and m["fields_missing"] == 19
+    assert m["status_counts"]["failed"] == 1 and m["status_counts"]["ok"] == 2     # "ok" with no fields object is not ok
+    assert (m["matched"], m["unmatched_predictions"], m["unmatched_ids"]) == (4, 1, ["99"])
     assert abs(m["overall"]["rougeL"] - 6 / 25) < 1e-6
 
 
-def test_duplicate_prediction_rows_last_wins():
+def test_duplicate_prediction_ids_are_an_error():
+    "Two predictions for one record (also 1 and \"1\"): an error naming both, never a silent choice of the last."
     r = _rec(1)
-    preds = [{"id": 1, "status": "failed", "fields": None}, {"id": 1, "status": "ok", "fields": {f: r[f] for f in ES_FIELDS}}]
-    m, _ = evaluate(preds, [r], n_boot=20, semantic_model=BOW)
-    assert m["status_counts"]["ok"] == 1 and m["overall"]["rougeL"] == 1.0
+    preds = [{"id": 1, "status": "failed", "fields": None}, {"id": "1", "status": "ok", "fields": {f: r[f] for f in ES_FIELDS}}]
+    with pytest.raises(DataError, match=r"predictions row 2, field 'id': duplicate id '1' \(first at row 1\)"):
+        evaluate(preds, [r], n_boot=20, semantic_model=BOW)
+
+
+def test_fields_that_are_not_an_object_are_failed():
+    r = _rec(1)
+    for fields in ("causes: stress", ["a", "b"], None, 3):
+        m, sc = evaluate([{"id": 1, "status": "ok", "fields": fields}], [r], n_boot=20, semantic_model=BOW)
+        assert m["status_counts"]["failed"] == 1 and m["status_counts"]["ok"] == 0 and set(sc["status"]) == {"failed"}, fields
+
+
+def test_predictions_must_match_the_references(tmp_path):
+    recs = [_rec(1), _rec(2)]
+    with pytest.raises(ValueError, match=r"none of the 2 ids of the predictions is the id of a reference record"):
+        evaluate([{"id": 7, "status": "ok", "fields": {}}, {"id": 8, "status": "ok", "fields": {}}], recs, semantic_model=BOW)
+    f = tmp_path / "predictions.jsonl"; f.write_text("")
+    with pytest.raises(ValueError, match=f"{f}: no predictions"):
+        evaluate_run(tmp_path, records=recs, predictions_path=f, baselines=(), semantic_model=BOW)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("line,match", [
+    ('[1, 2]', r"line 2: expected a JSON object .* got a JSON array"),
+    ('"just text"', r"line 2: expected a JSON object .* got a JSON string"),
+    ('{"status": "ok"}', r"line 2, field 'id': must be the int or str id"),
+    ('{"id": 1, "status": "ok"}', r"line 2, field 'id': duplicate id 1 \(first at line 1\)"),
+    ('{"id": 2, "status": "ok", "fields": {', r"line 2: malformed JSON .*incomplete last line"),
+])
+def test_any_row_shape_gets_a_clear_message(tmp_path, line, match):
+    f = tmp_path / "p.jsonl"; f.write_text('{"id": 1, "status": "ok", "fields": {}}\n' + line + "\n")
+    with pytest.raises(DataError, match=re.escape(str(f)) + ", " + match):
+        evaluate_run(tmp_path / "out", records=[_rec(1), _rec(2)], predictions_path=f, baselines=(), semantic_model=BOW)
+
+
+def test_predictions_with_a_byte_order_mark(tmp_path):
+    "A BOM that the data loader accepts is accepted here too."
+    r = _rec(1)
+    f = tmp_path / "p.jsonl"; f.write_bytes(b"\xef\xbb\xbf" + json.dumps({"id": 1, "status": "ok", "fields": {k: r[k] for k in ES_FIELDS}}).encode() + b"\n")
+    m = evaluate_run(tmp_path, records=[r], predictions_path=f, baselines=(), n_boot=20, semantic_model=BOW)
+    assert m["overall"]["rougeL"] == 1.0
 
 
 def test_bootstrap_interval_narrows_with_more_records():

@@ -6,9 +6,10 @@ import pytest
 from judge_server import JudgeServer, Reply, MALFORMED, fenced_judgement, valid_judgement
 
 from emosum.data import ES_FIELDS, read_jsonl
-from emosum.evaluation import JUDGE_REPAIR, JudgeParseError, judge, judge_run, judge_settings, parse_judge_reply
+from emosum.evaluation import JUDGE_REPAIR, JudgeError, JudgeParseError, judge, judge_run, judge_settings, parse_judge_reply
 
-FAST = dict(backoff=0.01, max_backoff=0.05, max_retries=3, workers=1, timeout=5.0, api_key="test-key", model="scripted-judge")
+FAST = dict(max_retries=3, workers=1, timeout=5.0, api_key="test-key", model="scripted-judge")
+RETRY_SOON = {"Retry-After": "0.01"}      # the openai client's own retries honour it (its default first wait is 0.5 s)
 
 
 def _rec(i):
@@ -83,7 +84,7 @@ def test_unrepairable_reply_recorded_as_failure_and_cached(tmp_path):
 
 
 def test_rate_limit_and_server_error_are_retried(tmp_path):
-    script = [Reply(status=429, headers={"Retry-After": "0"}), Reply(status=500), Reply(status=503)]
+    script = [Reply(status=429, headers=RETRY_SOON), Reply(status=500, headers=RETRY_SOON), Reply(status=503, headers=RETRY_SOON)]
     with JudgeServer(script) as srv:
         s, secs = run(srv, tmp_path, recs=RECS[:1])
         assert srv.count == 4 and secs < 5
@@ -91,7 +92,7 @@ def test_rate_limit_and_server_error_are_retried(tmp_path):
 
 
 def test_persistent_errors_give_up_and_are_not_cached(tmp_path):
-    with JudgeServer(default=Reply(status=500)) as srv:
+    with JudgeServer(default=Reply(status=500, headers=RETRY_SOON)) as srv:
         s, secs = run(srv, tmp_path, recs=RECS[:1], max_retries=2)
         assert srv.count == 3 and secs < 5     # 1 + max_retries, then give up
     assert s["counts"]["error"] == 1 and s["es_score"] is None
@@ -118,7 +119,7 @@ def test_slow_reply_times_out_and_is_retried(tmp_path):
 
 def test_resume_pays_only_for_what_is_missing(tmp_path):
     def flaky(body):   # record 2 keeps failing in the first run
-        return Reply(status=500) if "reference causes 2" in body["messages"][0]["content"] else Reply(valid_judgement(4))
+        return Reply(status=500, headers=RETRY_SOON) if "reference causes 2" in body["messages"][0]["content"] else Reply(valid_judgement(4))
     with JudgeServer(default=flaky) as srv:
         s1, _ = run(srv, tmp_path, repeats=2, max_retries=1)
         assert srv.count == 2 + 2 * 2     # record 1 twice; record 2: 2 repeats x (1 + 1 retry)
@@ -174,12 +175,84 @@ def test_judge_run_writes_summary(tmp_path):
     recs = eval_records(cfg, rd)
     (rd / "predictions.jsonl").write_text("".join(json.dumps({"id": r.id, "status": "ok", "fields": r.targets()}) + "\n" for r in recs))
     with JudgeServer() as srv:
-        s = judge_run(rd, base_url=srv.url, api_key="k", cache_dir=tmp_path / "c", backoff=0.01)
+        s = judge_run(rd, base_url=srv.url, api_key="k", cache_dir=tmp_path / "c")
         assert srv.count == 2 * len(recs)
     j = json.loads((rd / "judge.json").read_text())
-    assert j["es_score"] == 4.0 and j["repeats"] == 2 and len(read_jsonl(rd / "judge.jsonl")) == 2 * len(recs)
+    assert j["es_score"] == 4.0 and j["repeats"] == 2 and len(read_jsonl(rd / "judge.jsonl")) == 2 * len(recs) and j["status"] == "ok"
 
 
 def test_parse_judge_reply_rejects_partial():
     with pytest.raises(JudgeParseError, match="symptoms.completeness"):
         parse_judge_reply(json.dumps({f: {"factual_consistency": 3, "completeness": 0 if f == "symptoms" else 3, "clarity": 3} for f in ES_FIELDS}))
+
+
+# ---------------------------------------------------------------- failing fast and loudly
+def _closed_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def _judge_run_setup(tmp_path):
+    from emosum.config import setup_run
+    from emosum.evaluation import eval_records
+    cfg, rd = setup_run("cpu-smoke", tmp_path / "run", judge_repeats=1)
+    recs = eval_records(cfg, rd)
+    (rd / "predictions.jsonl").write_text("".join(json.dumps({"id": r.id, "status": "ok", "fields": r.targets()}) + "\n" for r in recs))
+    return cfg, rd, recs
+
+
+def test_unreachable_endpoint_fails_at_once_naming_it(tmp_path):
+    "Nothing listening at the base URL: a JudgeError naming it within seconds (it took 124 s of retries and ended 'done')."
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    t0 = time.time()
+    with pytest.raises(JudgeError, match=rf"judging stopped .*the judge endpoint {url} cannot be reached") as ei:
+        judge(PREDS, RECS, base_url=url, cache_dir=tmp_path / "c", out_path=tmp_path / "judge.jsonl", **FAST)
+    assert time.time() - t0 < 3 and ei.value.fatal
+    from emosum import pipeline as P
+    cfg, rd, recs = _judge_run_setup(tmp_path)
+    with pytest.raises(JudgeError, match="cannot be reached"):
+        judge_run(rd, base_url=url, cache_dir=tmp_path / "c", max_retries=5)
+    j = json.loads((rd / "judge.json").read_text())
+    assert j["status"] == "failed" and url in j["error"] and j["es_score"] is None
+    h = P.headline(rd)
+    assert h["es_score"] is None and url in h["judge_error"] and f"ES judge: FAILED: judging stopped" in P.summary(rd)
+
+
+def test_unknown_host_fails_at_once(tmp_path, monkeypatch):
+    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"): monkeypatch.delenv(k, raising=False)
+    t0 = time.time()
+    with pytest.raises(JudgeError, match=r"the judge endpoint http://judge\.invalid/v1 cannot be reached"):
+        judge(PREDS, RECS[:1], base_url="http://judge.invalid/v1", cache_dir=tmp_path, **FAST)
+    assert time.time() - t0 < 10
+
+
+def test_wrong_key_or_model_stops_at_once(tmp_path):
+    with JudgeServer(default=Reply(status=401)) as srv:
+        with pytest.raises(JudgeError, match=r"refused the request \(HTTP 401.*check the API key"):
+            run(srv, tmp_path, recs=[_rec(i) for i in range(6)], preds=[{**PREDS[0], "id": i} for i in range(6)])
+        assert srv.count == 1              # not retried, and no other record is tried
+
+
+def test_time_budget_bounds_the_judging(tmp_path):
+    recs = [_rec(i) for i in range(6)]
+    preds = [{"id": i, "status": "ok", "fields": {f: f"p{i}" for f in ES_FIELDS}} for i in range(6)]
+    with JudgeServer(default=Reply(valid_judgement(3), delay=0.4)) as srv:
+        s, secs = run(srv, tmp_path, preds=preds, recs=recs, time_budget=0.5)
+        assert srv.count <= 3 and secs < 2.5
+    assert s["status"] == "incomplete" and s["counts"]["error"] >= 3 and "time budget of 0.5 s" in s["error"]
+
+
+def test_judge_run_fails_when_judgements_are_missing(tmp_path):
+    "Some judgements failed: judge.json says incomplete, and the step raises (so the run's status and exit code say so)."
+    cfg, rd, recs = _judge_run_setup(tmp_path)
+    bad = f"{recs[0].causes[:60]}"          # every request about the first record fails
+    def flaky(body):
+        return Reply(status=500, headers=RETRY_SOON) if bad in body["messages"][0]["content"] else Reply(valid_judgement(4))
+    with JudgeServer(default=flaky) as srv:
+        with pytest.raises(JudgeError, match=r"1 of \d+ judgements failed .*this step fails; rerun"):
+            judge_run(rd, base_url=srv.url, api_key="k", cache_dir=tmp_path / "c", max_retries=1, workers=1)
+    j = json.loads((rd / "judge.json").read_text())
+    assert j["status"] == "incomplete" and j["counts"]["error"] == 1
+    from emosum import pipeline as P
+    assert P.headline(rd)["es_score"] is None and "judgements failed" in P.headline(rd)["judge_error"]

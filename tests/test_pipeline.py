@@ -43,7 +43,8 @@ def test_failure_message_resume_force_and_subsets(fake_nbs, tmp_path):
         P.run("cpu-smoke", name=str(rd), **kw)
     msg = str(ei.value)
     assert "Step 01 (01_second.ipynb) failed in cell" in msg and "RuntimeError: planted failure" in msg
-    assert "line 3: raise RuntimeError('planted failure')" in msg   # line 1 is '#| run' and str(rd / "01_second.ipynb") in msg and "resume" in msg
+    assert "line 3: raise RuntimeError('planted failure')" in msg   # line 1 is '#| run'
+    assert str(rd / "01_second.ipynb") in msg and "resume" in msg and f"--name {rd} " in msg   # the name as given (a path here)
     assert ei.value.step == "01" and ei.value.ename == "RuntimeError"
     r = P.read_run(rd)
     assert r["status"] == "failed" and r["steps"]["00"]["status"] == "done" and "02" not in r["steps"]
@@ -135,15 +136,124 @@ def test_whole_pipeline_killed_and_resumed(tmp_path):
         assert r.returncode == 0 and "overall" in r.stdout, r.stderr
 
 
+@pytest.mark.slow
+def test_training_step_resumes_after_an_interruption(tmp_path):
+    """The real step 03: after an interruption, the same `emosum run` continues training from the last checkpoint (it used
+    to delete the checkpoints and restart at step 1, saying so only inside the notebook), and says so on the console; other
+    training settings are an error naming them; --force starts afresh."""
+    import shutil
+    env = {**os.environ, "EMOSUM_RUNS": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1"}
+    args = ["run", "--profile", "cpu-smoke", "--name", "r", "--steps", "01,03", "--no-progress", "-p", "max_steps=4", "-p", "save_steps=2",
+            "-P", "n_samples=0"]
+    rd = tmp_path / "runs" / "r"
+    r = _emosum(*args, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    shutil.rmtree(rd / "checkpoints" / "checkpoint-4"); shutil.rmtree(rd / "adapter")   # as a Ctrl-C after step 2 leaves it
+    st = P.read_run(rd); st["status"] = st["steps"]["03"]["status"] = "interrupted"; (rd / "run.json").write_text(json.dumps(st))
+    stamp = (rd / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").stat().st_mtime_ns
+    steps = lambda: [x["step"] for x in map(json.loads, (rd / "train_log.jsonl").read_text().splitlines()) if x.get("loss") is not None]
+
+    r = _emosum(*args, env=env)                                    # the same command again
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "step 03: UserWarning: resuming training from" in r.stderr and "checkpoint-2" in r.stderr
+    assert steps() == [1, 2, 3, 4] and (rd / "adapter" / "adapter_config.json").exists()
+    assert (rd / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").stat().st_mtime_ns == stamp
+
+    st = P.read_run(rd); st["status"] = st["steps"]["03"]["status"] = "interrupted"; (rd / "run.json").write_text(json.dumps(st))
+    r = _emosum(*args[:-2], "-p", "learning_rate=0.002", "-P", "n_samples=0", env=env)   # other settings: an error, nothing deleted
+    assert r.returncode == 1 and "CheckpointMismatch" in r.stderr and "learning_rate: 0.001 then, 0.002 now" in r.stderr, r.stderr[-3000:]
+    assert (rd / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").stat().st_mtime_ns == stamp
+
+    r = _emosum(*args, "--force", env=env)                         # --force: afresh
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "step 03: UserWarning: overwrite=True (--force): deleting" in r.stderr and steps() == [1, 2, 3, 4]
+    assert (rd / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").stat().st_mtime_ns != stamp
+
+
+def _hold_lock(path):
+    "A live process holding the run's lock, as a running `emosum run` does (before it has written anything else)."
+    p = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; l = FileLock(sys.argv[1]); l.acquire(); "
+                          "print('held', flush=True); time.sleep(120)", str(path)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
 def test_a_run_cannot_be_executed_twice_at_once(fake_nbs, tmp_path):
+    "The lock is an OS file lock: a live holder is refused even before it wrote its pid; a dead holder's lock is free again."
     rd = tmp_path / "runs" / "locked"; rd.mkdir(parents=True)
-    (rd / ".run.lock").write_text(f"{os.getppid()} 2026-01-01\n")          # a live process holds it
-    with pytest.raises(P.RunLocked, match=f"being executed by process {os.getppid()}"):
-        P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, steps="00", progress_bar=False)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"]); dead.wait()
-    (rd / ".run.lock").write_text(f"{dead.pid} 2026-01-01\n")              # left by a killed run: taken over
+    holder = _hold_lock(rd / ".run.lock")
+    try:
+        assert P.run_locked(rd)
+        with pytest.raises(P.RunLocked, match="being executed by another process"):
+            P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, steps="00", progress_bar=False)
+        assert _log(rd) == []
+    finally:
+        holder.kill(); holder.wait()
+    assert not P.run_locked(rd)                                          # killed: the OS released it
+    (rd / ".run.lock").write_text("12345 2026-01-01\n")                  # a lock file as older versions left it: no lock held
     r = P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, steps="00", progress_bar=False)
-    assert r["steps"]["00"]["status"] == "done" and r["status"] == "partial" and not (rd / ".run.lock").exists()
+    assert r["steps"]["00"]["status"] == "done" and r["status"] == "partial" and r["pid"] == os.getpid() and not P.run_locked(rd)
+
+
+def test_two_runs_started_together_never_share_the_folder(fake_nbs, tmp_path):
+    "Two `run`s of the same name started at once: one runs, the other is refused (a check-then-write lock let both run)."
+    P._write_demo_notebook(fake_nbs / "00_first.ipynb", "import time; time.sleep(4)\n" + LOG.format("00"))
+    rd = tmp_path / "runs" / "same"
+    code = ("import sys; from emosum import pipeline as P\n"
+            "try: P.run('cpu-smoke', name=sys.argv[1], nbs_dir=sys.argv[2], steps='00', progress_bar=False)\n"
+            "except P.RunLocked: sys.exit(3)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(rd), str(fake_nbs)], stderr=subprocess.DEVNULL) for _ in range(2)]
+    codes = sorted(p.wait(120) for p in procs)
+    assert codes == [0, 3] and _log(rd) == ["00"]
+
+
+def test_a_killed_run_does_not_read_running(fake_nbs, tmp_path):
+    "SIGKILL leaves run.json at `running`; `emosum list`, the summary and the next run see that no process holds the run."
+    rd = tmp_path / "runs" / "k"
+    P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, steps="00", progress_bar=False)
+    st = P.read_run(rd); st["status"] = "running"; st["steps"]["00"]["status"] = "running"
+    (rd / "run.json").write_text(json.dumps(st))                         # what a SIGKILL mid-step leaves behind
+    assert P.run_status(rd) == "killed" and [r["status"] for r in P.list_runs(rd.parent)] == ["killed"]
+    assert "status killed" in P.summary(rd) and "00 killed" in P.summary(rd)
+    holder = _hold_lock(rd / ".run.lock")                               # while a live process holds it, it is running
+    try: assert P.run_status(rd) == "running" and [r["status"] for r in P.list_runs(rd.parent)] == ["running"]
+    finally: holder.kill(); holder.wait()
+    r = P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, steps="00", progress_bar=False)   # the next run takes over and redoes it
+    assert r["steps"]["00"]["status"] == "done" and _log(rd) == ["00", "00"]
+
+
+def test_copied_run_folder_reports_itself(fake_nbs, tmp_path):
+    import shutil
+    a, b = tmp_path / "runs" / "a", tmp_path / "elsewhere" / "b"
+    P.run("cpu-smoke", name=str(a), nbs_dir=fake_nbs, steps="00", progress_bar=False)
+    shutil.copytree(a, b)
+    r = P.run("cpu-smoke", name=str(b), nbs_dir=fake_nbs, progress_bar=False)
+    assert r["run_dir"] == str(b.resolve()) and r["name"] == "b" and P.read_run(b)["run_dir"] == str(b.resolve())
+    assert all(Path(s["output"]).parent == b.resolve() for s in r["steps"].values())
+    assert P.read_run(a)["run_dir"] == str(a.resolve())                  # the original is untouched
+
+
+def test_run_folder_deleted_mid_run_is_a_clear_error(fake_nbs, tmp_path):
+    P._write_demo_notebook(fake_nbs / "01_second.ipynb", "import shutil; shutil.rmtree(run_dir)")
+    rd = tmp_path / "runs" / "gone"
+    with pytest.raises(P.RunFolderGone, match=f"The run folder {rd} disappeared while step 01"):
+        P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, progress_bar=False)
+
+
+def test_steps_warnings_reach_the_console_and_force_reaches_the_steps(fake_nbs, tmp_path, caplog):
+    "A step's warnings are repeated in the log (the console), not only kept in its notebook; `force` goes to the steps that take it."
+    P._write_demo_notebook(fake_nbs / "01_second.ipynb", "import warnings\nwarnings.warn('resuming training from checkpoint-30')\n"
+                           "with open(run_dir/'log.txt', 'a') as f: f.write(f'force={force}\\n')")
+    nb = json.loads((fake_nbs / "01_second.ipynb").read_text())
+    nb["cells"][0]["source"] += "\nforce = False"                       # this step declares `force`; 00 and 02 do not
+    (fake_nbs / "01_second.ipynb").write_text(json.dumps(nb))
+    rd = tmp_path / "runs" / "w"
+    with caplog.at_level("WARNING", logger="emosum.pipeline"):
+        P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, progress_bar=False)
+    assert "step 01: UserWarning: resuming training from checkpoint-30" in caplog.text
+    P.run("cpu-smoke", name=str(rd), nbs_dir=fake_nbs, progress_bar=False, force=True)
+    assert _log(rd) == ["00", "force=False", "02", "00", "force=True", "02"]
+    assert P.parameter_names(P.list_steps()["03"]) >= {"resume", "force"}   # the training step takes it (and resumes by default)
 
 
 def test_notebook_params_reach_every_step_and_count_for_resume(fake_nbs, tmp_path):

@@ -10,8 +10,8 @@ import torch
 from emosum.config import load_profile
 from emosum.data import Record
 from emosum.prompts import BudgetError, target_text
-from emosum.training import (build_dataset, causal_lm_loss, check_quantization, compare_loss_paths, export_merged, greedy_generate, make_collator,
-                             prepare_model, prompt_ids, read_train_log, train)
+from emosum.training import (CheckpointMismatch, build_dataset, causal_lm_loss, check_quantization, compare_loss_paths, export_merged,
+                             greedy_generate, make_collator, prepare_model, prompt_ids, read_train_log, train)
 
 torch.set_num_threads(2)
 
@@ -153,6 +153,58 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path):
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     steps = [r["step"] for r in read_train_log(tmp_path / "crashed") if r.get("loss") is not None]
     assert steps == [1, 2, 3, 4, 5, 6]                 # the log continues without duplicates
+
+
+def test_a_plain_rerun_resumes_and_never_deletes_checkpoints(tmp_path):
+    """An interrupted training, then the same call again: it continues from the last checkpoint (it used to delete the
+    checkpoints and start at step 1). Other settings or data are an error naming them; only overwrite=True starts afresh."""
+    from transformers import TrainerCallback
+    cfg = cfg_(max_steps=4, save_steps=2)
+
+    class CrashAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if state.global_step == 2: raise Crash("interrupted after step 2")
+    with pytest.raises(Crash):
+        train(cfg, RECS, RECS[3:], tmp_path, callbacks=[CrashAfterSave()])
+    ckpt = tmp_path / "checkpoints" / "checkpoint-2"
+    stamp = (ckpt / "adapter_model.safetensors").stat().st_mtime_ns
+    for other, named in ((cfg.replace(learning_rate=2e-3), r"learning_rate: 0\.005 then, 0\.002 now"),
+                         (cfg.replace(lora_r=4), r"lora_r: 8 then, 4 now")):
+        with pytest.raises(CheckpointMismatch, match=named + ".*--force"): train(other, RECS, RECS[3:], tmp_path)
+    with pytest.raises(CheckpointMismatch, match=r"the train records \(sha256"): train(cfg, RECS[:3], RECS[3:], tmp_path)
+    with pytest.raises(CheckpointMismatch, match="resume=False.*not deleted silently"): train(cfg, RECS, RECS[3:], tmp_path, resume=False)
+    assert (ckpt / "adapter_model.safetensors").stat().st_mtime_ns == stamp          # none of that touched the checkpoints
+    with pytest.warns(UserWarning, match="resuming training from .*checkpoint-2"):
+        res = train(cfg, RECS, RECS[3:], tmp_path)                                   # the same call again: continues
+    assert res["resumed_from"].endswith("checkpoint-2") and res["global_step"] == 4
+    assert [r["step"] for r in read_train_log(tmp_path) if r.get("loss") is not None] == [1, 2, 3, 4]
+    with pytest.warns(UserWarning, match="deleting"):
+        res = train(cfg.replace(learning_rate=2e-3), RECS, RECS[3:], tmp_path, overwrite=True)   # --force: afresh
+    assert res["resumed_from"] is None and res["global_step"] == 4
+    assert [r["step"] for r in read_train_log(tmp_path) if r.get("loss") is not None] == [1, 2, 3, 4]
+
+
+def test_nf4_trains_after_generating_on_the_cpu(tmp_path):
+    """bitsandbytes repacks 4-bit weights for CPU inference when a model generates on an AVX512-BF16 CPU, after which
+    the layer cannot be trained ("a view of a leaf Variable ... in-place operation"); the 03 notebook generates samples
+    before training. prepare_model keeps the layers trainable."""
+    cfg = cfg_(quantization="nf4", max_steps=1, save_steps=100)
+    model, tok = prepare_model(cfg)
+    ex = build_dataset(RECS[:1], tok, cfg)[0]
+    greedy_generate(model, tok, prompt_ids(ex), max_new_tokens=2)
+    res = train(cfg, RECS[:2], [], tmp_path, model_and_tokenizer=(model, tok))
+    assert res["global_step"] == 1 and losses(tmp_path)
+
+
+def test_4bit_training_that_cannot_work_is_a_clear_error(monkeypatch):
+    import emosum.training as T
+    def broken(device, dtype): raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
+    monkeypatch.setattr(T, "_tiny_4bit_training_step", broken)
+    with pytest.raises(RuntimeError, match=r"bitsandbytes cannot train through 4-bit layers.*quantization='none'"):
+        check_quantization("nf4", "cpu", compute_dtype="float32")
+    with pytest.raises(RuntimeError, match="cannot train through 4-bit layers"):
+        prepare_model(cfg_(quantization="nf4"))
+    check_quantization("nf4", "cpu")                     # quantising alone (inference) is still fine
 
 
 # ---------------------------------------------------------------- errors that say what to do
