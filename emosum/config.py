@@ -6,7 +6,7 @@ Docs: https://emosum.github.io/emosum/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #1b063443
 from __future__ import annotations
-import configparser, dataclasses, datetime, functools, json, os, random, re, sys, typing
+import configparser, dataclasses, datetime, math, functools, json, os, random, re, sys, typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
@@ -127,6 +127,20 @@ class Profile:
             if getattr(self, k) <= 0: raise ValueError(f"Profile {self.name!r}: {k} must be > 0, got {getattr(self, k)}")
         if not 0 <= self.lora_dropout < 1: raise ValueError(f"Profile {self.name!r}: lora_dropout must be in [0, 1)")
         if not 0 < self.valid_frac < 1: raise ValueError(f"Profile {self.name!r}: valid_frac must be in (0, 1)")
+        bad = lambda k, why: ValueError(f"Profile {self.name!r}: {k} must be {why}, got {getattr(self, k)!r}")
+        for k in ("learning_rate", "num_epochs", "warmup_ratio", "weight_decay", "temperature", "top_p"):
+            if not math.isfinite(getattr(self, k)): raise bad(k, "a finite number")
+        if not self.learning_rate > 0: raise bad("learning_rate", "> 0")
+        if not self.num_epochs > 0: raise bad("num_epochs", "> 0 (max_steps > 0 stops training earlier)")
+        if self.max_steps == 0 or self.max_steps < -1: raise bad("max_steps", "> 0, or -1 to train for num_epochs")
+        if not 0 <= self.warmup_ratio < 1: raise bad("warmup_ratio", "in [0, 1)")
+        if self.weight_decay < 0: raise bad("weight_decay", ">= 0")
+        for k in ("save_steps", "logging_steps"):
+            if getattr(self, k) <= 0: raise bad(k, "> 0")
+        if not self.temperature > 0: raise bad("temperature", "> 0")
+        if not 0 < self.top_p <= 1: raise bad("top_p", "in (0, 1]")
+        if self.eval_limit is not None and self.eval_limit < 0: raise bad("eval_limit", ">= 0 or none")
+        if self.num_threads is not None and self.num_threads <= 0: raise bad("num_threads", "> 0 or none")
         if self.max_new_tokens >= self.max_length:
             raise ValueError(f"Profile {self.name!r}: max_new_tokens={self.max_new_tokens} leaves no room for the prompt in max_length={self.max_length}")
         return self

@@ -172,3 +172,9 @@ def test_no_space_left_is_a_clear_message(tmp_path, capsys, monkeypatch):
     rc = P.main(["predict", "--profile", "cpu-smoke", "--data", "data/sample_es.jsonl", "--out", str(tmp_path / "pred"), "--limit", "1"])
     err = capsys.readouterr().err
     assert rc == 1 and "no space left on the device" in err and str(tmp_path / "pred") in err and "Traceback" not in err
+
+
+def test_non_finite_or_negative_settings_exit_2():
+    from emosum.pipeline import main
+    assert main(["run", "--profile", "cpu-smoke", "-p", "learning_rate=inf"]) == 2
+    assert main(["run", "--profile", "cpu-smoke", "-p", "num_epochs=-3"]) == 2
