@@ -570,6 +570,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--profile", help="a profile for task / language / seed (default: the folder's profile.json, else ES defaults)")
     e.add_argument("--no-baselines", action="store_true", help="skip the copy / extractive baselines (faster)")
     e.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
+    cv = sub.add_parser("cv", help="k-fold cross-validation of a recipe: an out-of-fold prediction for every record (notebook 08)")
+    cv.add_argument("--profile", default="default"); cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--name", help="the CV folder under runs/ (default cv-<profile>-<k>fold); reuse it to resume")
+    cv.add_argument("--data", help="the records (default: the profile's data_path)")
+    cv.add_argument("--zero-shot", action="store_true", help="no training: the base model predicts every fold")
+    cv.add_argument("--jobs", type=int, default=1, help="fold runs side by side")
+    cv.add_argument("--force", action="store_true", help="redo finished fold runs")
+    cv.add_argument("-p", "--set", dest="overrides", action="append", type=_kv, default=[], metavar="KEY=VALUE")
     sub.add_parser("profiles", help="the profiles in settings.ini")
     return ap
 
@@ -651,6 +659,14 @@ def _cmd_evaluate(a):
     if not copy.exists(): shutil.copyfile(src, copy)                        # the folder holds what was scored
     print(summary(out))
 
+def _cmd_cv(a):
+    from emosum.experiments import cross_validate
+    t0 = time.time()
+    res = cross_validate(a.profile, name=a.name, folds=a.folds, data_path=_overrides([("data_path", a.data)])["data_path"] if a.data else None,
+                         zero_shot=a.zero_shot, jobs=a.jobs, force=a.force, **_overrides(a.overrides))
+    print(f"\n{summary(res['cv_dir'])}\nfolds: " + ", ".join(f"{i} {f['status']}" for i, f in res["fold_runs"].items())
+          + f"\nfinished in {time.time() - t0:.0f} s")
+
 def _cmd_profiles(a):
     rows = []
     for n in list_profiles():
@@ -663,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         {"run": _cmd_run, "list": _cmd_list, "compare": _cmd_compare, "predict": _cmd_predict,
-         "evaluate": _cmd_evaluate, "profiles": _cmd_profiles}[a.cmd](a)
+         "evaluate": _cmd_evaluate, "cv": _cmd_cv, "profiles": _cmd_profiles}[a.cmd](a)
     except (StepFailed, RunLocked, RunFolderGone) as e:
         print(f"emosum {a.cmd}: {e}", file=sys.stderr); return 1
     except (KeyError, TypeError, ValueError, FileNotFoundError, ModuleNotFoundError) as e:
