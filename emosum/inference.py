@@ -6,17 +6,74 @@ Docs: https://emosum.github.io/emosum/inference.html.md"""
 
 # %% ../nbs/04_inference.ipynb #4628fd1a
 from __future__ import annotations
-import json, os, time, warnings
+import hashlib, json, math, os, shutil, time, warnings
 from pathlib import Path
 from .config import load_model, load_tokenizer, Profile
 from .data import ES_FIELDS, Record, detect_language, read_jsonl, write_jsonl
 from .prompts import (build_prompt, parse_summary, end_of_turn_ids, BudgetError, record_language)
 
 # %% auto #0
-__all__ = ['PREDICTION_KEYS', 'SUBMISSION_KEYS', 'load_model_and_tokenizer', 'load_for_inference', 'generate_batch',
-           'read_predictions', 'generate', 'write_submission', 'Summarizer']
+__all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'PREDICTION_KEYS', 'ENGINES', 'SUBMISSION_KEYS', 'dequantize_4bit', 'merge_choice',
+           'load_model_and_tokenizer', 'load_for_inference', 'generate_batch', 'varlen_attention',
+           'paged_varlen_attention', 'paged_attention_implementation', 'kv_bytes_per_token', 'padded_batch_size',
+           'continuous_plan', 'generation_config', 'RepetitionPenalty', 'continuous_blockers', 'stream_continuous',
+           'generate_continuous', 'adapter_sha256', 'prediction_key', 'key_differences', 'read_predictions',
+           'choose_engine', 'generate', 'profile_generate_kwargs', 'write_submission', 'Summarizer']
 
 # %% ../nbs/04_inference.ipynb #cde211af
+MERGE_CHOICES = ("auto", "yes", "no")
+
+def _merge_flag(merge) -> str:
+    m = {True: "yes", False: "no", "true": "yes", "false": "no", "auto": "auto", "yes": "yes", "no": "no"}.get(str(merge).lower() if isinstance(merge, str) else merge)
+    if m is None: raise ValueError(f"merge must be one of {MERGE_CHOICES} (or True / False), got {merge!r}")
+    return m
+
+def _linear4bit_modules(model) -> list:
+    try: import bitsandbytes as bnb
+    except Exception: return []
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+
+def dequantize_4bit(model, dtype=None):
+    "Replace every bitsandbytes `Linear4bit` of `model` by a plain `Linear` holding its de-quantised weights (in `dtype`); in place."
+    import torch, bitsandbytes as bnb
+    for name, m in _linear4bit_modules(model):
+        w = bnb.functional.dequantize_4bit(m.weight.data, m.weight.quant_state)
+        w = w.to(dtype or getattr(m, "compute_dtype", None) or torch.bfloat16)
+        new = torch.nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device="meta")
+        new.weight = torch.nn.Parameter(w, requires_grad=False)
+        if m.bias is not None: new.bias = torch.nn.Parameter(m.bias.data.to(w.dtype), requires_grad=False)
+        model.set_submodule(name, new)
+    for attr in ("hf_quantizer", "quantization_method"):
+        if hasattr(model, attr): delattr(model, attr)
+    if hasattr(model.config, "quantization_config"): del model.config.quantization_config
+    model.is_loaded_in_4bit = model.is_quantized = False
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
+    return model
+
+def merge_choice(model, merge="auto",            # auto | yes | no
+                 dtype=None,                     # the dtype of a de-quantised copy (default: the 4-bit layers' compute dtype)
+                 reserve: float = 0.25,          # auto: share of the GPU kept free for generation after a de-quantised copy
+                ) -> tuple[bool, str]:
+    "(merge the adapter?, why): always into an unquantised base; into a de-quantised copy of a 4-bit base only where the GPU has room for it."
+    merge = _merge_flag(merge)
+    if merge == "no": return False, "merge=no: the adapter runs unmerged"
+    q = _linear4bit_modules(model)
+    if getattr(model, "is_loaded_in_8bit", False):
+        if merge == "yes": raise ValueError("merge=yes is not possible on an int8 base; use merge=auto or no")
+        return False, "int8 base: the adapter runs unmerged"
+    if not q: return True, "unquantised base: the adapter is merged into its weights"
+    import torch
+    itemsize = (dtype or getattr(q[0][1], "compute_dtype", None) or torch.bfloat16).itemsize
+    need = sum(m.in_features * m.out_features for _, m in q) * itemsize
+    if merge == "yes": return True, f"merge=yes: 4-bit base de-quantised ({need / 2**30:.1f} GiB) and merged"
+    dev = next(model.parameters()).device
+    if dev.type != "cuda": return False, "4-bit base off the GPU: the adapter runs unmerged"
+    free, total = torch.cuda.mem_get_info(dev)
+    ok = free - need >= reserve * total
+    return ok, (f"4-bit base de-quantised to a {itemsize * 8}-bit copy ({need / 2**30:.1f} GiB; {free / 2**30:.1f} GiB were free) and merged" if ok else
+                f"4-bit base kept, adapter unmerged: a de-quantised copy ({need / 2**30:.1f} GiB) would leave less than "
+                f"{reserve:.0%} of the GPU's {total / 2**30:.0f} GiB free ({free / 2**30:.1f} GiB free)")
+
 def _has_tokenizer(folder: Path) -> bool:
     return any((folder/f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
 
@@ -25,12 +82,13 @@ def load_model_and_tokenizer(base: str,                        # hub id, folder,
                              quantization: str = "none",       # nf4 | int8 | none
                              compute_dtype: str = "float32",
                              gguf_file: str | None = None,
-                             merge: bool = False,              # merge the adapter into the weights
+                             merge="auto",                     # auto | yes | no (or True / False): fold the adapter into the weights
                              double_quant: bool = True,
                              attn_implementation: str = "sdpa",
                              device_map=None,
                             ):
-    "(model in eval mode, tokenizer with left padding) for generation."
+    "(model in eval mode, tokenizer with left padding) for generation; `model.emosum_load` records how (adapter merged or not, and why)."
+    from emosum.config import torch_dtype
     if adapter is not None:
         adapter = Path(adapter)
         if not (adapter/"adapter_config.json").is_file():
@@ -39,38 +97,49 @@ def load_model_and_tokenizer(base: str,                        # hub id, folder,
     tok = load_tokenizer(str(adapter)) if adapter is not None and _has_tokenizer(adapter) else load_tokenizer(base, gguf_file)
     model = load_model(base, quantization=quantization, compute_dtype=compute_dtype, double_quant=double_quant, gguf_file=gguf_file,
                        attn_implementation=attn_implementation, device_map=device_map)
+    info = dict(adapter=None if adapter is None else str(adapter), merged=False, weights=quantization if quantization != "none" else compute_dtype,
+                why=None)
     if adapter is not None:
         from peft import PeftModel
+        merged, info["why"] = merge_choice(model, merge, torch_dtype(compute_dtype))
+        if merged and _linear4bit_modules(model):
+            model = dequantize_4bit(model, torch_dtype(compute_dtype)); info["weights"] = f"{compute_dtype} (de-quantised {quantization})"
         model = PeftModel.from_pretrained(model, str(adapter))
-        if merge:
-            if quantization != "none": raise ValueError("merge=True needs an unquantised base (quantization='none')")
-            model = model.merge_and_unload()
+        if merged: model = model.merge_and_unload()
+        info["merged"] = merged
     model.eval()
+    model.emosum_load = info
     return model, tok
 
 def load_for_inference(cfg: Profile, adapter: str | Path | None = None, **kw):
-    "`load_model_and_tokenizer` with a profile's model and quantisation settings."
+    "`load_model_and_tokenizer` with a profile's model, quantisation and `gen_merge` settings."
+    kw.setdefault("merge", getattr(cfg, "gen_merge", "auto"))
     return load_model_and_tokenizer(cfg.model, adapter, quantization=cfg.quantization, compute_dtype=cfg.compute_dtype,
                                     gguf_file=cfg.gguf_file, double_quant=cfg.double_quant,
                                     attn_implementation=cfg.attn_implementation, **kw)
 
 # %% ../nbs/04_inference.ipynb #77644802
+def _stop_ids(tokenizer, stop_ids=None) -> list[int]:
+    return end_of_turn_ids(tokenizer) if stop_ids is None else list(stop_ids)
+
 def generate_batch(model, tokenizer,
                    prompts: list[list[int]],    # token ids of each prompt
                    max_new_tokens: int = 512,
                    do_sample: bool = False,     # False: greedy
                    temperature: float = 0.7,
                    top_p: float = 0.9,
+                   stop_ids: list[int] | None = None, # tokens that end an answer (None: the chat template's end of turn and EOS; []: none)
                    **gen_kwargs,                # more `model.generate` settings, e.g. repetition_penalty=1.1
                   ) -> list[tuple[str, int]]:
-    "(answer text, number of new tokens including the stop token) for each prompt."
+    "(answer text, number of new tokens including the stop token) for each prompt: one left-padded `model.generate` call."
     import torch
-    stop = end_of_turn_ids(tokenizer)
-    if tokenizer.pad_token_id is None: tokenizer.pad_token_id = stop[0]   # load_tokenizer always sets one; a bare tokenizer may not
+    stop = _stop_ids(tokenizer, stop_ids)
+    if tokenizer.pad_token_id is None: tokenizer.pad_token_id = (stop or end_of_turn_ids(tokenizer))[0]   # load_tokenizer always sets one
     pad = tokenizer.pad_token_id
     batch = tokenizer.pad({"input_ids": [list(p) for p in prompts]}, padding=True, padding_side="left", return_tensors="pt")
     ids, mask = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)
-    kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=stop, pad_token_id=pad)
+    kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=stop or None, pad_token_id=pad)
+    if not stop: kw["min_new_tokens"] = max_new_tokens          # no stop token: always the full length
     if do_sample: kw.update(temperature=temperature, top_p=top_p)
     else: kw.update(temperature=None, top_p=None, top_k=None)
     kw.update(gen_kwargs)
@@ -82,9 +151,280 @@ def generate_batch(model, tokenizer,
         res.append((tokenizer.decode(row[:n], skip_special_tokens=True).strip(), n))
     return res
 
+# %% ../nbs/04_inference.ipynb #b2c9e4f0
+PAGED_ATTENTION = "paged|emosum_varlen"
+
+def varlen_attention(q, k, v,                 # packed: q [Tq, H, D]; k, v [Tk, Hkv, D] (Hkv divides H)
+                     cu_q, cu_k,              # [n + 1]: where each sequence's queries / keys start (and the end)
+                     max_q: int, max_k: int, scale: float | None = None,
+                     seqused_k=None,          # [n]: keys of each sequence (then cu_k only gives starts, in any order)
+                    ):
+    "Causal attention over packed sequences: each sequence's queries are its last tokens (bottom-right causal mask)."
+    import torch
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):   # FlashAttention-2's varlen kernel, as shipped in torch
+        kw = {} if seqused_k is None else {"seqused_k": seqused_k.to(torch.int32)}
+        return torch.ops.aten._flash_attention_forward(q, k, v, cu_q.to(torch.int32), cu_k.to(torch.int32), max_q, max_k, 0.0, True, False,
+                                                       scale=scale, **kw)[0]
+    out = torch.zeros_like(q)                  # reference path (CPU, fp32): one sequence at a time
+    rep, cq, ck = q.shape[1] // k.shape[1], cu_q.tolist(), cu_k.tolist()
+    used = None if seqused_k is None else seqused_k.tolist()
+    for i in range(len(cq) - 1):
+        lq, lk = cq[i + 1] - cq[i], (ck[i + 1] - ck[i]) if used is None else used[i]
+        if lq == 0: continue
+        qi = q[cq[i]:cq[i + 1]].transpose(0, 1)
+        ki, vi = (t[ck[i]:ck[i] + lk].transpose(0, 1).repeat_interleave(rep, 0) for t in (k, v))
+        mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(lk - lq)
+        out[cq[i]:cq[i + 1]] = torch.nn.functional.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, scale=scale).transpose(0, 1)
+    return out
+
+def paged_varlen_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, cache=None,
+                           cu_seq_lens_q=None, cu_seq_lens_k=None, max_seqlen_q=None, max_seqlen_k=None, **kw):
+    "transformers attention function for continuous batching: write the new keys/values to the paged cache, attend with `varlen_attention`."
+    import torch
+    if cache is None: raise ValueError(f"{PAGED_ATTENTION} only runs inside continuous batching (it needs the paged cache)")
+    if isinstance(cu_seq_lens_k, dict): cu_seq_lens_k, max_seqlen_k = cu_seq_lens_k["full_attention"], max_seqlen_k["full_attention"]
+    q = query.transpose(1, 2).squeeze(0)                       # [1, H, Tq, D] -> [Tq, H, D]
+    if not getattr(cache, "emosum_contiguous", False):         # paged: gather each request's keys and values into one packed copy
+        k, v = cache.update(key_states=key, value_states=value, layer_idx=module.layer_idx, read_index=kw["read_index"], write_index=kw["write_index"])
+        return varlen_attention(q, k, v, cu_seq_lens_q, cu_seq_lens_k, max_seqlen_q, max_seqlen_k, scaling), None
+    # contiguous: one cache block per request, so its keys lie in one piece: write the new ones, attend where they lie (no copy)
+    group, j = cache.layer_index_to_group_indices[module.layer_idx]
+    wi, kc, vc = kw["write_index"][group], cache.key_cache[j], cache.value_cache[j]
+    kc.index_copy_(0, wi, key.transpose(1, 2).squeeze(0)); vc.index_copy_(0, wi, value.transpose(1, 2).squeeze(0))
+    lq, lk = cu_seq_lens_q.diff(), cu_seq_lens_k.diff()
+    starts = wi[cu_seq_lens_q[:-1].long()] - (lk - lq)          # a request's first new token is written right after its past
+    return varlen_attention(q, kc, vc, cu_seq_lens_q, torch.cat([starts, starts[-1:] + lk[-1:]]), max_seqlen_q, max_seqlen_k, scaling, lk), None
+
+def paged_attention_implementation(model) -> str:
+    "The attention continuous batching uses: FlashAttention's own paged kernels when the model asks for them, else `paged|emosum_varlen`."
+    from transformers import AttentionInterface
+    impl = model.config._attn_implementation or "sdpa"
+    if "flash" in impl: return impl if impl.startswith("paged|") else f"paged|{impl}"
+    if "sliding_attention" in (getattr(model.config.get_text_config(), "layer_types", None) or []): return "paged|sdpa"
+    AttentionInterface.register(PAGED_ATTENTION, paged_varlen_attention)
+    return PAGED_ATTENTION
+
+# %% ../nbs/04_inference.ipynb #e5c6f3b4
+def _hf_model(model):
+    "The transformers model under a peft wrapper (its LoRA layers stay in place)."
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+def _free_memory(device) -> int:
+    import torch
+    if device.type == "cuda": return torch.cuda.mem_get_info(device)[0]
+    try:
+        import psutil; return psutil.virtual_memory().available
+    except Exception: return 8 * 2**30
+
+def kv_bytes_per_token(model) -> int:
+    "Bytes of keys and values one token holds in the cache, over all layers."
+    c = _hf_model(model).config.get_text_config()
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    return 2 * c.num_hidden_layers * (c.num_key_value_heads or c.num_attention_heads) * head_dim * _hf_model(model).dtype.itemsize
+
+def _act_bytes_per_token(model) -> int:
+    "Transient activation bytes per token of a forward pass (logits, MLP, attention inputs), with a safety factor."
+    c = _hf_model(model).config.get_text_config()
+    return int(1.5 * _hf_model(model).dtype.itemsize * (c.vocab_size + 3 * c.intermediate_size + 8 * c.hidden_size))
+
+def padded_batch_size(model, prompt_lens: list[int], max_new_tokens: int, upper: int, memory_fraction: float = 0.9) -> int:
+    "How many prompts one padded `generate` call takes: `upper` (the profile's gen_batch_size), fewer where free GPU memory is short."
+    dev = _hf_model(model).device
+    if dev.type != "cuda" or not prompt_lens: return max(1, upper)
+    L = max(prompt_lens) + max_new_tokens
+    per_seq = L * kv_bytes_per_token(model) + max(prompt_lens) * _act_bytes_per_token(model)
+    return max(1, min(upper, int(_free_memory(dev) * memory_fraction // per_seq)))
+
+def continuous_plan(model, prompt_lens: list[int], max_new_tokens: int,
+                    max_concurrency: int = 64,     # upper bound on the requests decoded together (the profile's gen_batch_size)
+                    memory_fraction: float = 0.9,  # share of the memory free after loading that the cache and activations may take
+                    layout: str = "auto",          # contiguous | paged | auto (contiguous when memory holds as many requests that way)
+                    block_size: int | None = None, # paged: tokens per cache block (default: 256 on a GPU, 32 on the CPU)
+                    max_batch_tokens: int | None = None, # tokens per forward pass (prefill chunks + one per decoding request)
+                   ) -> dict:
+    "Size the KV cache for these prompts from free memory: {layout, block_size, num_blocks, max_batch_tokens, concurrency, cache_gib, free_gib}."
+    if layout not in ("auto", "contiguous", "paged"): raise ValueError(f"layout must be auto, contiguous or paged, got {layout!r}")
+    dev = _hf_model(model).device
+    cuda = dev.type == "cuda"
+    unit = 256 if cuda else 32
+    M = max_batch_tokens or (8192 if cuda else 1024)
+    free, kv = _free_memory(dev), kv_bytes_per_token(model)
+    budget = free * memory_fraction - M * _act_bytes_per_token(model)
+    longest = max(prompt_lens or [1]) + max_new_tokens
+    conc = max(1, min(max_concurrency, len(prompt_lens) or 1))
+
+    def plan(bs, per_req):   # per_req: blocks each request needs, longest first
+        # transformers reserves an attention-mask term of 2 bytes per (cache token x batch token) for implementations it does not know
+        fit = int(budget // (bs * (kv + 2 * M))) if budget > 0 else 0
+        if fit < per_req[0]:
+            raise MemoryError(f"the longest prompt needs {per_req[0] * bs * kv / 2**30:.2f} GiB of KV cache but only {max(budget, 0) / 2**30:.2f} GiB "
+                              f"of {free / 2**30:.1f} GiB free memory can hold cache (memory_fraction={memory_fraction}); shorten max_length, "
+                              "free memory, or use engine='padded'")
+        n = min(sum(per_req[:conc]), fit)
+        fits = sum(1 for i in range(len(per_req)) if sum(per_req[:i + 1]) <= n)
+        return dict(block_size=bs, num_blocks=n, max_batch_tokens=M, concurrency=max(1, min(conc, fits)),
+                    cache_gib=round(n * bs * kv / 2**30, 2), free_gib=round(free / 2**30, 1))
+    # contiguous: one block per request, as long as the longest, so attention reads each request's keys in place
+    one = plan(block_size or -(-longest // unit) * unit, [1] * (len(prompt_lens) or 1))
+    if layout == "contiguous": return dict(layout="contiguous", **one)
+    bs = block_size or unit
+    paged = plan(bs, sorted((math.ceil((n + max_new_tokens) / bs) for n in prompt_lens), reverse=True) or [1])
+    if layout == "auto" and one["concurrency"] >= paged["concurrency"]: return dict(layout="contiguous", **one)
+    return dict(layout="paged", **paged)
+
+# %% ../nbs/04_inference.ipynb #b8f3c6e7
+def generation_config(model, tokenizer, max_new_tokens: int = 512, do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9,
+                      stop_ids: list[int] | None = None, **gen_kwargs):
+    "The `GenerationConfig` `generate_batch` ends up with: the model's own defaults updated with these settings."
+    import copy
+    from transformers import GenerationConfig
+    gc = copy.deepcopy(getattr(_hf_model(model), "generation_config", None) or GenerationConfig())
+    stop = _stop_ids(tokenizer, stop_ids)
+    kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=stop,
+              pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop or [0])[0])
+    if do_sample: kw.update(temperature=temperature, top_p=top_p)
+    else: kw.update(temperature=None, top_p=None, top_k=None)
+    gc.update(**{**kw, **gen_kwargs})
+    return gc
+
+def _without_penalty(gc):
+    "(gc without its repetition penalty, the penalty or None): `RepetitionPenalty` applies it in continuous batching."
+    import copy
+    p = gc.repetition_penalty
+    if p in (None, 1.0): return gc, None
+    gc = copy.deepcopy(gc); gc.repetition_penalty = None
+    return gc, float(p)
+
+class RepetitionPenalty:
+    "transformers' repetition penalty for continuous batching: each request's own prompt and answer so far, in the batch's order."
+    supports_continuous_batching = True
+    def __init__(self, penalty: float, io):     # io: the engine's (synchronous) inputs-and-outputs, which know the batch's requests
+        self.penalty, self.io, self.prompt_ids = penalty, io, {}
+
+    def __call__(self, input_ids, scores):       # scores [requests with a new token, vocab]
+        import torch
+        rows, cols = [], []
+        for i, fs in enumerate(f for f in self.io.requests_in_batch if f.has_new_token):
+            st, dev = fs.state, scores.device
+            p = self.prompt_ids.get(st.request_id)
+            if p is None: p = self.prompt_ids[st.request_id] = torch.tensor(sorted(set(st.initial_tokens)), dtype=torch.long, device=dev)
+            c = torch.cat([p, torch.tensor(st.generated_tokens, dtype=torch.long, device=dev)]) if st.generated_tokens else p
+            cols.append(c); rows.append(torch.full_like(c, i))
+        r, c = torch.cat(rows), torch.cat(cols)
+        s = scores[r, c]
+        scores[r, c] = torch.where(s < 0, s * self.penalty, s / self.penalty)
+        return scores
+
+def continuous_blockers(model, gc) -> list[str]:
+    "Settings of `gc` that continuous batching cannot honour (empty when it can run them; a repetition penalty it can)."
+    bad = [f"num_beams={gc.num_beams}"] if (gc.num_beams or 1) > 1 else []
+    procs = _hf_model(model)._get_logits_processor(_without_penalty(gc)[0])
+    return bad + [type(p).__name__ for p in procs if not getattr(p, "supports_continuous_batching", False)]
+
+def stream_continuous(model, tokenizer,
+                      prompts: list[list[int]],        # token ids of each prompt
+                      max_new_tokens: int = 512, do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9,
+                      max_concurrency: int = 64,       # upper bound on the requests decoded together
+                      memory_fraction: float = 0.9,    # see `continuous_plan`
+                      stop_ids: list[int] | None = None,
+                      cb_options: dict | None = None,  # more `ContinuousBatchingConfig` settings (e.g. use_async_batching=True)
+                      plan: dict | None = None,        # a `continuous_plan` (default: made for these prompts)
+                      **gen_kwargs):
+    "Yield (prompt index, answer text, new tokens) as each prompt finishes, generating with continuous batching over a paged KV cache."
+    import torch
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+    if not prompts: return
+    hf = _hf_model(model)
+    gc = generation_config(hf, tokenizer, max_new_tokens, do_sample, temperature, top_p, stop_ids, **gen_kwargs)
+    bad = continuous_blockers(hf, gc)
+    if bad: raise ValueError(f"continuous batching cannot apply {bad} (from the generation settings or the model's generation_config); "
+                             "use engine='padded', or turn them off in gen_kwargs")
+    gc, penalty = _without_penalty(gc)
+    if penalty and (cb_options or {}).get("use_async_batching"): raise ValueError("a repetition penalty needs use_async_batching=False")
+    plan = plan or continuous_plan(hf, [len(p) for p in prompts], max_new_tokens, max_concurrency, memory_fraction)
+    contiguous = plan.get("layout") == "contiguous"
+    cbc = ContinuousBatchingConfig(**{**dict(block_size=plan["block_size"], num_blocks=plan["num_blocks"], max_batch_tokens=plan["max_batch_tokens"],
+                                             max_requests_per_batch=plan["concurrency"], max_memory_percent=1.0, use_cuda_graph=False,
+                                             allow_block_sharing=not contiguous, seed=torch.initial_seed() % 2**31,
+                                             # contiguous: a request's whole block is taken when it starts, so no margin is kept for growth
+                                             **({"safety_margin": 0.0} if contiguous else {})), **(cb_options or {})})
+    old_attn = hf.config._attn_implementation
+    hf.set_attn_implementation(paged_attention_implementation(hf))
+    manager, done, added = None, 0, 0
+    window = max(8, 2 * plan["concurrency"])     # requests queued ahead: the engine always has work, the queue stays short
+    try:
+        manager = hf.init_continuous_batching(generation_config=gc, continuous_batching_config=cbc)
+        if penalty or contiguous: manager.warmup()             # makes the cache and the batch's inputs now, to adjust them
+        if penalty:
+            manager.logit_processor.logits_processor.insert(0, RepetitionPenalty(penalty, manager.batch_processor.inputs_and_outputs))
+            manager.logit_processor.do_processing = True
+        if contiguous and hf.config._attn_implementation == PAGED_ATTENTION:
+            cache = manager.batch_processor.cache
+            cache.emosum_contiguous = True                     # attention reads each request's block in place ...
+            for cm in cache.group_cache_managers: cm.get_read_indices = lambda *a, **k: []   # ... so no per-token read indices
+        manager.start()
+        while done < len(prompts):
+            while added < len(prompts) and added - done < window:
+                manager.add_request(list(prompts[added]), request_id=f"p{added}", max_new_tokens=max_new_tokens); added += 1
+            res = manager.get_result(timeout=0.5)
+            if res is None:
+                err = manager.background_thread_status.fatal_error
+                if err is not None: raise RuntimeError(f"continuous batching stopped: {type(err).__name__}: {err}") from err
+                if not manager.is_running(): raise RuntimeError("the continuous batching thread ended before every prompt finished")
+                continue
+            if not res.is_finished(): continue
+            if res.error is not None: raise RuntimeError(f"continuous batching failed on prompt {res.request_id[1:]}: {res.error}")
+            done += 1
+            toks = list(res.generated_tokens)
+            yield int(res.request_id[1:]), tokenizer.decode(toks, skip_special_tokens=True).strip(), len(toks)
+    finally:
+        if manager is not None:
+            manager.stop(block=True, timeout=120, hard_stop=done < len(prompts))
+            manager.destroy()
+        hf.set_attn_implementation(old_attn)
+
+def generate_continuous(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 512, do_sample: bool = False,
+                        temperature: float = 0.7, top_p: float = 0.9, **kw) -> list[tuple[str, int]]:
+    "`generate_batch`'s result (answer text, new tokens) for each prompt, in order, from continuous batching (`stream_continuous`)."
+    out = [None] * len(prompts)
+    for i, text, n in stream_continuous(model, tokenizer, prompts, max_new_tokens, do_sample, temperature, top_p, **kw): out[i] = (text, n)
+    return out
+
 # %% ../nbs/04_inference.ipynb #39c80100
 PREDICTION_KEYS = ("id", "task", "template", "model", "adapter", "status", "fields", "raw", "prompt_tokens", "truncated_tokens",
-                   "new_tokens", "seconds", "error")
+                   "new_tokens", "seconds", "error", "key", "engine")
+
+_ADAPTER_HASHES: dict = {}
+
+def adapter_sha256(adapter: str | Path | None) -> str | None:
+    "sha256 over an adapter folder's files (relative names and contents), None for no adapter; what the resume key records."
+    if adapter is None: return None
+    p = Path(adapter)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
+    if not files: raise FileNotFoundError(f"adapter folder {p} does not exist or is empty")
+    stamp = (str(p.resolve()), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if stamp not in _ADAPTER_HASHES:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.relative_to(p).as_posix().encode() + b"\0")
+            with open(f, "rb") as fp:
+                for chunk in iter(lambda: fp.read(1 << 20), b""): h.update(chunk)
+        _ADAPTER_HASHES[stamp] = h.hexdigest()
+    return _ADAPTER_HASHES[stamp]
+
+def prediction_key(model_name, adapter, task: str, template: str, max_length: int, max_new_tokens: int, language: str | None,
+                   do_sample: bool, temperature: float, top_p: float, gen_kwargs: dict | None = None) -> dict:
+    "What produced a prediction row; a resumed run reuses only rows with the same key (the engine that ran them is not part of it)."
+    gen = {"do_sample": bool(do_sample), **({"temperature": temperature, "top_p": top_p} if do_sample else {}), **dict(sorted((gen_kwargs or {}).items()))}
+    key = dict(model=model_name, adapter_sha256=adapter_sha256(adapter), task=task, template=template, max_length=max_length,
+               max_new_tokens=max_new_tokens, language=language, generation=gen)
+    return json.loads(json.dumps(key, default=str))          # as it reads back from the file
+
+def key_differences(old: dict | None, new: dict) -> list[str]:
+    "'name: old -> new' for each part of a resume key that differs."
+    if not isinstance(old, dict): return ["the rows carry no resume key (written before emosum recorded one)"]
+    short = lambda v: (v[:12] + "…") if isinstance(v, str) and len(v) == 64 else v
+    return [f"{k}: {short(old.get(k))!r} -> {short(new.get(k))!r}" for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
 
 def read_predictions(path: str | Path) -> list[dict]:
     "Rows of a predictions file ([] if it does not exist); a last line cut short by a crash is removed from the file."
@@ -95,62 +435,123 @@ def _append(path: Path, row: dict):
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, ensure_ascii=False) + "\n"); f.flush(); os.fsync(f.fileno())
 
-def _row(rec, task, template, model_name, adapter, status, fields=None, raw="", prompt=None, new_tokens=0, seconds=0.0, error=None) -> dict:
+def _row(rec, task, template, model_name, adapter, status, fields=None, raw="", prompt=None, new_tokens=0, seconds=0.0, error=None,
+         key=None, engine=None) -> dict:
     return dict(id=rec.id if hasattr(rec, "id") else rec["id"], task=task, template=template, model=model_name,
                 adapter=None if adapter is None else str(adapter), status=status, fields=fields, raw=raw,
                 prompt_tokens=prompt.prompt_tokens if prompt else 0, truncated_tokens=prompt.truncated_tokens if prompt else 0,
-                new_tokens=new_tokens, seconds=round(seconds, 3), error=error)
+                new_tokens=new_tokens, seconds=round(seconds, 3), error=error, key=key, engine=engine)
+
+def _reuse_rows(out_path: Path, key: dict, overwrite) -> dict:
+    "The rows of `out_path` this run may keep, by id; rows of other settings are an error, or moved aside (overwrite=True / 'stale')."
+    if overwrite not in (False, True, "stale"): raise ValueError(f"overwrite must be False, True or 'stale', got {overwrite!r}")
+    rows = read_predictions(out_path)
+    stale = [r for r in rows if r.get("key") != key]
+    if not rows or (not stale and overwrite is not True): return {str(r["id"]): r for r in rows}
+    if stale and overwrite is False:
+        raise ValueError(f"{out_path} already holds {len(stale)} predictions made with other settings ("
+                         + "; ".join(key_differences(stale[0].get("key"), key)) + "); resuming would mix them with new ones. "
+                         "Write to a fresh file, or pass overwrite=True (emosum predict --force) to start it afresh.")
+    keep = [] if overwrite is True else [r for r in rows if r.get("key") == key]
+    aside = out_path.with_name(out_path.stem + ".replaced" + out_path.suffix)
+    shutil.copyfile(out_path, aside)
+    if keep: write_jsonl(out_path, keep)               # atomic: a crash leaves the old file or the new one
+    else: out_path.unlink()
+    why = "; ".join(key_differences(stale[0].get("key"), key)) if stale else "overwrite=True"
+    print(f"{out_path.name}: {len(rows) - len(keep)} earlier predictions set aside in {aside.name} ({why}); "
+          f"{len(keep)} kept, the rest generated again")
+    return {str(r["id"]): r for r in keep}
 
 # %% ../nbs/04_inference.ipynb #7fa5f0a5
+ENGINES = ("auto", "continuous", "padded")
+
+def choose_engine(model, engine: str = "auto") -> str:
+    "`continuous` or `padded`: auto takes continuous batching on a GPU and the padded path on the CPU (faster there, see below)."
+    if engine not in ENGINES: raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine != "auto": return engine
+    return "continuous" if _hf_model(model).device.type == "cuda" else "padded"
+
 def generate(model, tokenizer,
              records: list,                  # Records (or dicts with their keys)
              out_path: str | Path,           # predictions.jsonl (appended to; resumed)
              task: str = "es", template: str = "benchmark",
-             max_length: int = 8192, max_new_tokens: int = 512, batch_size: int = 4,
+             max_length: int = 8192, max_new_tokens: int = 512,
+             batch_size: int = 4,            # most prompts generated together (padded: per call; continuous: decoded at once), fewer if memory is short
              do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9,
              language: str | None = None,    # None/auto: each record's
              model_name: str | None = None,  # recorded in each row (default: the model's name_or_path)
-             adapter: str | Path | None = None, # recorded in each row
+             adapter: str | Path | None = None, # recorded in each row, and its content hash in the resume key
              progress: bool = True,          # tqdm progress bar
              on_row=None,                    # called with each row after it is written
              gen_kwargs: dict | None = None, # more `model.generate` settings, e.g. {"repetition_penalty": 1.1}
+             engine: str = "auto",           # auto | continuous | padded (see `choose_engine`)
+             overwrite=False,                # rows made by other settings: False an error; True start the file afresh; "stale" regenerate those
+             memory_fraction: float = 0.9,   # share of the memory free after loading that generation may take
             ) -> list[dict]:
-    "Generate for every record not yet in `out_path`, appending one row per record; returns the rows of `records`, in their order."
+    "Generate for every record not yet in `out_path` (with the same resume key), appending one row per record as it finishes; returns the rows of `records`, in their order."
     from tqdm.auto import tqdm
     out_path = Path(out_path); out_path.parent.mkdir(parents=True, exist_ok=True)
     model_name = model_name or getattr(getattr(model, "config", None), "name_or_path", None)
     language = None if language == "auto" else language
-    done = {str(r["id"]): r for r in read_predictions(out_path)}
-    clash = {(r["task"], r["template"]) for r in done.values()} - {(task, template)}
-    if clash:
-        raise ValueError(f"{out_path} already holds predictions for (task, template) {sorted(clash)}, not ({task!r}, {template!r}); "
-                         "write to another file (or delete it) to generate with other settings.")
+    gen_kwargs = dict(gen_kwargs or {})
     ids = [str(r.id if hasattr(r, "id") else r["id"]) for r in records]
     if len(set(ids)) != len(ids): raise ValueError(f"record ids must be unique; duplicates: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
-    todo = [r for r, i in zip(records, ids) if i not in done]
+    key = prediction_key(model_name, adapter, task, template, max_length, max_new_tokens, language, do_sample, temperature, top_p, gen_kwargs)
+    done = _reuse_rows(out_path, key, overwrite)
+    loaded = getattr(model, "emosum_load", None) or {}
+    eng = dict(name=choose_engine(model, engine), merged=loaded.get("merged") if adapter is not None else None, weights=loaded.get("weights"))
+    if eng["name"] == "continuous":
+        blockers = continuous_blockers(model, generation_config(model, tokenizer, max_new_tokens, do_sample, temperature, top_p, **gen_kwargs))
+        if blockers and engine == "continuous":
+            raise ValueError(f"engine='continuous' cannot apply {blockers}; use engine='padded' or 'auto', or turn them off in gen_kwargs")
+        if blockers: eng.update(name="padded", why=f"continuous batching cannot apply {blockers}")
+
+    def emit(rec, prompt, text, n, seconds):
+        parsed = parse_summary(text, task)
+        write(_row(rec, task, template, model_name, adapter, parsed.status, parsed.fields, text, prompt, n, seconds, parsed.error, key, eng))
+
+    def write(row):
+        _append(out_path, row); done[str(row["id"])] = row
+        if on_row: on_row(row)
+
     prompts = []
-    for r in todo:
+    for r, i in zip(records, ids):
+        if i in done: continue
         p = build_prompt(r, tokenizer, task, template, max_length, max_new_tokens, language)
         if p.fits: prompts.append((r, p))
-        else:
-            row = _row(r, task, template, model_name, adapter, "error", prompt=p, error=p.error)
-            _append(out_path, row); done[str(row["id"])] = row
-            if on_row: on_row(row)
-    prompts.sort(key=lambda rp: -rp[1].prompt_tokens)
-    bar = tqdm(total=len(prompts), desc=f"generate ({template})", disable=not progress or not prompts)
-    for b in range(0, len(prompts), batch_size):
-        batch = prompts[b:b + batch_size]
-        t0 = time.perf_counter()
-        outs = generate_batch(model, tokenizer, [p.input_ids for _, p in batch], max_new_tokens, do_sample, temperature, top_p, **(gen_kwargs or {}))
-        dt = (time.perf_counter() - t0) / len(batch)
-        for (r, p), (text, n) in zip(batch, outs):
-            parsed = parse_summary(text, task)
-            row = _row(r, task, template, model_name, adapter, parsed.status, parsed.fields, text, p, n, dt, parsed.error)
-            _append(out_path, row); done[str(row["id"])] = row
-            if on_row: on_row(row)
-        bar.update(len(batch))
-    bar.close()
+        else: write(_row(r, task, template, model_name, adapter, "error", prompt=p, error=p.error, key=key, engine=eng))
+    prompts.sort(key=lambda rp: -rp[1].prompt_tokens)     # longest first: an out-of-memory shows up at once
+    lens = [p.prompt_tokens for _, p in prompts]
+    bar = tqdm(total=len(prompts), desc=f"generate ({template}, {eng['name']})", disable=not progress or not prompts)
+    try:
+        if eng["name"] == "continuous" and prompts:
+            plan = continuous_plan(model, lens, max_new_tokens, batch_size, memory_fraction)
+            eng.update(concurrency=plan["concurrency"], layout=plan["layout"])
+            stream = stream_continuous(model, tokenizer, [p.input_ids for _, p in prompts], max_new_tokens, do_sample, temperature, top_p,
+                                       plan=plan, **gen_kwargs)
+            t0 = time.perf_counter()
+            try:
+                for j, text, n in stream:          # rows are appended as requests finish, while the engine keeps going
+                    t = time.perf_counter(); emit(*prompts[j], text, n, t - t0); t0 = t; bar.update(1)
+            finally: stream.close()
+        elif prompts:
+            bs = padded_batch_size(model, lens, max_new_tokens, batch_size, memory_fraction)
+            eng["concurrency"] = bs
+            for b in range(0, len(prompts), bs):
+                batch = prompts[b:b + bs]
+                t0 = time.perf_counter()
+                outs = generate_batch(model, tokenizer, [p.input_ids for _, p in batch], max_new_tokens, do_sample, temperature, top_p, **gen_kwargs)
+                dt = (time.perf_counter() - t0) / len(batch)
+                for (r, p), (text, n) in zip(batch, outs): emit(r, p, text, n, dt)
+                bar.update(len(batch))
+    finally: bar.close()
     return [done[i] for i in ids]
+
+def profile_generate_kwargs(cfg: Profile) -> dict:
+    "`generate`'s settings from a profile: task, template, budget, sampling, batch size, engine and memory share."
+    return dict(task=cfg.task, template=cfg.template, max_length=cfg.max_length, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size,
+                do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p, language=None if cfg.language == "auto" else cfg.language,
+                model_name=cfg.model, engine=getattr(cfg, "gen_engine", "auto"), memory_fraction=getattr(cfg, "gen_memory_fraction", 0.9))
 
 # %% ../nbs/04_inference.ipynb #d1ba6ab5
 SUBMISSION_KEYS = {
@@ -196,7 +597,8 @@ class Summarizer:
     def from_pretrained(cls, base: str,                 # hub id, folder (e.g. a merged model), .gguf file or embedded:<name>
                         adapter: str | Path | None = None,  # a LoRA adapter folder
                         quantization: str = "none",     # nf4 | int8 | none
-                        compute_dtype: str = "float32", gguf_file: str | None = None, merge: bool = False,
+                        compute_dtype: str = "float32", gguf_file: str | None = None,
+                        merge="auto",                   # auto | yes | no: fold the adapter into the weights (see Loading)
                         **kw) -> Summarizer:            # Summarizer settings: task, template, max_length, max_new_tokens, ...
         model, tok = load_model_and_tokenizer(base, adapter, quantization, compute_dtype, gguf_file, merge)
         return cls(model, tok, model_name=base, adapter=adapter, **kw)
@@ -233,7 +635,8 @@ class Summarizer:
             return {f: "" for f in ES_FIELDS} if self.task == "es" else {"experience_and_reflection": ""}
         return parsed.fields
 
-    def summarize(self, records, out_path, batch_size: int = 4, **kw) -> list[dict]:
+    def summarize(self, records, out_path, batch_size: int = 4,
+                  **kw) -> list[dict]:                  # more `generate` settings: engine, overwrite, progress, ...
         "Batched, resumable generation for `records` into `out_path` (see `generate`)."
         return generate(self.model, self.tokenizer, records, out_path, self.task, self.template, self.max_length, self.max_new_tokens,
                         batch_size, self.do_sample, self.temperature, self.top_p, self.language, self.model_name, self.adapter,

@@ -1,10 +1,12 @@
-"""Inference: batched == one-by-one greedy, resume after an interruption, over-long input, submissions, adapters."""
-import json
+"""Inference: batched == one-by-one greedy, continuous batching == the padded path, resume after an interruption,
+resume keys, over-long input, submissions, adapters merged or not."""
+import json, threading
 import pytest
 from emosum.config import load_model, load_tokenizer
 from emosum.data import ES_FIELDS, Record, load_records, read_jsonl
-from emosum.inference import (Summarizer, generate, generate_batch, load_model_and_tokenizer, read_predictions,
-                              write_submission, PREDICTION_KEYS)
+from emosum.inference import (Summarizer, generate, generate_batch, generate_continuous, load_model_and_tokenizer, read_predictions,
+                              write_submission, PREDICTION_KEYS, continuous_plan, continuous_blockers, generation_config, merge_choice,
+                              dequantize_4bit, padded_batch_size, adapter_sha256)
 from emosum.prompts import BudgetError, build_prompt
 
 TINY = "embedded:tiny-qwen2"
@@ -59,7 +61,7 @@ def test_resume_after_interruption(tiny, tmp_path):
     assert sorted(again) == sorted(set(r.id for r in recs) - set(seen))     # only the rest was generated
     ids = [r["id"] for r in read_predictions(out)]
     assert sorted(ids) == [r.id for r in recs] and len(rows) == 6
-    with pytest.raises(ValueError, match="already holds predictions"):
+    with pytest.raises(ValueError, match=r"already holds 6 predictions made with other settings \(template: 'benchmark' -> 'strict_json'\)"):
         generate(model, tok, recs, out, template="strict_json", max_length=1024, max_new_tokens=6, progress=False)
 
 
@@ -107,12 +109,12 @@ def test_summarizer_with_lora_adapter_and_merged(tmp_path):
     peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     peft_model.save_pretrained(tmp_path/"adapter")
     load_tokenizer(TINY).save_pretrained(tmp_path/"adapter")
-    s = Summarizer.from_pretrained(TINY, adapter=tmp_path/"adapter", max_length=1024, max_new_tokens=8)
-    assert type(s.model).__name__.startswith("PeftModel")
+    s = Summarizer.from_pretrained(TINY, adapter=tmp_path/"adapter", merge="no", max_length=1024, max_new_tokens=8)
+    assert type(s.model).__name__.startswith("PeftModel") and s.model.emosum_load["merged"] is False
     out = s.generate_summary("Client, 30, anxious.", ["Session 1: CBT."], "It helped.")
     assert set(out) == set(ES_FIELDS) and s.last["adapter"] == str(tmp_path/"adapter") and s.last["status"] in ("ok", "repaired", "failed")
-    m = Summarizer.from_pretrained(TINY, adapter=tmp_path/"adapter", merge=True, max_length=1024, max_new_tokens=8)
-    assert "Peft" not in type(m.model).__name__
+    m = Summarizer.from_pretrained(TINY, adapter=tmp_path/"adapter", max_length=1024, max_new_tokens=8)      # merge="auto"
+    assert "Peft" not in type(m.model).__name__ and m.model.emosum_load["merged"] is True
     m.generate_summary("Client, 30, anxious.", ["Session 1: CBT."], "It helped.")
     assert m.last["raw"] == s.last["raw"]                                   # merged == adapter on top, greedy
     with pytest.raises(BudgetError, match="case description alone"):
@@ -128,12 +130,13 @@ def test_smollm2_batched_equals_single_and_stops(tmp_path):
     assert len({len(p) for p in prompts}) > 1                    # different lengths: left padding is exercised
     batched = generate_batch(model, tok, prompts, max_new_tokens=24)
     single = [generate_batch(model, tok, [p], max_new_tokens=24)[0] for p in prompts]
-    assert batched == single
+    assert batched == single == generate_continuous(model, tok, prompts, max_new_tokens=24, max_concurrency=2)
     assert all(n <= 24 for _, n in batched) and all("<|im_start|>" not in t and "<|im_end|>" not in t for t, _ in batched)
     # the end-of-turn token stops generation: a trivial question gets a short answer
     from emosum.prompts import chat_text, encode
-    (text, n), = generate_batch(model, tok, [encode(tok, chat_text([{"role": "user", "content": "Say OK."}], tok))], max_new_tokens=48)
-    assert n < 48 and text
+    ok = [encode(tok, chat_text([{"role": "user", "content": "Say OK."}], tok))]
+    (text, n), = generate_batch(model, tok, ok, max_new_tokens=48)
+    assert n < 48 and text and generate_continuous(model, tok, ok, max_new_tokens=48) == [(text, n)]   # both engines stop there
 
 
 @pytest.mark.slow
@@ -146,3 +149,160 @@ def test_summarizer_from_gguf_file(tmp_path):
     assert set(out) == set(ES_FIELDS) and 1 <= s.last["new_tokens"] <= 8
     rows = s.summarize(_records(2), tmp_path/"p.jsonl", batch_size=2, progress=False)
     assert [r["id"] for r in rows] == [0, 1]
+
+
+# --------------------------------------------------------------------------- continuous batching
+def _varied_records(n=7):
+    "Prompts of clearly different lengths, so requests join and leave the running batch at different steps."
+    return [Record(id=f"r{i}", case_description=[f"Client {i}. " + "Worried about work and sleep. " * (3 * i + 1)],
+                   consultation_process=[f"Session {j}: relaxation, CBT and homework." for j in range(i % 4 + 1)],
+                   experience_and_reflection="Avoidance kept the fear alive.") for i in range(n)]
+
+
+def test_continuous_equals_padded_record_for_record(tiny, tmp_path):
+    "Greedy on the tiny model (CPU, fp32): the continuous engine's text is the padded path's, for every record, in the records' order."
+    model, tok = tiny
+    recs = _varied_records()
+    kw = dict(max_length=2048, max_new_tokens=16, batch_size=3, progress=False)
+    cont = generate(model, tok, recs, tmp_path/"c.jsonl", engine="continuous", **kw)
+    pad = generate(model, tok, recs, tmp_path/"p.jsonl", engine="padded", **kw)
+    assert [r["raw"] for r in cont] == [r["raw"] for r in pad] and [r["new_tokens"] for r in cont] == [r["new_tokens"] for r in pad]
+    assert [r["id"] for r in cont] == [r.id for r in recs] and all(set(r) == set(PREDICTION_KEYS) for r in cont)
+    assert {r["engine"]["name"] for r in cont} == {"continuous"} and {r["engine"]["name"] for r in pad} == {"padded"}
+    assert cont[0]["engine"]["concurrency"] == 3 and cont[0]["key"] == pad[0]["key"]     # the engine is not part of the key
+    assert generate(model, tok, recs, tmp_path/"d.jsonl", **kw)[0]["engine"]["name"] == "padded"   # auto on the CPU
+    assert model.config._attn_implementation == "sdpa"                                       # restored after continuous batching
+
+
+def test_continuous_sampling_stop_ids_and_plan(tiny, tmp_path):
+    import torch
+    model, tok = tiny
+    prompts = [build_prompt(r, tok, max_length=2048, max_new_tokens=10).input_ids for r in _varied_records(4)]
+    torch.manual_seed(0)
+    sampled = generate_continuous(model, tok, prompts, max_new_tokens=10, do_sample=True, temperature=1.0, top_p=0.9)
+    assert len(sampled) == 4 and all(isinstance(t, str) and 1 <= n <= 10 for t, n in sampled)
+    assert [n for _, n in generate_continuous(model, tok, prompts, max_new_tokens=10, stop_ids=[])] == [10] * 4
+    lens, ref = [len(p) for p in prompts], generate_batch(model, tok, prompts, max_new_tokens=10)
+    plan = continuous_plan(model, lens, 10, max_concurrency=2)
+    assert plan["layout"] == "contiguous" and plan["concurrency"] == 2 and plan["num_blocks"] == 2 and plan["block_size"] >= max(lens) + 10
+    for layout in ("contiguous", "paged"):          # both cache layouts, 2 requests at a time: the padded path's greedy answers
+        p = continuous_plan(model, lens, 10, max_concurrency=2, layout=layout)
+        assert p["layout"] == layout and generate_continuous(model, tok, prompts, 10, plan=p) == ref
+    with pytest.raises(MemoryError, match="longest prompt needs"):
+        continuous_plan(model, [len(p) for p in prompts], 10, memory_fraction=1e-12)
+    assert padded_batch_size(model, [len(p) for p in prompts], 10, upper=3) == 3               # the CPU: the profile's batch size
+    # a repetition penalty (Qwen2-7B-Instruct's generation_config sets 1.05) is applied per request: the unpadded padded path's answers
+    assert continuous_blockers(model, generation_config(model, tok, 10, repetition_penalty=1.5)) == []
+    assert (generate_continuous(model, tok, prompts, 10, max_concurrency=2, repetition_penalty=1.5)
+            == [generate_batch(model, tok, [p], 10, repetition_penalty=1.5)[0] for p in prompts])
+    assert continuous_blockers(model, generation_config(model, tok, 10, no_repeat_ngram_size=3)) == ["NoRepeatNGramLogitsProcessor"]
+    with pytest.raises(ValueError, match="cannot apply.*NoRepeatNGram"):
+        generate_continuous(model, tok, prompts, max_new_tokens=4, no_repeat_ngram_size=3)
+    with pytest.raises(ValueError, match="engine='continuous' cannot apply"):
+        generate(model, tok, _varied_records(2), tmp_path/"p.jsonl", engine="continuous", gen_kwargs={"no_repeat_ngram_size": 3}, progress=False)
+
+
+def test_continuous_resume_after_interruption(tiny, tmp_path):
+    "An interrupted continuous run keeps the rows it appended, stops its engine thread, and the rerun generates only the rest."
+    model, tok = tiny
+    recs, out, seen = _varied_records(6), tmp_path/"predictions.jsonl", []
+    threads = threading.active_count()
+
+    def crash_after_2(row):
+        seen.append(row["id"])
+        if len(seen) == 2: raise KeyboardInterrupt("simulated crash")
+
+    kw = dict(max_length=2048, max_new_tokens=8, batch_size=2, progress=False, engine="continuous")
+    with pytest.raises(KeyboardInterrupt):
+        generate(model, tok, recs, out, on_row=crash_after_2, **kw)
+    assert len(read_predictions(out)) == 2 and threading.active_count() == threads and model.config._attn_implementation == "sdpa"
+    again = []
+    rows = generate(model, tok, recs, out, on_row=lambda r: again.append(r["id"]), **kw)
+    assert sorted(again) == sorted({r.id for r in recs} - set(seen)) and [r["id"] for r in rows] == [r.id for r in recs]
+    assert [r["raw"] for r in rows] == [r["raw"] for r in generate(model, tok, recs, tmp_path/"p.jsonl", **{**kw, "engine": "padded"})]
+
+
+# --------------------------------------------------------------------------- resume keys
+def _adapter(path, seed):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    torch.manual_seed(seed)
+    get_peft_model(load_model(TINY), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).save_pretrained(path)
+    return path
+
+
+def test_resume_key_mismatch_is_an_error(tmp_path):
+    "`emosum run --steps 03-04 -p learning_rate=...` after an earlier run: a new adapter must not reuse the old adapter's predictions."
+    a1, a2 = _adapter(tmp_path/"a1", 1), _adapter(tmp_path/"a2", 2)
+    assert adapter_sha256(a1) != adapter_sha256(a2) and adapter_sha256(a1) == adapter_sha256(a1) and adapter_sha256(None) is None
+    recs, out = _records(3), tmp_path/"predictions.jsonl"
+    kw = dict(max_length=1024, max_new_tokens=6, progress=False, model_name=TINY)
+    m1, tok = load_model_and_tokenizer(TINY, a1)
+    first = generate(m1, tok, recs, out, adapter=a1, **kw)
+    assert first[0]["key"]["adapter_sha256"] == adapter_sha256(a1) and first[0]["engine"]["merged"] is True
+    assert generate(m1, tok, recs, out, adapter=a1, **kw) == first                          # same key: everything reused
+    m2, _ = load_model_and_tokenizer(TINY, a2)
+    with pytest.raises(ValueError, match=r"(?s)already holds 3 predictions made with other settings \(adapter_sha256: .*overwrite=True"):
+        generate(m2, tok, recs, out, adapter=a2, **kw)
+    by_id = lambda rows: sorted(rows, key=lambda r: r["id"])
+    assert by_id(read_predictions(out)) == first                                             # the error changed nothing
+    fresh = generate(m2, tok, recs, out, adapter=a2, overwrite="stale", **kw)               # what the pipeline's run cell passes
+    assert all(r["key"]["adapter_sha256"] == adapter_sha256(a2) for r in read_predictions(out)) and len(read_predictions(out)) == 3
+    assert by_id(read_predictions(tmp_path/"predictions.replaced.jsonl")) == first          # the old rows are set aside, not lost
+    again = generate(m2, tok, recs, out, adapter=a2, overwrite=True, **kw)                  # a fresh start, the same greedy answers
+    assert [r["raw"] for r in again] == [r["raw"] for r in fresh] and len(read_predictions(out)) == 3
+    with pytest.raises(ValueError, match="max_new_tokens: 6 -> 5"):
+        generate(m2, tok, recs, out, adapter=a2, **{**kw, "max_new_tokens": 5})
+    with pytest.raises(ValueError, match="generation:"):
+        generate(m2, tok, recs, out, adapter=a2, do_sample=True, **kw)
+    legacy = tmp_path/"legacy.jsonl"                                                         # rows written before keys existed
+    legacy.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("key", "engine")}) + "\n" for r in fresh))
+    with pytest.raises(ValueError, match="no resume key"):
+        generate(m2, tok, recs, legacy, adapter=a2, **kw)
+    with pytest.raises(ValueError, match="overwrite must be"):
+        generate(m2, tok, recs, out, adapter=a2, overwrite="yes", **kw)
+
+
+# --------------------------------------------------------------------------- merged or not
+def _nf4(model):
+    "The tiny model with its decoder Linears replaced by bitsandbytes NF4 Linear4bit (fp32 compute), as a 4-bit base."
+    import torch, bitsandbytes as bnb
+    for layer in model.model.layers:
+        for parent in (layer.self_attn, layer.mlp):
+            for name, child in list(parent.named_children()):
+                if not isinstance(child, torch.nn.Linear): continue
+                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None, compute_dtype=torch.float32,
+                                      compress_statistics=True, quant_type="nf4", device="meta")
+                q.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, compress_statistics=True, quant_type="nf4").to("cpu")
+                if child.bias is not None: q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+                setattr(parent, name, q)
+    model.is_loaded_in_4bit = True
+    return model
+
+
+def test_merge_decision_is_recorded(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    import torch
+    from peft import PeftModel
+    a = _adapter(tmp_path/"adapter", 3)
+    tok = load_tokenizer(TINY)
+    merged, _ = load_model_and_tokenizer(TINY, a)
+    unmerged, _ = load_model_and_tokenizer(TINY, a, merge="no")
+    assert merged.emosum_load["merged"] and "unquantised base" in merged.emosum_load["why"]
+    assert not unmerged.emosum_load["merged"] and "merge=no" in unmerged.emosum_load["why"]
+    recs = _records(2)
+    rows = generate(unmerged, tok, recs, tmp_path/"u.jsonl", max_length=1024, max_new_tokens=8, progress=False, adapter=a)
+    assert rows[0]["engine"]["merged"] is False and rows[0]["engine"]["weights"] == "float32"
+    assert [r["raw"] for r in rows] == [r["raw"] for r in generate(merged, tok, recs, tmp_path/"m.jsonl", max_length=1024, max_new_tokens=8,
+                                                                        progress=False, adapter=a, engine="continuous")]
+    # a 4-bit base: off a GPU the adapter stays unmerged; merge="yes" merges into a de-quantised copy, with the same answers
+    q = _nf4(load_model(TINY))
+    ok, why = merge_choice(q, "auto")
+    assert not ok and "off the GPU" in why
+    ok, why = merge_choice(q, "yes")
+    assert ok and "de-quantised" in why
+    prompts = [build_prompt(r, tok, max_length=1024, max_new_tokens=8).input_ids for r in recs]
+    on_4bit = generate_batch(PeftModel.from_pretrained(q, str(a)).eval(), tok, prompts, 8)
+    copy = dequantize_4bit(_nf4(load_model(TINY)), torch.float32)
+    assert not any("Linear4bit" in type(m).__name__ for m in copy.modules())
+    assert generate_batch(PeftModel.from_pretrained(copy, str(a)).merge_and_unload().eval(), tok, prompts, 8) == on_4bit
