@@ -11,12 +11,12 @@ from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SETTINGS_FILE', 'QUANTIZATIONS', 'DTYPES', 'TASKS', 'LANGUAGES', 'LIGER', 'ALL_LINEAR', 'CHATML_TEMPLATE',
-           'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'project_root', 'project_path', 'shared_data_dir',
-           'cache_dir', 'Profile', 'read_settings', 'list_profiles', 'load_profile', 'runs_root', 'make_run_dir',
-           'seed_everything', 'setup_run', 'build_tiny_qwen2', 'GGUFSource', 'gguf_part_files', 'join_gguf_parts',
-           'embedded_gguf', 'missing_gguf_packages', 'smollm2_gguf', 'convert_gguf', 'resolve_model', 'load_tokenizer',
-           'torch_dtype', 'quantization_config', 'load_model', 'load_profile_model']
+__all__ = ['SETTINGS_FILE', 'QUANTIZATIONS', 'DTYPES', 'TASKS', 'LANGUAGES', 'LIGER', 'GEN_ENGINES', 'GEN_MERGE', 'ALL_LINEAR',
+           'CHATML_TEMPLATE', 'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'project_root', 'project_path',
+           'shared_data_dir', 'cache_dir', 'Profile', 'read_settings', 'list_profiles', 'load_profile', 'runs_root',
+           'make_run_dir', 'seed_everything', 'setup_run', 'build_tiny_qwen2', 'GGUFSource', 'gguf_part_files',
+           'join_gguf_parts', 'embedded_gguf', 'missing_gguf_packages', 'smollm2_gguf', 'convert_gguf', 'resolve_model',
+           'load_tokenizer', 'torch_dtype', 'quantization_config', 'load_model', 'load_profile_model']
 
 # %% ../nbs/00_config.ipynb #35f11b29
 SETTINGS_FILE = "settings.ini"
@@ -55,6 +55,8 @@ DTYPES = ("bfloat16", "float16", "float32")
 TASKS = ("es", "reflection")
 LANGUAGES = ("auto", "en", "zh")
 LIGER = ("auto", "on", "off")
+GEN_ENGINES = ("auto", "continuous", "padded")
+GEN_MERGE = ("auto", "yes", "no")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 @dataclass
@@ -109,7 +111,11 @@ class Profile:
     do_sample: bool = False
     temperature: float = 0.7
     top_p: float = 0.9
-    gen_batch_size: int = 4
+    gen_batch_size: int = 4             # upper bound on the requests generated together (fewer when GPU memory is short)
+    gen_engine: str = "auto"            # auto | continuous | padded: auto = continuous batching on a GPU, the padded path on the CPU
+    gen_merge: str = "auto"             # auto | yes | no: merge a LoRA adapter for generation (auto: an unquantised base always;
+                                        # a 4-bit base into a de-quantised copy when the GPU has room)
+    gen_memory_fraction: float = 0.9    # share of the memory free after loading that generation (KV cache, activations) may use
     eval_limit: int | None = None       # generate for at most this many records (None: all)
     # --- LLM judge (OpenAI-compatible endpoint)
     judge_model: str = "gpt-4o"
@@ -122,7 +128,7 @@ class Profile:
         "Raise `ValueError` naming the field when a value is out of its allowed set or range."
         def _in(k, allowed):
             if getattr(self, k) not in allowed: raise ValueError(f"Profile {self.name!r}: {k}={getattr(self, k)!r} must be one of {allowed}")
-        _in("quantization", QUANTIZATIONS); _in("compute_dtype", DTYPES); _in("task", TASKS); _in("language", LANGUAGES); _in("liger", LIGER)
+        _in("quantization", QUANTIZATIONS); _in("compute_dtype", DTYPES); _in("task", TASKS); _in("language", LANGUAGES); _in("liger", LIGER); _in("gen_engine", GEN_ENGINES); _in("gen_merge", GEN_MERGE)
         for k in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "max_new_tokens", "gen_batch_size", "judge_repeats", "num_processes"):
             if getattr(self, k) <= 0: raise ValueError(f"Profile {self.name!r}: {k} must be > 0, got {getattr(self, k)}")
         if not 0 <= self.lora_dropout < 1: raise ValueError(f"Profile {self.name!r}: lora_dropout must be in [0, 1)")
@@ -138,6 +144,7 @@ class Profile:
         for k in ("save_steps", "logging_steps"):
             if getattr(self, k) <= 0: raise bad(k, "> 0")
         if not self.temperature > 0: raise bad("temperature", "> 0")
+        if not 0 < self.gen_memory_fraction <= 1: raise bad("gen_memory_fraction", "in (0, 1]")
         if not 0 < self.top_p <= 1: raise bad("top_p", "in (0, 1]")
         if self.eval_limit is not None and self.eval_limit < 0: raise bad("eval_limit", ">= 0 or none")
         if self.num_threads is not None and self.num_threads <= 0: raise bad("num_threads", "> 0 or none")

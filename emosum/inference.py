@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib, json, math, os, shutil, time, warnings
 from pathlib import Path
 from .config import load_model, load_tokenizer, Profile
-from .data import ES_FIELDS, Record, detect_language, read_jsonl, write_jsonl
+from .data import ES_FIELDS, Record, detect_language, json_line, read_jsonl, write_jsonl
 from .prompts import (build_prompt, parse_summary, end_of_turn_ids, BudgetError, record_language)
 
 # %% auto #0
@@ -433,7 +433,7 @@ def read_predictions(path: str | Path) -> list[dict]:
 
 def _append(path: Path, row: dict):
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n"); f.flush(); os.fsync(f.fileno())
+        f.write(json_line(row)); f.flush(); os.fsync(f.fileno())     # the one JSONL format (emosum.data)
 
 def _row(rec, task, template, model_name, adapter, status, fields=None, raw="", prompt=None, new_tokens=0, seconds=0.0, error=None,
          key=None, engine=None) -> dict:

@@ -564,6 +564,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: predictions.jsonl, submission files")
     p.add_argument("-p", "--set", dest="overrides", action="append", type=_kv, default=[], metavar="KEY=VALUE")
     p.add_argument("--limit", type=int, help="only the first N records")
+    p.add_argument("--force", action="store_true", help="start predictions.jsonl afresh (default: resume; rows of other settings are an error)")
     e = sub.add_parser("evaluate", help="score predictions against references")
     e.add_argument("--predictions", required=True); e.add_argument("--data", required=True, help="the records with reference fields")
     e.add_argument("--out", required=True, help="output folder: metrics.json, scores.jsonl (never a run folder: its files are the run's)")
@@ -622,14 +623,12 @@ def _records(path):
     return load_records(project_path(path))
 
 def _cmd_predict(a):
-    from emosum.inference import load_for_inference, generate, write_submission
+    from emosum.inference import load_for_inference, generate, profile_generate_kwargs, write_submission
     cfg = load_profile(a.profile, **_overrides(a.overrides))
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     recs = list(_records(a.data))[: a.limit] if a.limit else list(_records(a.data))
     model, tok = load_for_inference(cfg, adapter=a.adapter)
-    preds = generate(model, tok, recs, out/"predictions.jsonl", task=cfg.task, template=cfg.template, max_length=cfg.max_length,
-                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size, do_sample=cfg.do_sample,
-                     temperature=cfg.temperature, top_p=cfg.top_p, language=cfg.language, adapter=a.adapter)
+    preds = generate(model, tok, recs, out/"predictions.jsonl", adapter=a.adapter, overwrite=a.force, **profile_generate_kwargs(cfg))
     if cfg.task == "es":
         write_submission(preds, out/"submission.jsonl")
         write_submission(preds, out/"submission_cloudcom.jsonl", format="cloudcom")
