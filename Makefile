@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PROFILE ?= default
 PYTEST_ARGS ?=
 
-.PHONY: install run test export clean-nbs bench lab
+.PHONY: install run test export bench lab
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,12 @@ test: install
 export: install
 	$(BIN)/nbdev-export && $(BIN)/nbdev-clean
 
+# JupyterLab refuses to start as root ("Running as root is not recommended"), which is what a GPU container's shell
+# usually is: there, and only there, it is told --allow-root.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: install
-	$(BIN)/python -m pip install -q -e '.[notebook]' && $(BIN)/jupyter lab nbs
+	$(BIN)/python -m pip install -q -e '.[notebook]' && $(BIN)/jupyter lab $(LAB_ARGS) nbs
 
 bench: install
 	$(BIN)/python bench/train_throughput.py

@@ -394,7 +394,7 @@ def save_adapter(model, tokenizer, cfg: Profile, out: Path, meta: dict) -> Path:
 TRAINING_KEY = "training_key.json"           # in run_dir/checkpoints/: what made the checkpoints there
 NOT_TRAINING = ("name", "description", "save_steps", "logging_steps", "gradient_checkpointing", "offload_checkpoints", "liger",
                 "num_threads", "data_path", "data_format", "test_path", "valid_frac", "max_new_tokens", "do_sample",
-                "temperature", "top_p", "gen_batch_size", "eval_limit", "judge_model", "judge_base_url", "judge_repeats")
+                "temperature", "top_p", "gen_batch_size", "gen_engine", "gen_merge", "gen_memory_fraction", "eval_limit", "judge_model", "judge_base_url", "judge_repeats")
 
 class CheckpointMismatch(ValueError):
     "A run folder's checkpoints cannot be continued by this training (other settings or data, or resume=False)."

@@ -232,3 +232,11 @@ def test_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)     # as if bitsandbytes could not be imported
     with pytest.raises(RuntimeError, match="quantization='nf4' needs bitsandbytes.*quantization='none'"):
         check_quantization("nf4", "cpu")
+
+
+def test_generation_settings_are_not_part_of_the_training_key():
+    "Changing only how summaries are generated must not make the training checkpoints unusable."
+    from emosum.training import NOT_TRAINING
+    from emosum.config import Profile
+    gen = [f for f in Profile.__dataclass_fields__ if f.startswith("gen_") or f in ("max_new_tokens", "do_sample", "temperature", "top_p")]
+    assert gen and set(gen) <= set(NOT_TRAINING), sorted(set(gen) - set(NOT_TRAINING))
