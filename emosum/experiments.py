@@ -85,13 +85,14 @@ def cross_validate(profile: str,                 # a settings.ini profile (a rec
         if not rows: raise RuntimeError(f"fold {i} ({fd}) produced no predictions: see {fd}/04_inference.ipynb and run.json")
         oof += [dict(r, fold=i) for r in rows]
     ids = [str(r["id"]) for r in oof]
-    everything = [str(r.id) for r in load_records(project_path(data))]
+    records = load_records(project_path(data))
+    everything = [str(r.id) for r in records]
     if sorted(ids) != sorted(everything):
         raise RuntimeError(f"out-of-fold predictions do not cover every record exactly once "
                            f"(missing {sorted(set(everything) - set(ids))[:5]}, repeated {sorted({x for x in ids if ids.count(x) > 1})[:5]})")
     write_jsonl(cv_dir/"predictions.jsonl", oof)
     cfg.replace(data_path=str(project_path(data))).save(cv_dir/"profile.json")
-    metrics = evaluate_run(cv_dir, records=load_records(project_path(data)), cfg=cfg)
+    metrics = evaluate_run(cv_dir, records=records, cfg=cfg)
     secs = lambda fd, s: ((json.loads((fd/"run.json").read_text()).get("steps") or {}).get(s) or {}).get("seconds")
     summary = {"profile": profile, "overrides": {k: v for k, v in overrides.items()}, "folds": folds, "zero_shot": zero_shot,
                "data_path": str(project_path(data)), "seconds": round(time.time() - t0, 1),

@@ -13,7 +13,7 @@ from .data import ES_FIELDS, Record, detect_language, json_line, read_jsonl, wri
 from .prompts import (build_prompt, parse_summary, end_of_turn_ids, BudgetError, record_language)
 
 # %% auto #0
-__all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'PREDICTION_KEYS', 'ENGINES', 'SUBMISSION_KEYS', 'dequantize_4bit', 'merge_choice',
+__all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'PREDICTION_KEYS', 'ENGINES', 'SUBMISSION_KEYS', 'merge_choice',
            'load_model_and_tokenizer', 'load_for_inference', 'generate_batch', 'varlen_attention',
            'paged_varlen_attention', 'paged_attention_implementation', 'kv_bytes_per_token', 'padded_batch_size',
            'continuous_plan', 'generation_config', 'RepetitionPenalty', 'continuous_blockers', 'stream_continuous',
@@ -32,23 +32,6 @@ def _linear4bit_modules(model) -> list:
     try: import bitsandbytes as bnb
     except Exception: return []
     return [(n, m) for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
-
-def dequantize_4bit(model, dtype=None):
-    "Replace every bitsandbytes `Linear4bit` of `model` by a plain `Linear` holding its de-quantised weights (in `dtype`); in place."
-    import torch, bitsandbytes as bnb
-    for name, m in _linear4bit_modules(model):
-        w = bnb.functional.dequantize_4bit(m.weight.data, m.weight.quant_state)
-        w = w.to(dtype or getattr(m, "compute_dtype", None) or torch.bfloat16)
-        new = torch.nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device="meta")
-        new.weight = torch.nn.Parameter(w, requires_grad=False)
-        if m.bias is not None: new.bias = torch.nn.Parameter(m.bias.data.to(w.dtype), requires_grad=False)
-        model.set_submodule(name, new)
-    for attr in ("hf_quantizer", "quantization_method"):
-        if hasattr(model, attr): delattr(model, attr)
-    if hasattr(model.config, "quantization_config"): del model.config.quantization_config
-    model.is_loaded_in_4bit = model.is_quantized = False
-    if torch.cuda.is_available(): torch.cuda.empty_cache()
-    return model
 
 def merge_choice(model, merge="auto",            # auto | yes | no
                  dtype=None,                     # the dtype of a de-quantised copy (default: the 4-bit layers' compute dtype)
@@ -103,7 +86,8 @@ def load_model_and_tokenizer(base: str,                        # hub id, folder,
         from peft import PeftModel
         merged, info["why"] = merge_choice(model, merge, torch_dtype(compute_dtype))
         if merged and _linear4bit_modules(model):
-            model = dequantize_4bit(model, torch_dtype(compute_dtype)); info["weights"] = f"{compute_dtype} (de-quantised {quantization})"
+            model = model.dequantize(torch_dtype(compute_dtype))     # transformers' own de-quantisation of a bitsandbytes model
+            info["weights"] = f"{compute_dtype} (de-quantised {quantization})"
         model = PeftModel.from_pretrained(model, str(adapter))
         if merged: model = model.merge_and_unload()
         info["merged"] = merged

@@ -6,7 +6,7 @@ from emosum.config import load_model, load_tokenizer
 from emosum.data import ES_FIELDS, Record, load_records, read_jsonl
 from emosum.inference import (Summarizer, generate, generate_batch, generate_continuous, load_model_and_tokenizer, read_predictions,
                               write_submission, PREDICTION_KEYS, continuous_plan, continuous_blockers, generation_config, merge_choice,
-                              dequantize_4bit, padded_batch_size, adapter_sha256)
+                              padded_batch_size, adapter_sha256)
 from emosum.prompts import BudgetError, build_prompt
 
 TINY = "embedded:tiny-qwen2"
@@ -264,20 +264,9 @@ def test_resume_key_mismatch_is_an_error(tmp_path):
 
 
 # --------------------------------------------------------------------------- merged or not
-def _nf4(model):
-    "The tiny model with its decoder Linears replaced by bitsandbytes NF4 Linear4bit (fp32 compute), as a 4-bit base."
-    import torch, bitsandbytes as bnb
-    for layer in model.model.layers:
-        for parent in (layer.self_attn, layer.mlp):
-            for name, child in list(parent.named_children()):
-                if not isinstance(child, torch.nn.Linear): continue
-                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None, compute_dtype=torch.float32,
-                                      compress_statistics=True, quant_type="nf4", device="meta")
-                q.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, compress_statistics=True, quant_type="nf4").to("cpu")
-                if child.bias is not None: q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
-                setattr(parent, name, q)
-    model.is_loaded_in_4bit = True
-    return model
+def _nf4():
+    "The tiny model loaded 4-bit the way a profile with quantization='nf4' loads it (fp32 compute, CPU)."
+    return load_model(TINY, quantization="nf4", compute_dtype="float32", device_map="cpu")
 
 
 def test_merge_decision_is_recorded(tmp_path):
@@ -296,13 +285,16 @@ def test_merge_decision_is_recorded(tmp_path):
     assert [r["raw"] for r in rows] == [r["raw"] for r in generate(merged, tok, recs, tmp_path/"m.jsonl", max_length=1024, max_new_tokens=8,
                                                                         progress=False, adapter=a, engine="continuous")]
     # a 4-bit base: off a GPU the adapter stays unmerged; merge="yes" merges into a de-quantised copy, with the same answers
-    q = _nf4(load_model(TINY))
+    q = _nf4()
     ok, why = merge_choice(q, "auto")
     assert not ok and "off the GPU" in why
     ok, why = merge_choice(q, "yes")
     assert ok and "de-quantised" in why
     prompts = [build_prompt(r, tok, max_length=1024, max_new_tokens=8).input_ids for r in recs]
     on_4bit = generate_batch(PeftModel.from_pretrained(q, str(a)).eval(), tok, prompts, 8)
-    copy = dequantize_4bit(_nf4(load_model(TINY)), torch.float32)
+    copy = _nf4().dequantize(torch.float32)                      # transformers' de-quantisation, as the loader uses it
     assert not any("Linear4bit" in type(m).__name__ for m in copy.modules())
     assert generate_batch(PeftModel.from_pretrained(copy, str(a)).merge_and_unload().eval(), tok, prompts, 8) == on_4bit
+    loaded, _ = load_model_and_tokenizer(TINY, a, quantization="nf4", compute_dtype="float32", device_map="cpu", merge="yes")
+    assert loaded.emosum_load["merged"] and loaded.emosum_load["weights"] == "float32 (de-quantised nf4)"
+    assert generate_batch(loaded, tok, prompts, 8) == on_4bit                       # the loader's merge path gives the same answers
