@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PROFILE ?= default
 PYTEST_ARGS ?=
 
-.PHONY: install run test export bench lab
+.PHONY: install run test export bench lab outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,8 @@ lab: install
 
 bench: install
 	$(BIN)/python bench/train_throughput.py
+
+# Saved outputs of the chapters' teaching cells (tagged keep-output), made on the CPU and deterministic: see CONTRIBUTING.md.
+CHAPTERS ?=
+outputs: install
+	$(BIN)/python tools/save_outputs.py $(CHAPTERS)

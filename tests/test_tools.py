@@ -64,3 +64,54 @@ def test_chapter_stats_cli_table_json_and_check(tmp_path):
     assert [c["chapter"] for c in j["chapters"]] == ["00_demo", "01_good"] and j["project"]["long_lines_emosum"] == 1
     r = subprocess.run(tool + ["01", "--check"], capture_output=True, text=True)
     assert r.returncode == 0 and "00_demo" not in r.stdout
+
+
+# --- tools/save_outputs.py: the teaching cells' outputs, deterministic
+import save_outputs as so  # noqa: E402
+
+
+def test_scrub_makes_outputs_deterministic():
+    tmp = so.tempfile.gettempdir()
+    text = (f"run: {tmp}/tmpab12_x/r1 (in {so.ROOT}/nbs)\nstarted 2026-11-29T15:44:31.123+00:00, done in 12.5s, 3 s, 40 ms\n"
+            f"<Thing at 0x7f3a2b1c> home {so.Path.home()}/x")
+    assert so.scrub_text(text) == ("run: <tmp>/r1 (in <project>/nbs)\nstarted <time>, done in <t>s, <t>s, <t>s\n"
+                                   "<Thing> home ~/x")
+    outs = [{"output_type": "stream", "name": "stderr", "text": "UserWarning: x\n"},          # warnings, progress bars
+            {"output_type": "stream", "name": "stdout", "text": ["took 1.5s\n", "ok\n"]},
+            {"output_type": "execute_result", "execution_count": 7, "metadata": {"x": 1},
+             "data": {"text/plain": "1", "application/vnd.jupyter.widget-view+json": {}}},
+            {"output_type": "display_data", "data": {"application/json": {}}, "metadata": {}},  # nothing worth keeping
+            {"output_type": "error", "ename": "E", "evalue": "", "traceback": []}]
+    assert so.scrub_outputs(outs) == [{"name": "stdout", "output_type": "stream", "text": "took <t>s\nok\n"},
+                                      {"data": {"text/plain": "1"}, "metadata": {}, "output_type": "execute_result",
+                                       "execution_count": None}]
+
+
+def test_merge_keeps_tagged_cells_only():
+    keep = {"cell_type": "code", "id": "a", "metadata": {"tags": [so.TAG]}, "source": "print(1)", "outputs": []}
+    other = {"cell_type": "code", "id": "b", "metadata": {}, "source": "x = 1", "outputs": [{"output_type": "stream"}]}
+    edited = {"cell_type": "code", "id": "c", "metadata": {"tags": [so.TAG]}, "source": "print(3)", "outputs": ["old"]}
+    out1 = [{"name": "stdout", "output_type": "stream", "text": "1\n"}]
+    executed = {"a": {"source": "print(1)", "outputs": out1}, "b": {"source": "x = 1", "outputs": []},
+                "c": {"source": "print(2)", "outputs": []}}                      # c was edited since it ran
+    nb, notes = so.merge({"cells": [keep, other, edited]}, executed)
+    assert [c["outputs"] for c in nb["cells"]] == [out1, [], ["old"]] and len(notes) == 1 and "cell c" in notes[0]
+
+
+def test_save_outputs_on_a_hand_made_chapter(tmp_path):
+    nb = {"cells": [_cell("import tempfile, time\nprint('made in', tempfile.mkdtemp())", tags=[so.TAG]),
+                    _cell("print('not kept')"),
+                    _cell("#| slow\nprint('skipped')", tags=[so.TAG], outputs=[{"output_type": "stream", "name": "stdout",
+                                                                                "text": "kept from before\n"}]),
+                    _cell("{'rows': 2}", tags=[so.TAG])],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "python3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    for i, c in enumerate(nb["cells"]): c["id"] = f"c{i}"
+    p = tmp_path / "00_demo.ipynb"; p.write_text(json.dumps(nb))
+    assert so.save(p) == []
+    cells = json.loads(p.read_text())["cells"]
+    assert cells[0]["outputs"] == [{"name": "stdout", "output_type": "stream", "text": ["made in <tmp>\n"]}]
+    assert cells[1]["outputs"] == [] and cells[2]["outputs"][0]["text"] == ["kept from before\n"]
+    assert cells[3]["outputs"] == [{"data": {"text/plain": ["{'rows': 2}"]}, "execution_count": None, "metadata": {},
+                                    "output_type": "execute_result"}]
+    assert so.check(p) == []                                                     # a second run saves the same

@@ -156,7 +156,7 @@ def _chapters(args: list[str], root: Path) -> list[Path]:
     for a in args:
         p = Path(a)
         if p.suffix == ".ipynb": out.append(p); continue
-        hits = sorted((root/"nbs").glob(f"{a}_*.ipynb"))
+        hits = sorted((root/"nbs").glob(f"{a}_*.ipynb")) or sorted((root/"nbs").glob(f"{a}.ipynb"))
         if not hits: raise SystemExit(f"no chapter {a!r} in {root/'nbs'}")
         out += hits
     return out
