@@ -9,6 +9,13 @@ Measures, in one process:
     `qwen2-7b-*` profiles with micro-batch 1 (one L-token sequence per step);
 and writes bench/results/train_<date>.json (machine, versions, command, tokens/s, peak GiB, loss check).
 
+Round 2 (issue 14, `--only round2`): the memory levers (profile keys embedding_on_cpu, loss_chunk, mlp_chunk,
+expandable_segments) beside the old path (the same profile with every lever off) and the original recipe, each
+with a per-component memory breakdown measured with torch.cuda memory statistics around the phases of a step
+(forward, backward, optimizer step) of a plain loop with the Trainer's own optimizer; then the long-context
+profile at 131,072 tokens and a probe for the longest context. Results are written after every measurement, to
+bench/results/train_<date>_round2.json (or --out).
+
 The random 4-bit model is built without any hub download: the bf16 model is created directly on the
 GPU, then each decoder Linear is replaced by a bitsandbytes `Linear4bit` quantised from its weights
 (what `from_pretrained(..., quantization_config=BitsAndBytesConfig(...))` produces; embeddings and
@@ -16,6 +23,7 @@ lm_head stay bf16 as there).
 
     python bench/train_throughput.py                    # the full benchmark (one H200: ~8 min)
     python bench/train_throughput.py --tiny --cpu       # a seconds-long dry run of every code path
+    python bench/train_throughput.py --only round2 --out $OUT/train_round2.json   # issue 14 (one H200: ~7 min)
 """
 from __future__ import annotations
 import argparse, datetime, gc, json, os, platform, subprocess, sys, tempfile, time, traceback
@@ -33,6 +41,8 @@ TINY = dict(QWEN2_7B, vocab_size=2048, hidden_size=128, intermediate_size=256, n
             num_key_value_heads=2)
 ANSWER_TOKENS = 512   # labelled tokens at the end of each sequence (a summary is a few hundred tokens)
 GiB = 2**30
+LEVERS_OFF = dict(embedding_on_cpu=False, loss_chunk=0, mlp_chunk=0, expandable_segments=False)   # the old path
+ROUND2 = ("r2_8gb", "r2_12gb", "r2_original", "r2_long", "r2_probe")
 
 
 def log(*a):
@@ -102,6 +112,92 @@ def is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
+def set_expandable(on: bool, device: str):
+    "Switch the CUDA allocator's expandable segments on/off for the segments allocated from now on (cached ones freed)."
+    if device != "cuda": return
+    gc.collect(); torch.cuda.empty_cache()
+    try: torch.cuda.memory._set_allocator_settings(f"expandable_segments:{'True' if on else 'False'}")
+    except Exception as e: log(f"could not set expandable_segments={on}: {type(e).__name__}: {e}")
+
+
+def nbytes(tensors) -> int:
+    seen, n = set(), 0
+    for t in tensors:
+        if t is None or not torch.is_tensor(t) or t.data_ptr() in seen: continue
+        seen.add(t.data_ptr()); n += t.numel() * t.element_size()
+    return n
+
+
+def weight_components(model, device: str) -> dict:
+    "Bytes of the model's tensors on `device`, by kind: 4-bit weights (+ their quantisation state), embedding, lm_head, LoRA, other."
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    on = lambda ts: [t for t in ts if torch.is_tensor(t) and t.device.type == device]
+    emb, head = base.get_input_embeddings(), base.get_output_embeddings()
+    emb_t, head_t = on([emb.weight]), on([head.weight])
+    q4, qstate = [], []
+    for m in base.modules():
+        qs = getattr(getattr(m, "weight", None), "quant_state", None)
+        if qs is None or not hasattr(qs, "absmax"): continue
+        q4.append(m.weight)
+        qstate += [qs.absmax, qs.code] + ([qs.state2.absmax, qs.state2.code] if getattr(qs, "nested", False) else [])
+    lora = [p for p in model.parameters() if p.requires_grad]
+    known = {t.data_ptr() for t in on(q4 + emb_t + head_t + lora)}
+    other = [p for p in on(list(model.parameters()) + list(model.buffers())) if p.data_ptr() not in known]
+    return {"weights_4bit": nbytes(on(q4 + qstate)), "embedding": nbytes(emb_t), "lm_head": nbytes(head_t),
+            "lora_weights": nbytes(on(lora)), "other_frozen": nbytes(other)}
+
+
+def memory_breakdown(model, cfg, ids, labels, device, steps=2):
+    """A plain loop of `steps` optimizer steps (the Trainer's optimizer and autocast, emosum's loss), with the
+    allocator's statistics read around each phase; the breakdown is of the last step (GiB)."""
+    from transformers import Trainer
+    from emosum.training import causal_lm_loss, training_arguments
+    with tempfile.TemporaryDirectory() as td:
+        cls, kw = Trainer.get_optimizer_cls_and_kwargs(training_arguments(cfg, Path(td), has_eval=False), model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = cls(params, **kw)
+    cuda = device == "cuda"
+    alloc = (lambda: torch.cuda.memory_allocated()) if cuda else (lambda: 0)
+    amp = dict(device_type=device, dtype=torch.bfloat16, enabled=cuda and cfg.compute_dtype == "bfloat16")
+    model.train()
+    for i in range(steps):
+        reset_peak(device); sync(device); t = time.perf_counter()
+        m0 = alloc()
+        with torch.autocast(**amp):
+            loss = causal_lm_loss(model, {"input_ids": ids, "labels": labels}, fast_path=cfg.fast_path, loss_chunk=cfg.loss_chunk)
+        m1, pk_fwd = alloc(), (torch.cuda.max_memory_allocated() if cuda else 0)
+        loss.backward()
+        m2, pk_bwd = alloc(), (torch.cuda.max_memory_allocated() if cuda else 0)
+        grads = nbytes(p.grad for p in params)
+        opt.step()
+        sync(device); dt = time.perf_counter() - t
+        m3 = alloc()
+        opt.zero_grad(set_to_none=True)
+        stats = torch.cuda.memory_stats() if cuda else {}
+    opt_t = [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)]
+    paged = [v for v in opt_t if getattr(v, "is_paged", False)]
+    comp = weight_components(model, device)
+    comp.update(optimizer_state=nbytes(v for v in opt_t if not getattr(v, "is_paged", False) and v.device.type == device),
+                gradients=grads, activations_after_forward=m1 - m0)
+    peak = max(pk_fwd, pk_bwd, torch.cuda.max_memory_allocated() if cuda else 0)
+    g = lambda b: round(b / GiB, 4)
+    out = {k: g(v) for k, v in comp.items()}
+    out.update(temporaries_peak_minus_rest=g(peak - sum(comp.values())) if cuda else None,
+               peak_allocated=g(peak) if cuda else None, peak_in_forward=g(pk_fwd) if cuda else None,
+               peak_in_backward=g(pk_bwd) if cuda else None, allocated_at_step_start=g(m0) if cuda else None,
+               peak_reserved=g(stats.get("reserved_bytes.all.peak", 0)) if cuda else None,
+               reserved_minus_allocated_at_peak=g(stats.get("reserved_bytes.all.peak", 0) - peak) if cuda else None,
+               inactive_split_peak=g(stats.get("inactive_split_bytes.all.peak", 0)) if cuda else None,
+               alloc_retries=stats.get("num_alloc_retries") if cuda else None,
+               optimizer_state_paged_outside_allocator=g(nbytes(paged)), loss=round(loss.item(), 4), step_s=round(dt, 3))
+    if cuda:
+        free_b, total_b = torch.cuda.mem_get_info()
+        out["device_used_outside_torch_allocator"] = g(total_b - free_b - torch.cuda.memory_reserved())
+    del opt, loss
+    model.zero_grad(set_to_none=True)
+    return out
+
+
 # --------------------------------------------------------------------------- the original recipe
 def run_original(arch, L_list, steps, warmup, device, r=64):
     "The original project's recipe, as a plain loop (what the issue's 1,451 tok/s / 41.3 GiB baseline measured)."
@@ -151,7 +247,8 @@ class StepTimer:
         if state.global_step > self.warmup: self.times.append(time.perf_counter() - self.t)
 
 
-def run_project(arch, profile, L_list, steps, warmup, device, tok, label=None, liger=None, loss_check=False, offload=False, **overrides):
+def run_project(arch, profile, L_list, steps, warmup, device, tok, label=None, liger=None, loss_check=False, offload=None,
+                breakdown=False, trainer=True, **overrides):
     "emosum.training's path: prepare_model + make_trainer (Trainer, EmosumTrainer.compute_loss, flattening collator)."
     from transformers import TrainerCallback
     from emosum.config import load_profile
@@ -161,6 +258,8 @@ def run_project(arch, profile, L_list, steps, warmup, device, tok, label=None, l
     base_cfg = load_profile(profile, grad_accum=1, num_epochs=1, warmup_ratio=0.0, logging_steps=1, save_steps=10**6,
                             max_steps=warmup + steps, max_length=max(L_list), max_new_tokens=64,
                             **{**quant_over, **overrides})
+    if offload is None: offload = base_cfg.offload_checkpoints
+    set_expandable(base_cfg.expandable_segments, device)   # before the model allocates (prepare_model only switches it on)
     model = build_random_qwen2({**arch, "max_position_embeddings": max(arch["max_position_embeddings"], max(L_list))},
                                base_cfg.quantization, device)
     model, tok = prepare_model(base_cfg, model=model, tokenizer=tok, liger=liger, offload_checkpoints=offload)
@@ -171,13 +270,22 @@ def run_project(arch, profile, L_list, steps, warmup, device, tok, label=None, l
         ids, labels = random_batch(L, arch["vocab_size"], device)
         row = {"path": "project", "label": label or profile, "profile": profile, "seq_len": L, "lora_r": cfg.lora_r,
                "optim": cfg.optim, "fast_path": cfg.fast_path, "liger": getattr(model.get_base_model(), "_emosum_liger", False),
-               "gradient_checkpointing": cfg.gradient_checkpointing, "offload_checkpoints": offload, "trainable_params": tr, **{k: v for k, v in overrides.items()}}
+               "gradient_checkpointing": cfg.gradient_checkpointing, "offload_checkpoints": offload, "trainable_params": tr,
+               "levers": {k: getattr(cfg, k) for k in LEVERS_OFF}, **{k: v for k, v in overrides.items()}}
         try:
             if loss_check:   # same weights, same batch: the fast path's loss vs the model's own full-logits loss
                 with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
                     b = {"input_ids": ids, "labels": labels}
                     row["loss_fast"] = round(causal_lm_loss(model, dict(b), fast_path=True).item(), 5)
                     row["loss_plain"] = round(causal_lm_loss(model, dict(b), fast_path=False).item(), 5)
+                    if cfg.loss_chunk: row["loss_levers"] = round(causal_lm_loss(model, dict(b), loss_chunk=cfg.loss_chunk).item(), 5)
+            if breakdown:
+                row["memory"] = memory_breakdown(model, cfg, ids, labels, device, steps=2 if trainer else 1)
+                log("memory", row["memory"])
+                if not trainer:    # the one-step loop is the measurement (long contexts: a step takes a minute)
+                    row.update(tokens_per_s=round(L / row["memory"]["step_s"], 1), step_s=row["memory"]["step_s"],
+                               peak_gib=row["memory"]["peak_allocated"], first_loss=row["memory"]["loss"], timed_by="plain loop, 1 step")
+                    raise StopIteration
             reset_peak(device)
             n = (warmup + steps) * cfg.batch_size      # a micro-batch of batch_size sequences, packed padding-free
             ds = SFTDataset([{"input_ids": ids[0].tolist(), "labels": labels[0].tolist()}] * n, list(range(n)), [])
@@ -190,13 +298,16 @@ def run_project(arch, profile, L_list, steps, warmup, device, tok, label=None, l
                 losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
             row.update(tokens_per_s=round(L * cfg.batch_size * len(timer.times) / sum(timer.times), 1), step_s=round(sum(timer.times) / len(timer.times), 3),
                        peak_gib=peak_gib(device), first_loss=round(losses[0], 4), losses=[round(x, 4) for x in losses])
+            if device == "cuda": row["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / GiB, 2)
             del trainer
+        except StopIteration: pass
         except Exception as e:
             row.update(error=("OOM: " if is_oom(e) else "") + f"{type(e).__name__}: {str(e)[:300]}", peak_gib=peak_gib(device))
             if not is_oom(e): traceback.print_exc()
         log(row); out.append(row)
         model.zero_grad(set_to_none=True); free(device)
     free(device, model)
+    set_expandable(False, device)
     return out
 
 
@@ -223,7 +334,9 @@ def main(argv=None):
     ap.add_argument("--seqs", default="8192,16384,32768", help="sequence lengths for the project's path")
     ap.add_argument("--original-seqs", default="8192,16384", help="sequence lengths for the original recipe ('' to skip)")
     ap.add_argument("--probe", default="65536,98304,131072", help="longer contexts to try, 1 step each, until one fails ('' to skip)")
-    ap.add_argument("--only", default="", help="comma-separated subset of: noliger,original,main,optim8bit,offload,recommended,profiles,probe")
+    ap.add_argument("--only", default="", help="comma-separated subset of: noliger,original,main,optim8bit,offload,recommended,profiles,probe, "
+                    "and round 2's r2_8gb,r2_12gb,r2_original,r2_long,r2_probe ('round2' = all five)")
+    ap.add_argument("--r2-probe", default="196608,262144", help="round 2: longer contexts to try with the long profile's levers, 1 step each")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (speeds up the original recipe's fp32 path)")
     ap.add_argument("--probe-offload", action="store_true", help="offload the checkpoints in the probe")
     ap.add_argument("--budget-s", type=float, default=540, help="skip remaining sections after this many seconds")
@@ -235,14 +348,17 @@ def main(argv=None):
     oseqs = [int(s) for s in a.original_seqs.split(",") if s]
     probe = [int(s) for s in a.probe.split(",") if s]
     only = set(a.only.split(",")) if a.only else {"noliger", "original", "main", "optim8bit", "offload", "recommended", "profiles", "probe"}
-    out = Path(a.out) if a.out else ROOT / "bench" / "results" / f"train_{datetime.date.today().isoformat()}.json"
+    if "round2" in only: only = (only - {"round2"}) | set(ROUND2)
+    r2_only = only <= set(ROUND2)
+    out = Path(a.out) if a.out else ROOT / "bench" / "results" / f"train_{datetime.date.today().isoformat()}{'_round2' if r2_only else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     if device == "cuda": torch.backends.cuda.matmul.allow_tf32 = a.tf32
     from emosum.config import load_tokenizer
     tok = load_tokenizer("embedded:tiny-qwen2")    # only its pad id / saving matter here; the ids are random
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "device": device, "arch": arch,
               "answer_tokens": ANSWER_TOKENS, "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-              "machine": machine_info(device), "tf32": a.tf32, "steps": a.steps, "warmup": a.warmup, "runs": []}
+              "machine": machine_info(device), "tf32": a.tf32, "steps": a.steps, "warmup": a.warmup, "only": sorted(only),
+              "budget_s": a.budget_s, "runs": []}
     t0 = time.time()
 
     def save():
@@ -295,6 +411,43 @@ def main(argv=None):
             if "error" in r[0]: break
         return rows
     section("probe", probe_fn)
+
+    # ---- round 2 (issue 14): the memory levers, old path vs levers vs original recipe, with memory breakdowns
+    big = not a.tiny
+    tiny_mlp = {} if big else {"mlp_chunk": 256}      # the tiny run's sequences are short: chunk them anyway
+    L8, L12, LL = (4096, 8192, 131072) if big else (1024, 1024, 2048)
+    section("r2_8gb", lambda: run_project(arch, "qwen2-7b-8gb", [L8], S, W, device, tok, label="qwen2-7b-8gb, old path (levers off)",
+                                          breakdown=True, **LEVERS_OFF)
+                              + run_project(arch, "qwen2-7b-8gb", [L8], S, W, device, tok, label="qwen2-7b-8gb (its levers)",
+                                            breakdown=True, loss_check=True))
+    section("r2_12gb", lambda: run_project(arch, "qwen2-7b-12gb", [L12], S, W, device, tok, label="qwen2-7b-12gb, old path (levers off)",
+                                           breakdown=True, **LEVERS_OFF)
+                               + run_project(arch, "qwen2-7b-12gb", [L12], S, W, device, tok, label="qwen2-7b-12gb (its levers)",
+                                             breakdown=True, loss_check=True))
+    section("r2_original", lambda: run_original(arch, [L12], max(2, S - 1), W, device))
+    long_rows = []
+    def r2_long():
+        long_rows[:] = run_project(arch, "qwen2-7b-128k", [LL], 1, 0, device, tok, label="qwen2-7b-128k (its levers, offloaded checkpoints)",
+                                   breakdown=True, trainer=False, **tiny_mlp)
+        rows = list(long_rows)
+        if time.time() - t0 < a.budget_s * 0.6:   # the same without offloading the checkpoints, if there is time
+            rows += run_project(arch, "qwen2-7b-128k", [LL], 1, 0, device, tok, label="qwen2-7b-128k levers, checkpoints on the GPU",
+                                breakdown=True, trainer=False, offload=False, **tiny_mlp)
+        return rows
+    section("r2_long", r2_long)
+    def r2_probe():
+        rows, t_ref = [], next((r["step_s"] for r in long_rows if r.get("step_s")), None)
+        for L in ([int(x) for x in a.r2_probe.split(",") if x] if big else [3072, 4096]):
+            est = 30 + (t_ref or 60) * (L / LL) ** 2     # attention grows with L^2: a pessimistic estimate
+            if time.time() - t0 + est > a.budget_s:
+                log(f"r2_probe: skipping {L} tokens (~{est:.0f}s would pass the {a.budget_s}s budget)")
+                result.setdefault("skipped", []).append(f"r2_probe {L}"); break
+            r = run_project(arch, "qwen2-7b-128k", [L], 1, 0, device, tok, label="longest-context probe, qwen2-7b-128k levers (1 step)",
+                            breakdown=True, trainer=False, **tiny_mlp)
+            rows += r
+            if "error" in r[0]: break
+        return rows
+    section("r2_probe", r2_probe)
     save()
     log(f"wrote {out}")
     return result

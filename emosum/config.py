@@ -95,6 +95,11 @@ class Profile:
     fast_path: bool = True              # bf16 activations + answer-only lm_head (see 03_qlora_training)
     offload_checkpoints: bool = False   # keep checkpointed activations in pinned CPU memory (long contexts, GPU only)
     liger: str = "auto"                 # Liger kernels (RoPE, RMSNorm, SwiGLU): auto (on CUDA with fast_path, if installed) | on | off
+    # --- memory levers (03_qlora_training): each off unless a profile asks; the loss is unchanged
+    embedding_on_cpu: bool = False      # input embedding table in CPU memory; only the gathered rows go to the GPU
+    loss_chunk: int = 0                 # lm_head + cross-entropy over this many answer positions at a time (0: all)
+    mlp_chunk: int = 0                  # each MLP over this many tokens at a time, recomputed in backward (0: off)
+    expandable_segments: bool = False   # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (set before CUDA starts)
     num_processes: int = 1              # data-parallel training processes (accelerate / torch.distributed; one per GPU)
     # --- task and data
     task: str = "es"                    # es | reflection
@@ -148,6 +153,8 @@ class Profile:
         if not 0 < self.top_p <= 1: raise bad("top_p", "in (0, 1]")
         if self.eval_limit is not None and self.eval_limit < 0: raise bad("eval_limit", ">= 0 or none")
         if self.num_threads is not None and self.num_threads <= 0: raise bad("num_threads", "> 0 or none")
+        for k in ("loss_chunk", "mlp_chunk"):
+            if getattr(self, k) < 0: raise bad(k, ">= 0 (0 switches it off)")
         if self.max_new_tokens >= self.max_length:
             raise ValueError(f"Profile {self.name!r}: max_new_tokens={self.max_new_tokens} leaves no room for the prompt in max_length={self.max_length}")
         return self

@@ -7,7 +7,7 @@ Docs: https://emosum.github.io/emosum/qlora_training.html.md"""
 
 # %% ../nbs/03_qlora_training.ipynb #1dda2938
 from __future__ import annotations
-import dataclasses, hashlib, json, math, os, platform, shutil, sys, time, warnings
+import contextlib, dataclasses, functools, hashlib, json, math, os, platform, shutil, sys, time, warnings
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,8 @@ from .data import read_jsonl, write_jsonl
 
 # %% auto #0
 __all__ = ['PADDING_FREE_ATTENTION', 'TRAINING_KEY', 'NOT_TRAINING', 'check_quantization', 'check_trainable_4bit',
-           'model_max_length', 'check_max_length', 'apply_liger', 'lora_config', 'prepare_model',
+           'model_max_length', 'check_max_length', 'use_expandable_segments', 'HostEmbedding', 'embedding_to_host',
+           'chunked_head_loss', 'head_returns_hidden', 'chunk_mlps', 'apply_liger', 'lora_config', 'prepare_model',
            'trainable_parameters', 'estimate_memory', 'causal_lm_loss', 'compare_loss_paths', 'SFTDataset',
            'build_dataset', 'PaddedCollator', 'make_collator', 'EmosumTrainer', 'JsonlLogCallback', 'SaveAtEpochEnd',
            'training_arguments', 'make_trainer', 'records_hash', 'versions', 'save_adapter', 'CheckpointMismatch',
@@ -98,6 +99,98 @@ def check_max_length(cfg: Profile, model_config):
         raise ValueError(f"Profile {cfg.name!r}: max_length={cfg.max_length} is beyond {cfg.model}'s limit of {limit} tokens "
                          f"(max_position_embeddings); set max_length <= {limit}, or configure rope scaling (e.g. YaRN) for the model.")
 
+# %% ../nbs/03_qlora_training.ipynb #3a9cbaf2
+def use_expandable_segments(on: bool = True, # False: leave the allocator as it is
+                           ) -> str | None:
+    "Ask PyTorch's CUDA allocator for expandable segments; returns `PYTORCH_CUDA_ALLOC_CONF` as now set."
+    conf = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
+    if not on or "expandable_segments" in conf: return conf or None
+    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = ",".join(filter(None, [conf, "expandable_segments:True"]))
+    if torch.cuda.is_available() and torch.cuda.is_initialized():   # CUDA already started: new segments follow it
+        torch.cuda.memory._set_allocator_settings("expandable_segments:True")
+    return os.environ["PYTORCH_CUDA_ALLOC_CONF"]
+
+# %% ../nbs/03_qlora_training.ipynb #d24d186d
+class HostEmbedding(torch.nn.Module):
+    "A frozen embedding table in (pinned) CPU memory: the gather runs there; only the rows go to the ids' device."
+    def __init__(self, emb: torch.nn.Embedding):
+        super().__init__()
+        w = emb.weight.detach().to("cpu")
+        self.table = w.pin_memory() if torch.cuda.is_available() else w   # not a parameter: `.to(device)` leaves it
+        self.num_embeddings, self.embedding_dim, self.padding_idx = emb.num_embeddings, emb.embedding_dim, emb.padding_idx
+    @property
+    def weight(self): return self.table
+    def forward(self, ids):
+        flat = ids.reshape(-1).to("cpu")     # gathered into a pinned buffer, copied to the GPU asynchronously
+        rows = torch.empty(flat.numel(), self.embedding_dim, dtype=self.table.dtype, pin_memory=self.table.is_pinned())
+        torch.index_select(self.table, 0, flat, out=rows)
+        return rows.to(ids.device, non_blocking=True).view(*ids.shape, self.embedding_dim)
+
+# %% ../nbs/03_qlora_training.ipynb #6cab2e22
+def embedding_to_host(model) -> bool:
+    "Swap the model's input embedding for a `HostEmbedding` (freeing its GPU copy); False if tied to `lm_head`."
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if isinstance(emb, HostEmbedding): return True
+    if head is not None and head.weight.data_ptr() == emb.weight.data_ptr():
+        warnings.warn("embedding_on_cpu: the input embedding is tied to lm_head, so moving it frees nothing; kept")
+        return False
+    model.set_input_embeddings(HostEmbedding(emb)); del emb
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
+    return True
+
+# %% ../nbs/03_qlora_training.ipynb #21cd672a
+class _ChunkedHeadCE(torch.autograd.Function):
+    "Summed cross-entropy of `h @ w.T` against `t`, `chunk` rows at a time; `h`'s gradient is made in the forward."
+    @staticmethod
+    def forward(ctx, h, w, t, chunk):
+        total, grad = torch.zeros((), dtype=torch.float32, device=h.device), torch.empty_like(h)
+        for s in range(0, h.shape[0], chunk):
+            z, tc = (h[s:s + chunk].to(w.dtype) @ w.t()).float(), t[s:s + chunk]   # fp32 logits, as the plain path
+            lse = torch.logsumexp(z, -1)
+            total += (lse - z.gather(1, tc[:, None]).squeeze(1)).sum()
+            p = z.sub_(lse[:, None]).exp_(); p[torch.arange(len(tc), device=p.device), tc] -= 1   # softmax - onehot
+            grad[s:s + chunk] = (p.to(w.dtype) @ w).to(h.dtype)
+        ctx.save_for_backward(grad); return total
+    @staticmethod
+    def backward(ctx, g): return ctx.saved_tensors[0] * g.to(ctx.saved_tensors[0].dtype), None, None, None
+
+# %% ../nbs/03_qlora_training.ipynb #d1dd6263
+def chunked_head_loss(hidden: torch.Tensor,  # (N, hidden) final hidden states
+                      weight: torch.Tensor,  # (vocab, hidden) the frozen lm_head weight
+                      targets: torch.Tensor, # (N,) next-token ids, -100 where unlabelled
+                      chunk: int,            # rows per lm_head matmul
+                     ) -> torch.Tensor:
+    "Summed next-token cross-entropy over the labelled rows, never holding more than `chunk` × vocab logits."
+    keep = targets != -100
+    return _ChunkedHeadCE.apply(hidden[keep], weight.detach(), targets[keep], chunk)
+
+# %% ../nbs/03_qlora_training.ipynb #3c3517c2
+@contextlib.contextmanager
+def head_returns_hidden(model):
+    "Within the block the model's `lm_head` passes its input through: the `logits` returned are the hidden states."
+    head = getattr(model, "module", model).get_output_embeddings()    # under DDP, the wrapped model's
+    prev = head.__dict__.get("forward")
+    head.forward = lambda x: x
+    try: yield head
+    finally:
+        if prev is None: del head.forward
+        else: head.forward = prev
+
+# %% ../nbs/03_qlora_training.ipynb #6ac759fa
+def _chunked_mlp(forward, chunk: int, x: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] <= chunk: return forward(x)
+    from torch.utils.checkpoint import checkpoint
+    run = (lambda c: checkpoint(forward, c, use_reentrant=False)) if torch.is_grad_enabled() else forward
+    return torch.cat([run(c) for c in x.split(chunk, dim=1)], dim=1)
+
+def chunk_mlps(model, chunk: int) -> int:
+    "Run each decoder layer's MLP over `chunk` tokens at a time, each piece recomputed in backward; layers patched."
+    mlps = [m for n, m in model.named_modules() if n.endswith(".mlp") and hasattr(m, "down_proj")]
+    for m in mlps:
+        if getattr(m, "_emosum_mlp_chunk", None) is None:   # patch the current forward (Liger's, if applied)
+            m.forward, m._emosum_mlp_chunk = functools.partial(_chunked_mlp, m.forward, chunk), chunk
+    return len(mlps)
+
 # %% ../nbs/03_qlora_training.ipynb #57bb384d
 def apply_liger(model) -> bool:
     "Patch a Qwen2/Llama-family model in place with Liger's RMSNorm, RoPE and SwiGLU Triton kernels; False if unavailable."
@@ -131,6 +224,7 @@ def prepare_model(cfg: Profile,            # the run's profile
                  ):
     "Load the base model and tokenizer, quantise per the profile, prepare for k-bit training and wrap it with LoRA."
     from peft import get_peft_model, prepare_model_for_kbit_training
+    use_expandable_segments(cfg.expandable_segments)    # before the model allocates anything on the GPU
     check_quantization(cfg.quantization, compute_dtype=cfg.compute_dtype)
     if offload_checkpoints is None: offload_checkpoints = cfg.offload_checkpoints
     if liger is None and cfg.liger != "auto": liger = cfg.liger == "on"
@@ -139,6 +233,7 @@ def prepare_model(cfg: Profile,            # the run's profile
     check_max_length(cfg, model.config)
     _keep_4bit_trainable(model)            # a sample generated on the CPU before training must not make the 4-bit layers untrainable
     model.config.use_cache = False
+    if cfg.embedding_on_cpu: embedding_to_host(model)   # before enable_input_require_grads hooks the embedding
     quantized = cfg.quantization != "none"
     gc_kwargs = {"use_reentrant": False}
     if quantized and not cfg.fast_path:    # the original recipe, as the peft docs give it
@@ -152,6 +247,7 @@ def prepare_model(cfg: Profile,            # the run's profile
             model.enable_input_require_grads()
     if liger is None: liger = cfg.fast_path and torch.cuda.is_available() and next(model.parameters()).is_cuda
     model._emosum_liger = bool(liger) and apply_liger(model)
+    if cfg.mlp_chunk: chunk_mlps(model, cfg.mlp_chunk)   # after Liger, whose SwiGLU forward it wraps
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     if cfg.lora_target_modules not in (["all-linear"], ["all_linear"]):
         missing = [t for t in cfg.lora_target_modules if t not in names]
@@ -159,7 +255,7 @@ def prepare_model(cfg: Profile,            # the run's profile
                                      f"(its linear layers: {sorted(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))[:8]}...)")
     seed_everything(cfg.seed)              # LoRA weights start from the profile's seed, whatever ran before in this process
     model = get_peft_model(model, lora_config(cfg))
-    model._emosum_fast_path = cfg.fast_path
+    model._emosum_fast_path, model._emosum_loss_chunk = cfg.fast_path, cfg.loss_chunk
     return model, tok
 
 # %% ../nbs/03_qlora_training.ipynb #bba7f1a7
@@ -190,6 +286,7 @@ def causal_lm_loss(model,                   # a (peft-wrapped) causal LM
                    batch: dict,             # input_ids, labels, and attention_mask or position_ids
                    fast_path: bool = True,  # answer-only lm_head; False: the model's own forward + loss
                    num_items_in_batch=None, # labelled tokens across the accumulated batch (Trainer passes it)
+                   loss_chunk: int = 0,     # fast path: lm_head + loss over this many answer positions at a time (0: all)
                   ) -> torch.Tensor:
     "Mean next-token cross-entropy over labelled positions, computed the fast or the plain way."
     batch = {k: v for k, v in batch.items() if k in ("input_ids", "labels", "attention_mask", "position_ids")}
@@ -201,8 +298,13 @@ def causal_lm_loss(model,                   # a (peft-wrapped) causal LM
     keep = shift != -100
     pos = keep.any(0).nonzero().squeeze(-1)                # sequence positions labelled in any row
     # the model's own forward (so PEFT, DDP and Liger wrappers all apply), with lm_head applied only at `pos`
-    logits = model(**batch, use_cache=False, logits_to_keep=pos).logits.float()   # (B, len(pos), vocab)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), shift[:, pos].reshape(-1), ignore_index=-100, reduction="sum")
+    if loss_chunk:          # the hidden states at `pos`, then lm_head + cross-entropy a chunk at a time
+        with head_returns_hidden(model) as head: h = model(**batch, use_cache=False, logits_to_keep=pos).logits
+        loss = chunked_head_loss(h.reshape(-1, h.shape[-1]), head.weight, shift[:, pos].reshape(-1), loss_chunk)
+    else:
+        logits = model(**batch, use_cache=False, logits_to_keep=pos).logits.float()   # (B, len(pos), vocab)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), shift[:, pos].reshape(-1), ignore_index=-100,
+                               reduction="sum")
     n = num_items_in_batch if num_items_in_batch is not None else keep.sum()
     if torch.is_tensor(n): n = n.to(loss.device)
     return loss / n
@@ -291,12 +393,13 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 class EmosumTrainer(Trainer):
     "transformers' `Trainer` whose loss is `causal_lm_loss` (answer-only `lm_head` when `fast_path`)."
-    def __init__(self, *args, fast_path: bool = True, **kw):
+    def __init__(self, *args, fast_path: bool = True, loss_chunk: int = 0, **kw):
         super().__init__(*args, **kw)
-        self.fast_path = fast_path
+        self.fast_path, self.loss_chunk = fast_path, loss_chunk
         self.model_accepts_loss_kwargs = True      # causal_lm_loss divides by num_items_in_batch itself
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss = causal_lm_loss(model, inputs, fast_path=self.fast_path, num_items_in_batch=num_items_in_batch)
+        loss = causal_lm_loss(model, inputs, fast_path=self.fast_path, num_items_in_batch=num_items_in_batch,
+                              loss_chunk=self.loss_chunk)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None and self.accelerator.num_processes > 1:
             # num_items_in_batch counts the labelled tokens of all processes and DDP averages the gradients,
             # so scale back up by the process count, as Trainer.compute_loss does for its own losses
@@ -365,6 +468,7 @@ def make_trainer(cfg: Profile, model, tokenizer, train_ds, eval_ds=None, run_dir
     return EmosumTrainer(model=model, args=training_arguments(cfg, run_dir, has_eval=bool(eval_ds), **args),
                          train_dataset=train_ds, eval_dataset=eval_ds or None, data_collator=make_collator(cfg, tokenizer),
                          processing_class=tokenizer, fast_path=getattr(model, "_emosum_fast_path", cfg.fast_path),
+                         loss_chunk=getattr(model, "_emosum_loss_chunk", cfg.loss_chunk),
                          callbacks=[JsonlLogCallback(run_dir/"train_log.jsonl"), SaveAtEpochEnd(), *callbacks])
 
 # %% ../nbs/03_qlora_training.ipynb #70c94982
@@ -393,6 +497,7 @@ def save_adapter(model, tokenizer, cfg: Profile, out: Path, meta: dict) -> Path:
 # %% ../nbs/03_qlora_training.ipynb #75c7665d
 TRAINING_KEY = "training_key.json"           # in run_dir/checkpoints/: what made the checkpoints there
 NOT_TRAINING = ("name", "description", "save_steps", "logging_steps", "gradient_checkpointing", "offload_checkpoints", "liger",
+                "embedding_on_cpu", "loss_chunk", "mlp_chunk", "expandable_segments",   # memory levers: same loss
                 "num_threads", "data_path", "data_format", "test_path", "valid_frac", "max_new_tokens", "do_sample",
                 "temperature", "top_p", "gen_batch_size", "gen_engine", "gen_merge", "gen_memory_fraction", "eval_limit", "judge_model", "judge_base_url", "judge_repeats")
 
@@ -500,7 +605,8 @@ def train(cfg: Profile,                 # the run's profile
     meta = {"result": result, "data": {"train_sha256": records_hash(train_records), "valid_sha256": records_hash(valid_records or []),
             "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((run_dir/"data").glob("*.jsonl"))}},
             "versions": versions(), "base_model": cfg.model, "quantization": cfg.quantization, "fast_path": cfg.fast_path,
-            "liger": getattr(model.get_base_model(), "_emosum_liger", False)}
+            "liger": getattr(model.get_base_model(), "_emosum_liger", False),
+            "pytorch_cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF")}
     result["world_size"] = trainer.args.world_size
     if trainer.is_world_process_zero(): save_adapter(model, tok, cfg, run_dir/"adapter", meta)   # rank 0 writes
     result["adapter"] = str(run_dir/"adapter")

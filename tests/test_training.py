@@ -11,6 +11,7 @@ from emosum.config import load_profile
 from emosum.data import Record
 from emosum.prompts import BudgetError, target_text
 from emosum.training import (CheckpointMismatch, build_dataset, causal_lm_loss, check_quantization, compare_loss_paths, export_merged,
+                             training_key,
                              greedy_generate, make_collator, prepare_model, prompt_ids, read_train_log, train)
 
 torch.set_num_threads(2)
@@ -240,3 +241,57 @@ def test_generation_settings_are_not_part_of_the_training_key():
     from emosum.config import Profile
     gen = [f for f in Profile.__dataclass_fields__ if f.startswith("gen_") or f in ("max_new_tokens", "do_sample", "temperature", "top_p")]
     assert gen and set(gen) <= set(NOT_TRAINING), sorted(set(gen) - set(NOT_TRAINING))
+
+
+# ---------------------------------------------------------------- memory levers (issue 14): same loss, same gradients
+LEVERS = {"embedding_on_cpu": dict(embedding_on_cpu=True), "loss_chunk": dict(loss_chunk=5), "mlp_chunk": dict(mlp_chunk=64),
+          "all": dict(embedding_on_cpu=True, loss_chunk=5, mlp_chunk=64, expandable_segments=True)}
+
+
+def _loss_and_grads(cfg, batch):
+    model, _ = prepare_model(cfg)
+    torch.manual_seed(0)
+    for p in model.parameters():                       # non-zero lora_B; the same values in both models (same order)
+        if p.requires_grad: torch.nn.init.normal_(p, std=0.05)
+    model.train()                                      # gradient checkpointing on (cpu-smoke: no dropout)
+    loss = causal_lm_loss(model, dict(batch), loss_chunk=model._emosum_loss_chunk)
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("lever", list(LEVERS))
+def test_memory_levers_keep_the_loss_and_gradients(lever, monkeypatch):
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    cfg = cfg_(gradient_checkpointing=True)
+    _, tok = prepare_model(cfg)
+    ds = build_dataset(RECS[:2], tok, cfg)
+    batch = make_collator(cfg, tok)([ds[0], ds[1]])    # a packed pair (~2x200 tokens): several MLP and loss chunks
+    assert batch["input_ids"].shape[1] > 3 * 64 and sum(l != -100 for l in ds[0]["labels"]) > 3 * 5
+    l0, g0 = _loss_and_grads(cfg, batch)
+    l1, g1 = _loss_and_grads(cfg.replace(**LEVERS[lever]), batch)
+    # fp32 on the tiny model: equal up to summation order (tolerance 1e-5 relative)
+    assert abs(l1 - l0) <= 1e-5 * abs(l0), (l0, l1)
+    gmax = max(g.abs().max().item() for g in g0.values())
+    assert g0.keys() == g1.keys() and max((g0[k] - g1[k]).abs().max().item() for k in g0) <= 1e-5 * gmax
+    assert all(g.abs().sum() > 0 for g in g1.values())
+
+
+def test_lever_keys_are_checked_and_do_not_block_resuming():
+    with pytest.raises(ValueError, match="loss_chunk must be >= 0"): cfg_(loss_chunk=-1)
+    with pytest.raises(ValueError, match="mlp_chunk must be >= 0"): cfg_(mlp_chunk=-8)
+    p8, p12, p128 = load_profile("qwen2-7b-8gb"), load_profile("qwen2-7b-12gb"), load_profile("qwen2-7b-128k")
+    assert p8.embedding_on_cpu and p8.loss_chunk and p8.mlp_chunk and p8.expandable_segments and p12.embedding_on_cpu
+    assert p128.max_length == 131072 and p128.mlp_chunk and p128.offload_checkpoints
+    assert training_key(cfg_(), RECS, []) == training_key(cfg_(**LEVERS["all"]), RECS, [])   # the same training
+
+
+def test_training_with_levers_saves_a_plain_adapter(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    from peft.utils import load_peft_weights
+    cfg = cfg_(max_steps=2, gradient_checkpointing=True, **LEVERS["all"])
+    res = train(cfg, RECS[:2], RECS[2:3], tmp_path / "run")
+    assert all(l == l for l in losses(tmp_path / "run")) and res["global_step"] == 2
+    assert "expandable_segments:True" in json.loads((tmp_path / "run/adapter/meta.json").read_text())["pytorch_cuda_alloc_conf"]
+    plain, _ = prepare_model(cfg_())
+    want = {n.replace(".default", "") for n, p in plain.named_parameters() if p.requires_grad}
+    assert set(load_peft_weights(str(tmp_path / "run/adapter"))) == want   # loads into a model without the levers
