@@ -23,7 +23,7 @@ lm_head stay bf16 as there).
 
     python bench/train_throughput.py                    # the full benchmark (one H200: ~8 min)
     python bench/train_throughput.py --tiny --cpu       # a seconds-long dry run of every code path
-    python bench/train_throughput.py --only round2 --out $OUT/train_round2.json   # issue 14 (one H200: ~7 min)
+    python bench/train_throughput.py --only round2 --budget-s 450 --out $OUT/train_round2.json   # issue 14 (one H200: ~8 min)
 """
 from __future__ import annotations
 import argparse, datetime, gc, json, os, platform, subprocess, sys, tempfile, time, traceback
@@ -41,8 +41,8 @@ TINY = dict(QWEN2_7B, vocab_size=2048, hidden_size=128, intermediate_size=256, n
             num_key_value_heads=2)
 ANSWER_TOKENS = 512   # labelled tokens at the end of each sequence (a summary is a few hundred tokens)
 GiB = 2**30
-LEVERS_OFF = dict(embedding_on_cpu=False, loss_chunk=0, mlp_chunk=0, expandable_segments=False)   # the old path
-ROUND2 = ("r2_8gb", "r2_12gb", "r2_original", "r2_long", "r2_probe")
+LEVERS_OFF = dict(embedding_on_cpu=False, loss_chunk=0, mlp_chunk=0, expandable_segments=False, checkpoint_every=1)   # the old path
+ROUND2 = ("r2_8gb", "r2_12gb", "r2_original", "r2_long", "r2_speed", "r2_probe")
 
 
 def log(*a):
@@ -335,7 +335,7 @@ def main(argv=None):
     ap.add_argument("--original-seqs", default="8192,16384", help="sequence lengths for the original recipe ('' to skip)")
     ap.add_argument("--probe", default="65536,98304,131072", help="longer contexts to try, 1 step each, until one fails ('' to skip)")
     ap.add_argument("--only", default="", help="comma-separated subset of: noliger,original,main,optim8bit,offload,recommended,profiles,probe, "
-                    "and round 2's r2_8gb,r2_12gb,r2_original,r2_long,r2_probe ('round2' = all five)")
+                    "and round 2's r2_8gb,r2_12gb,r2_original,r2_long,r2_speed,r2_probe ('round2' = all six)")
     ap.add_argument("--r2-probe", default="196608,262144", help="round 2: longer contexts to try with the long profile's levers, 1 step each")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (speeds up the original recipe's fp32 path)")
     ap.add_argument("--probe-offload", action="store_true", help="offload the checkpoints in the probe")
@@ -435,6 +435,13 @@ def main(argv=None):
                                 breakdown=True, trainer=False, offload=False, **tiny_mlp)
         return rows
     section("r2_long", r2_long)
+    # what bounds the 12gb profile's speed: the recompute (half of it, then all of it, kept instead) and LoRA dropout
+    section("r2_speed", lambda: run_project(arch, "qwen2-7b-12gb", [L12], S, W, device, tok, label="qwen2-7b-12gb levers + checkpoint_every=2",
+                                            checkpoint_every=2)
+                                + run_project(arch, "qwen2-7b-12gb", [L12], S, W, device, tok, label="qwen2-7b-12gb levers, no checkpointing",
+                                              gradient_checkpointing=False)
+                                + run_project(arch, "qwen2-7b-12gb", [L12], S, W, device, tok, label="qwen2-7b-12gb levers + lora_dropout=0",
+                                              lora_dropout=0.0))
     def r2_probe():
         rows, t_ref = [], next((r["step_s"] for r in long_rows if r.get("step_s")), None)
         for L in ([int(x) for x in a.r2_probe.split(",") if x] if big else [3072, 4096]):

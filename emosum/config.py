@@ -100,6 +100,7 @@ class Profile:
     loss_chunk: int = 0                 # lm_head + cross-entropy over this many answer positions at a time (0: all)
     mlp_chunk: int = 0                  # each MLP over this many tokens at a time, recomputed in backward (0: off)
     expandable_segments: bool = False   # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (set before CUDA starts)
+    checkpoint_every: int = 1           # checkpoint every n-th decoder layer only (n > 1: more memory, less recompute)
     num_processes: int = 1              # data-parallel training processes (accelerate / torch.distributed; one per GPU)
     # --- task and data
     task: str = "es"                    # es | reflection
@@ -155,6 +156,7 @@ class Profile:
         if self.num_threads is not None and self.num_threads <= 0: raise bad("num_threads", "> 0 or none")
         for k in ("loss_chunk", "mlp_chunk"):
             if getattr(self, k) < 0: raise bad(k, ">= 0 (0 switches it off)")
+        if self.checkpoint_every < 1: raise bad("checkpoint_every", ">= 1 (1: every layer)")
         if self.max_new_tokens >= self.max_length:
             raise ValueError(f"Profile {self.name!r}: max_new_tokens={self.max_new_tokens} leaves no room for the prompt in max_length={self.max_length}")
         return self

@@ -243,7 +243,8 @@ def prepare_model(cfg: Profile,            # the run's profile
         for p in model.parameters(): p.requires_grad_(False)
         if cfg.gradient_checkpointing:
             offload = offload_checkpoints and torch.cuda.is_available()   # on the CPU they are in host memory already
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs, offload=offload)
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs, offload=offload,
+                                                every_n_layers=cfg.checkpoint_every)
             model.enable_input_require_grads()
     if liger is None: liger = cfg.fast_path and torch.cuda.is_available() and next(model.parameters()).is_cuda
     model._emosum_liger = bool(liger) and apply_liger(model)
@@ -497,7 +498,7 @@ def save_adapter(model, tokenizer, cfg: Profile, out: Path, meta: dict) -> Path:
 # %% ../nbs/03_qlora_training.ipynb #75c7665d
 TRAINING_KEY = "training_key.json"           # in run_dir/checkpoints/: what made the checkpoints there
 NOT_TRAINING = ("name", "description", "save_steps", "logging_steps", "gradient_checkpointing", "offload_checkpoints", "liger",
-                "embedding_on_cpu", "loss_chunk", "mlp_chunk", "expandable_segments",   # memory levers: same loss
+                "embedding_on_cpu", "loss_chunk", "mlp_chunk", "expandable_segments", "checkpoint_every",   # same loss
                 "num_threads", "data_path", "data_format", "test_path", "valid_frac", "max_new_tokens", "do_sample",
                 "temperature", "top_p", "gen_batch_size", "gen_engine", "gen_merge", "gen_memory_fraction", "eval_limit", "judge_model", "judge_base_url", "judge_repeats")
 

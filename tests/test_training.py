@@ -245,7 +245,8 @@ def test_generation_settings_are_not_part_of_the_training_key():
 
 # ---------------------------------------------------------------- memory levers (issue 14): same loss, same gradients
 LEVERS = {"embedding_on_cpu": dict(embedding_on_cpu=True), "loss_chunk": dict(loss_chunk=5), "mlp_chunk": dict(mlp_chunk=64),
-          "all": dict(embedding_on_cpu=True, loss_chunk=5, mlp_chunk=64, expandable_segments=True)}
+          "checkpoint_every": dict(checkpoint_every=2),
+          "all": dict(embedding_on_cpu=True, loss_chunk=5, mlp_chunk=64, expandable_segments=True, checkpoint_every=2)}
 
 
 def _loss_and_grads(cfg, batch):
@@ -274,11 +275,15 @@ def test_memory_levers_keep_the_loss_and_gradients(lever, monkeypatch):
     gmax = max(g.abs().max().item() for g in g0.values())
     assert g0.keys() == g1.keys() and max((g0[k] - g1[k]).abs().max().item() for k in g0) <= 1e-5 * gmax
     assert all(g.abs().sum() > 0 for g in g1.values())
+    if "checkpoint_every" in LEVERS[lever]:        # layer 0 checkpointed, layer 1 keeps its activations
+        m, _ = prepare_model(cfg.replace(**LEVERS[lever]))
+        assert [l.gradient_checkpointing for l in m.get_base_model().model.layers] == [True, False]
 
 
 def test_lever_keys_are_checked_and_do_not_block_resuming():
     with pytest.raises(ValueError, match="loss_chunk must be >= 0"): cfg_(loss_chunk=-1)
     with pytest.raises(ValueError, match="mlp_chunk must be >= 0"): cfg_(mlp_chunk=-8)
+    with pytest.raises(ValueError, match="checkpoint_every must be >= 1"): cfg_(checkpoint_every=0)
     p8, p12, p128 = load_profile("qwen2-7b-8gb"), load_profile("qwen2-7b-12gb"), load_profile("qwen2-7b-128k")
     assert p8.embedding_on_cpu and p8.loss_chunk and p8.mlp_chunk and p8.expandable_segments and p12.embedding_on_cpu
     assert p128.max_length == 131072 and p128.mlp_chunk and p128.offload_checkpoints
