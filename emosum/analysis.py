@@ -6,7 +6,7 @@ Docs: https://emosum.github.io/emosum/error_analysis.html.md"""
 
 # %% ../nbs/06_error_analysis.ipynb #c12e4f6a
 from __future__ import annotations
-import json, math, random, re, warnings
+import json, random, re, warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,15 +15,16 @@ import matplotlib
 import matplotlib.pyplot as plt
 
 # %% auto #0
-__all__ = ['METRICS', 'FAILURES', 'tokens', 'text_language', 'quick_scores', 'make_synthetic_run', 'metrics_from_scores',
-           'RunData', 'has_outputs', 'load_run', 'score_table', 'field_stats', 'plot_field_distributions',
-           'plot_score_vs_length', 'length_buckets', 'input_excerpt', 'worst_records', 'side_by_side_html',
-           'copied_span', 'repetition', 'unsupported_entities', 'classify_prediction', 'failure_table',
-           'failure_counts', 'plot_failures', 'paired_bootstrap', 'compare_runs', 'format_comparison',
+__all__ = ['FAILURES', 'tokens', 'make_synthetic_run', 'RunData', 'has_outputs', 'load_run', 'score_table', 'field_stats',
+           'plot_field_distributions', 'plot_score_vs_length', 'length_buckets', 'input_excerpt', 'worst_records',
+           'side_by_side_html', 'copied_span', 'repetition', 'unsupported_entities', 'classify_prediction',
+           'failure_table', 'failure_counts', 'plot_failures', 'paired_bootstrap', 'compare_runs', 'format_comparison',
            'plot_comparison']
 
 # %% ../nbs/06_error_analysis.ipynb #bb490623
-from .data import ES_FIELDS, read_jsonl, write_jsonl
+from .data import read_jsonl, write_jsonl
+from .evaluation import evaluate_run, mean_ci
+from .vocab import ES_FIELDS, METRICS, detect_language, prediction_row   # the shared words (00_vocab)
 
 # %% ../nbs/06_error_analysis.ipynb #f95fa99c
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -33,36 +34,8 @@ def tokens(text: str | None) -> list[str]:
     "Lower-cased word tokens; each CJK character is one token."
     return _TOK.findall((text or "").lower())
 
-def text_language(text: str | None) -> str | None:
-    "'zh' when at least 30% of the letters are CJK, 'en' otherwise; None for (almost) empty text."
-    cjk = len(re.findall(rf"[{_CJK}]", text or "")); lat = len(re.findall(r"[A-Za-z]", text or ""))
-    if cjk + lat < 5: return None
-    return "zh" if cjk / (cjk + lat) >= 0.3 else "en"
-
 def _ngrams(toks, n): return [tuple(toks[i:i+n]) for i in range(len(toks) - n + 1)]
 
-def _lcs(a, b) -> int:
-    "Length of the longest common subsequence (row-by-row dynamic programming)."
-    if not a or not b: return 0
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b): cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-def _f1(overlap, n_pred, n_ref): return 0.0 if not overlap else 2 * overlap / (n_pred + n_ref)
-
-def quick_scores(prediction: str | None, reference: str | None) -> dict:
-    "ROUGE-1/2/L F1 and a bag-of-words cosine (`semsim`) on `tokens`; all 0 for an empty prediction."
-    p, r = tokens(prediction), tokens(reference)
-    if not p or not r: return {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0, "bleu": 0.0, "semsim": 0.0}
-    cp, cr = Counter(p), Counter(r)
-    p2, r2 = Counter(_ngrams(p, 2)), Counter(_ngrams(r, 2))
-    cos = sum(cp[t] * cr[t] for t in cp) / math.sqrt(sum(v * v for v in cp.values()) * sum(v * v for v in cr.values()))
-    r2f = _f1(sum((p2 & r2).values()), max(len(p) - 1, 0), max(len(r) - 1, 0))
-    return {"rouge1": _f1(sum((cp & cr).values()), len(p), len(r)), "rouge2": r2f,
-            "rougeL": _f1(_lcs(p, r), len(p), len(r)), "bleu": r2f * 100, "semsim": cos}
 
 # %% ../nbs/06_error_analysis.ipynb #7f56e9ca
 _NAMES = ["Anna", "Ben", "Clara", "David", "Elena", "Farid", "Grace", "Hugo", "Iris", "Jonas", "Kemal", "Lena", "Mara", "Noah"]
@@ -118,8 +91,9 @@ def make_synthetic_run(run_dir: str | Path,          # folder to write (created)
                        variant: str = "fine-tuned",  # "fine-tuned" (good, a few planted failures) or "zero-shot" (worse)
                        n: int = 12,                  # number of records
                        seed: int = 0,
+                       semantic_model=None,          # for `semsim`: a SentenceTransformer, a name, or None (the packaged MiniLM)
                       ) -> Path:
-    "Write a synthetic run folder (data/test.jsonl, predictions.jsonl, scores.jsonl, metrics.json) with planted failures."
+    "Write a synthetic run folder (data/test.jsonl, predictions.jsonl, scores.jsonl, metrics.json, baselines/) with planted failures."
     if variant not in ("fine-tuned", "zero-shot"): raise ValueError(f"variant must be 'fine-tuned' or 'zero-shot', got {variant!r}")
     rd = Path(run_dir); (rd/"data").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -141,38 +115,14 @@ def make_synthetic_run(run_dir: str | Path,          # folder to write (created)
         elif kind == "language_mismatch": fields[fld] = "来访者因为工作压力和家庭矛盾感到焦虑和失眠。"
         if raw is None: raw = json.dumps(fields, ensure_ascii=False)
         ptoks = len(tokens(_input_text(r))) + 120
-        preds.append({"id": r["id"], "task": "es", "template": "benchmark", "model": f"synthetic-{variant}", "adapter": None,
-                      "status": status, "fields": fields, "raw": raw, "prompt_tokens": min(ptoks, 400),
-                      "truncated_tokens": max(0, ptoks - 400), "new_tokens": len(tokens(raw)), "seconds": 0.0,
-                      "error": "no JSON object found" if status == "failed" else None})
-    scores = [{"id": p["id"], "field": f, "status": p["status"],
-               **quick_scores((p["fields"] or {}).get(f), r[f])} for p, r in zip(preds, recs) for f in ES_FIELDS]
-    for name, rows in (("test", recs),):
-        write_jsonl(rd/"data"/f"{name}.jsonl", rows)
+        preds.append(prediction_row(r["id"], template="benchmark", model=f"synthetic-{variant}", status=status, fields=fields, raw=raw,
+                                    prompt_tokens=min(ptoks, 400), truncated_tokens=max(0, ptoks - 400), new_tokens=len(tokens(raw)),
+                                    error="no JSON object found" if status == "failed" else None))
+    write_jsonl(rd/"data"/"test.jsonl", recs)
     write_jsonl(rd/"predictions.jsonl", preds)
-    write_jsonl(rd/"scores.jsonl", scores)
-    copy = [{"id": r["id"], "field": f, **quick_scores(" ".join(_input_text(r).split()[:40]), r[f])} for r in recs for f in ES_FIELDS]
-    metrics = metrics_from_scores(pd.DataFrame(scores), preds)
-    metrics["baselines"] = {"copy": metrics_from_scores(pd.DataFrame(copy), None)}
-    metrics["synthetic"] = True
-    (rd/"metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics = evaluate_run(rd, records=recs, semantic_model=semantic_model, baselines=("copy",), n_boot=200, seed=seed)   # 05's scores
+    (rd/"metrics.json").write_text(json.dumps({**metrics, "synthetic": True}, indent=2, ensure_ascii=False))
     return rd
-
-# %% ../nbs/06_error_analysis.ipynb #479b3c25
-METRICS = ("rouge1", "rouge2", "rougeL", "bleu", "semsim")
-
-def metrics_from_scores(scores: pd.DataFrame, predictions: list[dict] | None = None) -> dict:
-    "`{n, status_counts, json_valid_rate, json_parsed_rate, overall, per_field}` from per-(id, field) scores (and the prediction rows)."
-    ms = [m for m in METRICS if m in scores]
-    out = {"n": int(scores["id"].nunique()),
-           "overall": {m: float(scores.groupby("id")[m].mean().mean()) for m in ms},
-           "per_field": {f: {m: float(g[m].mean()) for m in ms} for f, g in scores.groupby("field", sort=False)}}
-    if predictions is not None:
-        st = Counter(p.get("status") for p in predictions)
-        out["status_counts"] = dict(st)
-        out["json_valid_rate"] = st["ok"] / max(len(predictions), 1)                    # clean JSON, as 05_evaluation counts it
-        out["json_parsed_rate"] = (st["ok"] + st["repaired"]) / max(len(predictions), 1)  # parsed, possibly after repair
-    return out
 
 # %% ../nbs/06_error_analysis.ipynb #a5c2baf0
 @dataclass
@@ -367,7 +317,7 @@ def classify_prediction(pred: dict,                  # a prediction row (contrac
         if (d := loop(tokens(raw))): add("*", "repetition_loop", d)
         return out
     if status == "repaired": add("*", "repaired_json", pred.get("error") or "")
-    lang = record.get("language") or text_language(_input_text(record))
+    lang = record.get("language") or detect_language(_input_text(record), default=None)
     for f in fields:
         v = pf.get(f)
         if v is None or not str(v).strip(): add(f, "empty_field", "missing" if v is None else "blank"); continue
@@ -378,7 +328,7 @@ def classify_prediction(pred: dict,                  # a prediction row (contrac
             ents = unsupported_entities(v, src)
             if ents: add(f, "hallucinated_entity", ", ".join(ents[:8]))
         if (d := loop(toks)): add(f, "repetition_loop", d)
-        pl = text_language(v)
+        pl = detect_language(v, default=None)
         if lang and pl and pl != lang: add(f, "language_mismatch", f"{pl} output for a {lang} record")
     return out
 
@@ -420,13 +370,11 @@ def _per_id(run: RunData, metric: str) -> pd.DataFrame:
     return t
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    "Mean of `b - a` and its percentile bootstrap CI, resampling the pairs."
+    "Mean of `b - a` and its percentile bootstrap CI (`emosum.evaluation.mean_ci`), resampling the pairs."
     d = np.asarray(b, float) - np.asarray(a, float)
     if len(d) == 0: return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - ci) / 2, 1 - (1 - ci) / 2])
-    return float(d.mean()), float(lo), float(hi)
+    lo, hi = mean_ci(d, n_boot, ci, seed)
+    return float(d.mean()), lo, hi
 
 def compare_runs(runs: list,                          # run folders or RunData; the first is the base
                  metrics=("rougeL", "semsim"),         # metrics of scores.jsonl, or "json_valid" / "json_parsed"

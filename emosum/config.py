@@ -11,12 +11,12 @@ from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SETTINGS_FILE', 'QUANTIZATIONS', 'DTYPES', 'TASKS', 'LANGUAGES', 'LIGER', 'GEN_ENGINES', 'GEN_MERGE', 'ALL_LINEAR',
-           'CHATML_TEMPLATE', 'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'project_root', 'project_path',
-           'shared_data_dir', 'cache_dir', 'Profile', 'read_settings', 'list_profiles', 'load_profile', 'runs_root',
-           'make_run_dir', 'seed_everything', 'setup_run', 'build_tiny_qwen2', 'GGUFSource', 'gguf_part_files',
-           'join_gguf_parts', 'embedded_gguf', 'missing_gguf_packages', 'smollm2_gguf', 'convert_gguf', 'resolve_model',
-           'load_tokenizer', 'torch_dtype', 'quantization_config', 'load_model', 'load_profile_model']
+__all__ = ['SETTINGS_FILE', 'QUANTIZATIONS', 'DTYPES', 'LIGER', 'GEN_ENGINES', 'GEN_MERGE', 'ALL_LINEAR', 'CHATML_TEMPLATE',
+           'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'project_root', 'project_path', 'shared_data_dir',
+           'cache_dir', 'Profile', 'read_settings', 'list_profiles', 'load_profile', 'runs_root', 'make_run_dir',
+           'seed_everything', 'setup_run', 'build_tiny_qwen2', 'GGUFSource', 'gguf_part_files', 'join_gguf_parts',
+           'embedded_gguf', 'missing_gguf_packages', 'smollm2_gguf', 'convert_gguf', 'resolve_model', 'load_tokenizer',
+           'torch_dtype', 'quantization_config', 'load_model', 'load_profile_model']
 
 # %% ../nbs/00_config.ipynb #35f11b29
 SETTINGS_FILE = "settings.ini"
@@ -52,8 +52,7 @@ def cache_dir() -> Path:
 # %% ../nbs/00_config.ipynb #1f9092f3
 QUANTIZATIONS = ("nf4", "int8", "none")
 DTYPES = ("bfloat16", "float16", "float32")
-TASKS = ("es", "reflection")
-LANGUAGES = ("auto", "en", "zh")
+from .vocab import TASKS, LANGUAGE_CHOICES   # the shared vocabulary (00_vocab)
 LIGER = ("auto", "on", "off")
 GEN_ENGINES = ("auto", "continuous", "padded")
 GEN_MERGE = ("auto", "yes", "no")
@@ -134,7 +133,7 @@ class Profile:
         "Raise `ValueError` naming the field when a value is out of its allowed set or range."
         def _in(k, allowed):
             if getattr(self, k) not in allowed: raise ValueError(f"Profile {self.name!r}: {k}={getattr(self, k)!r} must be one of {allowed}")
-        _in("quantization", QUANTIZATIONS); _in("compute_dtype", DTYPES); _in("task", TASKS); _in("language", LANGUAGES); _in("liger", LIGER); _in("gen_engine", GEN_ENGINES); _in("gen_merge", GEN_MERGE)
+        _in("quantization", QUANTIZATIONS); _in("compute_dtype", DTYPES); _in("task", TASKS); _in("language", LANGUAGE_CHOICES); _in("liger", LIGER); _in("gen_engine", GEN_ENGINES); _in("gen_merge", GEN_MERGE)
         for k in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "max_new_tokens", "gen_batch_size", "judge_repeats", "num_processes"):
             if getattr(self, k) <= 0: raise ValueError(f"Profile {self.name!r}: {k} must be > 0, got {getattr(self, k)}")
         if not 0 <= self.lora_dropout < 1: raise ValueError(f"Profile {self.name!r}: lora_dropout must be in [0, 1)")
@@ -319,31 +318,11 @@ Causes: work stress, family conflict, loss. Symptoms: worry, panic attacks, poor
 """
 
 def _lock(path: Path):
-    "A simple cross-process lock (a directory) so two processes don't build the same cache entry at once."
-    import contextlib, time
-    @contextlib.contextmanager
-    def cm():
-        lock = path.with_name(path.name + ".lock")
-        t0 = time.time()
-        while True:
-            try:
-                lock.mkdir(parents=True); (lock/"pid").write_text(str(os.getpid())); break
-            except FileExistsError:
-                try: holder = int((lock/"pid").read_text())
-                except (FileNotFoundError, ValueError): holder = None
-                if holder is not None and not _alive(holder):   # left by a killed process: take it over
-                    import shutil; shutil.rmtree(lock, ignore_errors=True); continue
-                if time.time() - t0 > 900: raise TimeoutError(f"Lock {lock} held for 15 minutes by pid {holder}; remove it if no process is building.")
-                time.sleep(0.5)
-        try: yield
-        finally:
-            import shutil; shutil.rmtree(lock, ignore_errors=True)
-    return cm()
-
-def _alive(pid: int) -> bool:
-    try: os.kill(pid, 0); return True
-    except ProcessLookupError: return False
-    except PermissionError: return True
+    "A cross-process lock on building `path` (`filelock`: the OS releases it if the holder dies), so two processes don't build it at once."
+    import hashlib
+    from filelock import FileLock   # its lock file stays after release (by design), so it lives in cache_dir()/locks, not beside `path`
+    name = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16] + ".lock"
+    return FileLock(str(cache_dir()/"locks"/name), timeout=900)
 
 def build_tiny_qwen2(out: str | Path, # folder to write the model and tokenizer to
                      vocab_size: int = 4096, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:

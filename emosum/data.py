@@ -10,19 +10,15 @@ import hashlib, json, os, re, secrets, stat, tempfile, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from .config import project_path, shared_data_dir
+from .vocab import ES_FIELDS, INPUT_FIELDS, LANGUAGES, RUN_SPLITS, detect_language   # the shared words (00_vocab)
 
 # %% auto #0
-__all__ = ['ES_FIELDS', 'INPUT_FIELDS', 'LANGS', 'TORN_TAIL', 'FORMATS', 'SPLIT_DIRS', 'RUN_SPLITS', 'SECTION_TITLES',
-           'DataError', 'detect_language', 'Record', 'json_line', 'read_jsonl', 'write_jsonl', 'RecordSet',
-           'resolve_data_path', 'iter_json_items', 'psyqa_to_dict', 'parse_dialogue', 'cpsycoun_to_dict',
-           'detect_format', 'load_records', 'split_records', 'load_run_data', 'section_text', 'input_text',
-           'chat_texts', 'records_frame']
+__all__ = ['TORN_TAIL', 'FORMATS', 'SPLIT_DIRS', 'SECTION_TITLES', 'DataError', 'Record', 'json_line', 'read_jsonl',
+           'write_jsonl', 'RecordSet', 'resolve_data_path', 'iter_json_items', 'psyqa_to_dict', 'parse_dialogue',
+           'cpsycoun_to_dict', 'detect_format', 'load_records', 'split_records', 'load_run_data', 'section_text',
+           'input_text', 'chat_texts', 'records_frame']
 
 # %% ../nbs/01_data_exploration.ipynb #3ba4c3c7
-ES_FIELDS = ("causes", "symptoms", "treatment_process", "characteristics_of_illness", "treatment_effect")
-INPUT_FIELDS = ("case_description", "consultation_process", "experience_and_reflection")
-LANGS = ("en", "zh")
-
 class DataError(ValueError):
     "Bad input data; the message names the file, the line, the field, what is wrong and what to do."
     def __init__(self, message: str, file: str | None = None, line: int | None = None, field: str | None = None):
@@ -40,16 +36,6 @@ def _split_source(source):
     if source is None: return None, None
     f, sep, ln = str(source).rpartition(":")
     return (f, int(ln)) if sep and ln.isdigit() else (str(source), None)
-
-# %% ../nbs/01_data_exploration.ipynb #609013da
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_WORD = re.compile(r"[A-Za-z]+")
-
-def detect_language(text: str | list[str], # text, or a list of paragraphs
-                   ) -> str:
-    "'zh' when CJK characters outnumber Latin words, else 'en'."
-    if not isinstance(text, str): text = "\n".join(t for t in text if isinstance(t, str))
-    return "zh" if len(_CJK.findall(text)) > len(_WORD.findall(text)) else "en"
 
 # %% ../nbs/01_data_exploration.ipynb #7f076580
 @dataclass
@@ -120,7 +106,7 @@ class Record:
             raise err(f"missing while {', '.join(given)} are given; a record has all five ES targets or none", missing[0])
         lang = d.get("language")
         if lang is None: lang = detect_language(cd + cp + ([er] if er else []))
-        elif lang not in LANGS: raise err(f"must be one of {LANGS}, got {lang!r}", "language")
+        elif lang not in LANGUAGES: raise err(f"must be one of {LANGUAGES}, got {lang!r}", "language")
         split = d.get("split")
         if split is not None and not isinstance(split, str): raise err(f"must be a string, got {type(split).__name__}", "split")
         return cls(id=rid, case_description=cd, consultation_process=cp, experience_and_reflection=er, **tg,
@@ -407,8 +393,6 @@ def split_records(records: list[Record],   # records with unique ids
     return [r for r in records if r.id not in valid_ids], [r for r in records if r.id in valid_ids]
 
 # %% ../nbs/01_data_exploration.ipynb #10ce0cbb
-RUN_SPLITS = ("train", "valid", "test")
-
 def _read_split(p: Path) -> RecordSet:
     if p.exists() and p.read_text(encoding="utf-8").strip(): return load_records(p, format="longemotion")
     return RecordSet(source=p, format="longemotion")

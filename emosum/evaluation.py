@@ -12,45 +12,29 @@ import numpy as np
 import pandas as pd
 from . import config as _config
 from .config import Profile, shared_data_dir
-from .data import ES_FIELDS, DataError, Record, detect_language, load_records, load_run_data, read_jsonl, write_jsonl
+from .data import DataError, Record, load_records, load_run_data, read_jsonl, write_jsonl
+from .prompts import FIELD_LABELS
+from .vocab import (ES_FIELDS, METRICS, STATUSES, TASK_FIELDS, prediction_row, record_language, select_records,
+                          task_fields, record_value as _get)   # the shared words (00_vocab)
 # sentence-transformers, openai, rouge_score, sacrebleu and jieba are imported where they are used,
 # so `import emosum` stays fast.
 
 # %% auto #0
-__all__ = ['METRICS', 'STATUSES', 'TASK_FIELDS', 'FIELD_LABELS', 'FIELD_LABELS_ZH', 'DEFAULT_SEMANTIC_MODEL',
-           'FIELD_DESCRIPTIONS', 'BASELINES', 'JUDGE_DIMENSIONS', 'JUDGE_PROMPT_VERSION', 'JUDGE_PROMPTS',
-           'JUDGE_REPAIR', 'task_fields', 'record_targets', 'record_language', 'JiebaTokenizer', 'rouge', 'bleu',
-           'semantic_model_path', 'load_semantic_model', 'embed', 'semantic_similarity', 'read_predictions',
-           'score_predictions', 'match_predictions', 'bootstrap_ci', 'summarize', 'evaluate', 'split_sentences',
-           'baseline_row', 'copy_baseline', 'extractive_baseline', 'eval_records', 'evaluate_run', 'format_summary',
-           'judge_messages', 'JudgeParseError', 'parse_judge_reply', 'es_score', 'JudgeError', 'judge_settings',
-           'judge_client', 'chat', 'judge_one', 'summarize_judgements', 'judge', 'judge_run', 'real_baselines',
-           'baseline_table']
+__all__ = ['DEFAULT_SEMANTIC_MODEL', 'FIELD_DESCRIPTIONS', 'BASELINES', 'JUDGE_DIMENSIONS', 'JUDGE_PROMPT_VERSION',
+           'JUDGE_PROMPTS', 'JUDGE_REPAIR', 'record_targets', 'JiebaTokenizer', 'rouge', 'bleu', 'semantic_model_path',
+           'load_semantic_model', 'embed', 'semantic_similarity', 'mean_ci', 'read_predictions', 'score_predictions',
+           'match_predictions', 'bootstrap_ci', 'summarize_scores', 'evaluate', 'split_sentences', 'baseline_row',
+           'copy_baseline', 'extractive_baseline', 'eval_records', 'evaluate_run', 'format_summary', 'judge_messages',
+           'JudgeParseError', 'parse_judge_reply', 'es_score', 'JudgeError', 'judge_settings', 'judge_client', 'chat',
+           'judge_one', 'summarize_judgements', 'judge', 'judge_run', 'real_baselines', 'baseline_table']
 
 # %% ../nbs/05_evaluation.ipynb #610dc018
-METRICS = ("rouge1", "rouge2", "rougeL", "bleu", "semsim")
-STATUSES = ("ok", "repaired", "failed", "error", "missing")
-TASK_FIELDS = {"es": ES_FIELDS, "reflection": ("experience_and_reflection",)}  # what is scored, per task
-FIELD_LABELS = {"causes": "Causes", "symptoms": "Symptoms", "treatment_process": "Treatment process",
-                "characteristics_of_illness": "Characteristics of the illness", "treatment_effect": "Treatment effect"}
-FIELD_LABELS_ZH = {"causes": "病因", "symptoms": "症状", "treatment_process": "治疗过程",
-                   "characteristics_of_illness": "疾病特点", "treatment_effect": "治疗效果"}
-
-def _get(obj, key, default=None):
-    "`obj[key]` for dicts, `obj.key` otherwise."
-    return obj.get(key, default) if isinstance(obj, dict) else getattr(obj, key, default)
-
 def _text(v) -> str:
     "A field value as text: lists are joined, other non-strings JSON-encoded, None is ''."
     if v is None: return ""
     if isinstance(v, str): return v.strip()
     if isinstance(v, (list, tuple)): return "\n".join(_text(x) for x in v).strip()
     return json.dumps(v, ensure_ascii=False)
-
-def task_fields(task: str = "es") -> tuple[str, ...]:
-    "The fields scored for `task`: the five ES fields, or the reflection."
-    if task not in TASK_FIELDS: raise ValueError(f"task must be one of {tuple(TASK_FIELDS)}, got {task!r}")
-    return TASK_FIELDS[task]
 
 def record_targets(record, task: str = "es") -> dict[str, str]:
     "The reference fields of a `Record` or dict for `task`; a `ValueError` naming the record when one is missing."
@@ -61,12 +45,6 @@ def record_targets(record, task: str = "es") -> dict[str, str]:
                          f"with the {task} targets (e.g. the valid split, not an unlabelled test file)")
     return {f: _text(v) for f, v in t.items()}
 
-def record_language(record, language: str | None = None) -> str:
-    "`language` if given (not 'auto'), else the record's `language`, else detected from its targets and inputs."
-    if language and language != "auto": return language
-    lang = _get(record, "language")
-    if lang in ("en", "zh"): return lang
-    return detect_language([_text(_get(record, f)) for f in ES_FIELDS] + list(_get(record, "case_description") or []))
 
 # %% ../nbs/05_evaluation.ipynb #47a65cab
 _WORDLIKE = re.compile(r"\w", re.UNICODE)
@@ -147,6 +125,19 @@ def semantic_similarity(predictions: list[str], references: list[str], model=Non
         e = embed([predictions[i] for i in idx] + [references[i] for i in idx], model)   # one pass over both
         out[idx] = np.clip((e[:len(idx)] * e[len(idx):]).sum(1), 0, 1)
     return out
+
+# %% ../nbs/05_evaluation.ipynb #d5b64102
+def mean_ci(values,                # one number per record
+            n_boot: int = 1000,    # bootstrap resamples
+            level: float = 0.95,   # confidence level
+            seed: int = 0,         # the same seed and length give the same resamples, so intervals are paired
+           ) -> list[float]:
+    "Percentile bootstrap interval of the mean (`scipy.stats.bootstrap`); [mean, mean] when the values cannot vary."
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2 or np.ptp(v) == 0: return [round(float(v.mean()), 6) if len(v) else float("nan")] * 2
+    from scipy.stats import bootstrap
+    ci = bootstrap((v,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+    return [round(float(ci.low), 6), round(float(ci.high), 6)]
 
 # %% ../nbs/05_evaluation.ipynb #5979db6a
 def read_predictions(predictions,       # a predictions.jsonl path, or prediction rows
@@ -231,22 +222,17 @@ def _record_matrix(scores: pd.DataFrame, metric: str) -> np.ndarray:
                   .reindex(columns=_fields_in(scores)).to_numpy(dtype=float))
 
 def bootstrap_ci(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    "Percentile bootstrap intervals over records: {'overall': {metric: [lo, hi]}, 'per_field': {field: {metric: [lo, hi]}}}."
-    rng = np.random.default_rng(seed)
-    n = scores["id"].nunique()
-    if n == 0: return {"overall": {}, "per_field": {}}
-    idx = rng.integers(0, n, size=(n_boot, n))
-    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    ci = lambda v: [round(float(x), 6) for x in np.percentile(v[idx].mean(1), q)]
+    "`mean_ci` over records for every metric, overall and per field: {'overall': {metric: [lo, hi]}, 'per_field': {...}}."
+    if scores["id"].nunique() == 0: return {"overall": {}, "per_field": {}}
     fields = _fields_in(scores)
     out = {"overall": {}, "per_field": {f: {} for f in fields}}
     for m in METRICS:
         mat = _record_matrix(scores, m)
-        out["overall"][m] = ci(mat.mean(1))
-        for j, f in enumerate(fields): out["per_field"][f][m] = ci(mat[:, j])
+        out["overall"][m] = mean_ci(mat.mean(1), n_boot, level, seed)
+        for j, f in enumerate(fields): out["per_field"][f][m] = mean_ci(mat[:, j], n_boot, level, seed)
     return out
 
-def summarize(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
+def summarize_scores(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
     "metrics.json's numbers from a score table: counts, JSON rates, overall and per-field means, 95% CIs."
     per_rec = scores.drop_duplicates("id")
     n = len(per_rec)
@@ -276,7 +262,7 @@ def evaluate(predictions,                 # prediction rows or a predictions.jso
     "Score `predictions` against `records`: `(metrics, scores)`; an error when no prediction is for one of the records."
     preds, recs = _as_predictions(predictions), _as_records(records)
     scores = score_predictions(preds, recs, language, semantic_model, task)
-    return {**summarize(scores, n_boot, seed), **match_predictions(preds, recs)}, scores
+    return {**summarize_scores(scores, n_boot, seed), **match_predictions(preds, recs)}, scores
 
 # %% ../nbs/05_evaluation.ipynb #060c04de
 FIELD_DESCRIPTIONS = {
@@ -306,10 +292,9 @@ def split_sentences(text: str, language: str = "en") -> list[str]:
     return out
 
 def baseline_row(record, fields: dict, name: str, seconds: float = 0.0) -> dict:
-    "A prediction row (the 04_inference schema) for a baseline's `fields`."
-    return {"id": _get(record, "id"), "task": "es", "template": None, "model": f"baseline:{name}", "adapter": None,
-            "status": "ok", "fields": fields, "raw": json.dumps(fields, ensure_ascii=False), "prompt_tokens": 0,
-            "truncated_tokens": 0, "new_tokens": 0, "seconds": round(seconds, 4), "error": None}
+    "A prediction row (`emosum.vocab.prediction_row`) for a baseline's `fields`."
+    return prediction_row(_get(record, "id"), model=f"baseline:{name}", fields=fields, raw=json.dumps(fields, ensure_ascii=False),
+                          seconds=seconds)
 
 def _input_text(record, task: str = "es") -> list[str]:
     "The input paragraphs for `task` (the reflection is an input of ES, the target of `reflection`)."
@@ -360,11 +345,8 @@ BASELINES = {"copy": copy_baseline, "extractive": extractive_baseline}
 
 # %% ../nbs/05_evaluation.ipynb #ec167e57
 def eval_records(cfg: Profile, run_dir, split: str = "valid", limit: int | None = None) -> list[Record]:
-    "The records a run is evaluated on: `split` ('valid' | 'test' | 'train' | 'all') of the run's data, first `limit` (default `cfg.eval_limit`)."
-    data = load_run_data(cfg, run_dir)
-    recs = [r for s in ("train", "valid", "test") for r in data[s]] if split == "all" else list(data[split])
-    n = cfg.eval_limit if limit is None else limit
-    return recs[:n] if n else recs
+    "The records a run is evaluated on (`emosum.vocab.select_records`): `split` of its data, first `limit` (default `cfg.eval_limit`)."
+    return select_records(load_run_data(cfg, run_dir), split, cfg.eval_limit if limit is None else limit)
 
 def evaluate_run(run_dir,                        # the run folder
                  records=None,                   # reference records; None: `eval_records(cfg, run_dir, split)`
@@ -472,7 +454,7 @@ JUDGE_REPAIR = ("Your reply could not be used: {error}. Reply again with ONLY th
 
 def format_summary(fields: dict, language: str = "en") -> str:
     "Five labelled lines, as the harness shows summaries to the judge."
-    labels = FIELD_LABELS_ZH if language == "zh" else FIELD_LABELS
+    labels = FIELD_LABELS["zh" if language == "zh" else "en"]
     sep = "：" if language == "zh" else ": "
     return "\n".join(f"{labels[f]}{sep}{_text(fields.get(f))}" for f in ES_FIELDS)
 

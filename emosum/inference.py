@@ -9,16 +9,17 @@ from __future__ import annotations
 import hashlib, json, math, os, shutil, time, warnings
 from pathlib import Path
 from .config import load_model, load_tokenizer, Profile
-from .data import ES_FIELDS, Record, detect_language, json_line, read_jsonl, write_jsonl
-from .prompts import (build_prompt, parse_summary, end_of_turn_ids, BudgetError, record_language)
+from .data import Record, json_line, read_jsonl, write_jsonl
+from .prompts import build_prompt, parse_summary, end_of_turn_ids, BudgetError
+from .vocab import ES_FIELDS, PREDICTION_KEYS, detect_language, prediction_row, select_records   # 00_vocab
 
 # %% auto #0
-__all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'PREDICTION_KEYS', 'ENGINES', 'SUBMISSION_KEYS', 'merge_choice',
-           'load_model_and_tokenizer', 'load_for_inference', 'generate_batch', 'varlen_attention',
-           'paged_varlen_attention', 'paged_attention_implementation', 'kv_bytes_per_token', 'padded_batch_size',
-           'continuous_plan', 'generation_config', 'RepetitionPenalty', 'continuous_blockers', 'stream_continuous',
-           'generate_continuous', 'adapter_sha256', 'prediction_key', 'key_differences', 'read_predictions',
-           'choose_engine', 'generate', 'profile_generate_kwargs', 'write_submission', 'Summarizer']
+__all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'ENGINES', 'SUBMISSION_KEYS', 'merge_choice', 'load_model_and_tokenizer',
+           'load_for_inference', 'generate_batch', 'varlen_attention', 'paged_varlen_attention',
+           'paged_attention_implementation', 'kv_bytes_per_token', 'padded_batch_size', 'continuous_plan',
+           'generation_config', 'RepetitionPenalty', 'continuous_blockers', 'stream_continuous', 'generate_continuous',
+           'adapter_sha256', 'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'generate',
+           'profile_generate_kwargs', 'write_submission', 'Summarizer']
 
 # %% ../nbs/04_inference.ipynb #cde211af
 MERGE_CHOICES = ("auto", "yes", "no")
@@ -375,9 +376,6 @@ def generate_continuous(model, tokenizer, prompts: list[list[int]], max_new_toke
     return out
 
 # %% ../nbs/04_inference.ipynb #39c80100
-PREDICTION_KEYS = ("id", "task", "template", "model", "adapter", "status", "fields", "raw", "prompt_tokens", "truncated_tokens",
-                   "new_tokens", "seconds", "error", "key", "engine")
-
 _ADAPTER_HASHES: dict = {}
 
 def adapter_sha256(adapter: str | Path | None) -> str | None:
@@ -421,10 +419,10 @@ def _append(path: Path, row: dict):
 
 def _row(rec, task, template, model_name, adapter, status, fields=None, raw="", prompt=None, new_tokens=0, seconds=0.0, error=None,
          key=None, engine=None) -> dict:
-    return dict(id=rec.id if hasattr(rec, "id") else rec["id"], task=task, template=template, model=model_name,
-                adapter=None if adapter is None else str(adapter), status=status, fields=fields, raw=raw,
-                prompt_tokens=prompt.prompt_tokens if prompt else 0, truncated_tokens=prompt.truncated_tokens if prompt else 0,
-                new_tokens=new_tokens, seconds=round(seconds, 3), error=error, key=key, engine=engine)
+    "A prediction row (`emosum.vocab.prediction_row`) for `rec` and the `Prompt` it was generated from."
+    return prediction_row(rec.id if hasattr(rec, "id") else rec["id"], task, template, model_name, adapter, status, fields, raw,
+                          prompt.prompt_tokens if prompt else 0, prompt.truncated_tokens if prompt else 0, new_tokens, seconds,
+                          error, key, engine)
 
 def _reuse_rows(out_path: Path, key: dict, overwrite) -> dict:
     "The rows of `out_path` this run may keep, by id; rows of other settings are an error, or moved aside (overwrite=True / 'stale')."

@@ -12,10 +12,10 @@ from .config import load_profile, list_profiles, make_run_dir, project_root, pro
 
 # %% auto #0
 __all__ = ['RUN_FLAG', 'RUN_FILE', 'VERSIONED', 'LOCK_FILE', 'HEADLINE', 'nbs_path', 'cell_directives', 'cell_kind',
-           'run_notebook', 'list_steps', 'separation_problems', 'select_steps', 'package_versions', 'git_state',
-           'file_hash', 'data_hashes', 'config_hash', 'read_run', 'RunFolderGone', 'StepFailed', 'notebook_warnings',
-           'parameter_names', 'RunLocked', 'run_locked', 'run_status', 'run', 'headline', 'summary', 'resolve_run',
-           'list_runs', 'format_table', 'main']
+           'run_notebook', 'list_steps', 'separation_problems', 'select_steps', 'git_state', 'file_hash', 'data_hashes',
+           'config_hash', 'read_run', 'RunFolderGone', 'StepFailed', 'notebook_warnings', 'parameter_names',
+           'RunLocked', 'run_locked', 'run_status', 'run', 'headline', 'summary', 'resolve_run', 'list_runs',
+           'format_table', 'main']
 
 # %% ../nbs/07_pipeline.ipynb #1cb82e22
 RUN_FLAG = "run"                                      # `#| run` on a code cell's first line marks a run cell
@@ -154,14 +154,7 @@ VERSIONED = ("emosum", "torch", "transformers", "peft", "bitsandbytes", "acceler
 
 def _now() -> str: return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
-def package_versions(names=VERSIONED) -> dict:
-    "Installed versions of the packages a run depends on (read from metadata, nothing imported)."
-    from importlib.metadata import version, PackageNotFoundError
-    out = {"python": sys.version.split()[0]}
-    for n in names:
-        try: out[n] = version(n)
-        except PackageNotFoundError: out[n] = None
-    return out
+from .vocab import package_versions   # read from metadata (00_vocab); a run records those of VERSIONED
 
 def git_state(root: str | Path | None = None) -> dict:
     "The project's git commit and whether the working tree has uncommitted changes (None outside git)."
@@ -341,7 +334,7 @@ def _run_steps(rd, profile, cfg, typed, params, chash, all_steps, chosen, force,
     state = read_run(rd) or {"created": _now(), "steps": {}}
     state.update(name=rd.name, run_dir=str(rd),          # this folder, also when run.json came with a copied or moved folder
                  profile=profile, overrides=typed, params=params, config=cfg.to_dict(), config_hash=chash, git=git_state(),
-                 versions=package_versions(), data=data_hashes(cfg, rd), argv=sys.argv, status="running", pid=os.getpid(),
+                 versions=package_versions(VERSIONED), data=data_hashes(cfg, rd), argv=sys.argv, status="running", pid=os.getpid(),
                  selected=chosen)
     state["steps"] = {k: state["steps"][k] for k in order if k in state["steps"]}  # keep pipeline order
     for k, s in state["steps"].items():

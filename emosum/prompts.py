@@ -6,16 +6,18 @@ Docs: https://emosum.github.io/emosum/prompt_design.html.md"""
 
 # %% ../nbs/02_prompt_design.ipynb #14c93a72
 from __future__ import annotations
-import ast, difflib, json, re
+import difflib, json, re
 from dataclasses import dataclass, field
-from .data import ES_FIELDS, Record
+from json_repair import repair_json
+from .data import Record
+from .vocab import ES_FIELDS, LANGUAGES, TASKS, record_language, record_value as _get   # the shared words (00_vocab)
 
 # %% auto #0
 __all__ = ['FIELD_LABELS', 'FIELD_DEFINITIONS', 'FIELD_GUIDANCE', 'SECTION_LABELS', 'NOT_PROVIDED', 'OMISSION_MARKER',
-           'LANGUAGES', 'TASKS', 'TEMPLATES', 'KEY_ALIASES', 'Template', 'register_template', 'template_names',
-           'record_language', 'get_template', 'build_messages', 'target_text', 'ChatTemplateError', 'chat_text',
-           'encode', 'end_of_turn', 'end_of_turn_ids', 'BudgetError', 'Prompt', 'build_prompt', 'build_example',
-           'normalize_key', 'ParseResult', 'parse_summary', 'comparison_row', 'compare_variants']
+           'TEMPLATES', 'KEY_ALIASES', 'Template', 'register_template', 'template_names', 'get_template',
+           'build_messages', 'target_text', 'ChatTemplateError', 'chat_text', 'encode', 'end_of_turn',
+           'end_of_turn_ids', 'BudgetError', 'Prompt', 'build_prompt', 'build_example', 'normalize_key', 'ParseResult',
+           'parse_summary', 'comparison_row', 'compare_variants']
 
 # %% ../nbs/02_prompt_design.ipynb #f612d374
 FIELD_LABELS = {
@@ -59,8 +61,6 @@ SECTION_LABELS = {
 NOT_PROVIDED = {"en": "(not provided)", "zh": "（未提供）"}
 OMISSION_MARKER = {"en": "[... part of the text is omitted here to fit the context window ...]",
                    "zh": "[……此处省略部分内容以适应上下文长度……]"}
-LANGUAGES = ("en", "zh")
-TASKS = ("es", "reflection")
 
 # %% ../nbs/02_prompt_design.ipynb #844428fa
 @dataclass(frozen=True)
@@ -202,22 +202,10 @@ for _lang, _r in _REFL.items():
                                        _s["experience_and_reflection"]),)))
 
 # %% ../nbs/02_prompt_design.ipynb #1b8a7024
-def _get(record, key, default=None):
-    if isinstance(record, dict): return record.get(key, default)
-    return getattr(record, key, default)
-
 def _paragraphs(x) -> list[str]:
     if x is None: return []
     if isinstance(x, str): x = x.split("\n")
     return [p.strip() for p in x if p and p.strip()]
-
-def record_language(record, language: str | None = None) -> str:
-    "`language` if it is en/zh, else the record's `language`, else detected from the text (any CJK character -> zh)."
-    if language in LANGUAGES: return language
-    lang = _get(record, "language")
-    if lang in LANGUAGES: return lang
-    text = " ".join(_paragraphs(_get(record, "case_description")))[:2000]
-    return "zh" if re.search(r"[\u4e00-\u9fff]", text) else "en"
 
 def get_template(template: str | Template = "benchmark", task: str = "es", language: str = "en") -> Template:
     "The registered template (name, task, language), with a clear error naming the known ones."
@@ -455,61 +443,14 @@ class ParseResult:
 # %% ../nbs/02_prompt_design.ipynb #e76ea263
 _FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)(?:```|$)", re.S)
 
-def _balanced_object(s: str) -> tuple[str, bool]:
-    "The first {...} object in `s` (quote-aware), and whether its braces were closed."
-    start = s.find("{")
-    if start < 0: return "", False
-    depth, q, esc = 0, None, False
-    for i in range(start, len(s)):
-        c = s[i]
-        if q:
-            if esc: esc = False
-            elif c == "\\": esc = True
-            elif c == q: q = None
-        elif c in "\"'" and (c == '"' or re.match(r"[\s{:,\[]", s[i - 1])): q = c
-        elif c == "{": depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0: return s[start:i + 1], True
-    return s[start:], False
-
-def _close(obj: str) -> str:
-    "Close an object cut short: an open string, a dangling key or comma, then the open lists and objects."
-    stack, q, esc = [], False, False
-    for c in obj:
-        if q:
-            if esc: esc = False
-            elif c == "\\": esc = True
-            elif c == '"': q = False
-        elif c == '"': q = True
-        elif c in "{[": stack.append("}" if c == "{" else "]")
-        elif c in "}]" and stack: stack.pop()
-    obj = obj.rstrip() + ('"' if q else "")
-    obj = re.sub(r"[,\s]+$", "", obj)
-    if re.search(r'"\s*:\s*$', obj): obj += '""'
-    elif stack and stack[-1] == "}" and re.search(r'[{,]\s*"[^"]*"$', obj): obj += ': ""'
-    return obj + "".join(reversed(stack))
-
-def _loads(s: str):
-    "json.loads, then a Python-literal reading (single quotes), after common fixes; returns (obj, repairs)."
-    try: return json.loads(s), []
-    except Exception: pass
-    fixes, t = [], s
-    t2 = t.replace("\u201c", '"').replace("\u201d", '"').replace("\u2018", "'").replace("\u2019", "'")
-    if t2 != t: fixes.append("curly quotes"); t = t2
-    t2 = re.sub(r",\s*([}\]])", r"\1", t)
-    if t2 != t: fixes.append("trailing comma"); t = t2
-    t2 = re.sub(r'("(?:[^"\\]|\\.)*")\s*\n\s*(")', r"\1, \2", t)
-    if t2 != t: fixes.append("missing comma"); t = t2
-    try: return json.loads(t, strict=False), fixes
-    except Exception: pass
-    try:
-        obj = ast.literal_eval(t)
-        if isinstance(obj, dict): return obj, fixes + ["single quotes"]
-    except Exception: pass
-    t2 = re.sub(r"([{,]\s*)([A-Za-z_][\w ]*?)\s*:", r'\1"\2":', t)   # unquoted keys
-    try: return json.loads(t2, strict=False), fixes + ["unquoted keys"]
-    except Exception: return None, fixes
+def _loads(s: str) -> tuple[object, list[str]]:
+    "The JSON value `s` starts with: `json.loads`, else json_repair's reading of it; returns (value, what was repaired)."
+    try: return json.loads(s, strict=False), []      # strict=False: raw line breaks inside strings are fine
+    except ValueError: pass
+    obj, log = repair_json(s, return_objects=True, logging=True)
+    if isinstance(obj, list): obj = next((o for o in obj if isinstance(o, dict)), obj)   # an object followed by more text
+    done = list(dict.fromkeys(l["text"] for l in log))[:3]
+    return obj, [f"JSON repaired by json_repair ({'; '.join(done) or 'malformed JSON'})"]
 
 _LABEL_LINE = re.compile(r"^\s*[-*#\d.\s]*\**\s*[\"']?([A-Za-z_ \-]{3,40}|[\u4e00-\u9fff]{2,6})[\"']?\s*\**\s*[:：]\s*(.*)$")
 
@@ -545,12 +486,10 @@ def parse_summary(text: str,           # the model's answer
     fences = [m.group(1) for m in _FENCE.finditer(text) if "{" in m.group(1)]
     body = fences[-1] if fences else text
     if fences and (len(fences) > 1 or _FENCE.sub("", text).strip()): repairs.append("text around the code fence")
-    obj_text, closed = _balanced_object(body)
-    if obj_text and body.strip() != obj_text.strip() and "text around the code fence" not in repairs: repairs.append("text around the JSON")
-    data = None
-    if obj_text:
-        if not closed: obj_text = _close(obj_text); repairs.append("missing closing brace")
-        data, fixes = _loads(obj_text); repairs += fixes
+    start, data = body.find("{"), None
+    if start >= 0:
+        if body[:start].strip() and not repairs: repairs.append("text before the JSON")
+        data, fixes = _loads(body[start:].strip()); repairs += fixes
     fields = {}
     if isinstance(data, dict):
         for k, v in data.items():

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from emosum import analysis as A
+from emosum.evaluation import score_predictions
 
 FIELDS = ("causes", "symptoms", "treatment_process", "characteristics_of_illness", "treatment_effect")
 INPUT = ("Mara, 41, a nurse, came because of exhaustion and insomnia after two years of night shifts and caring for her father. "
@@ -31,9 +32,8 @@ def _write(rd: Path, preds: list[dict], scores: list[dict] | None = None, record
              "fields": None, "raw": "", "prompt_tokens": 100, "truncated_tokens": 0, "new_tokens": 50, "seconds": 1.0,
              "error": None, **p} for p in preds]
     (rd / "predictions.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in full))
-    if scores is None:
-        scores = [{"id": p["id"], "field": f, "status": p["status"], **A.quick_scores((p["fields"] or {}).get(f), REF[f])}
-                  for p in full for f in FIELDS]
+    if scores is None:   # scored as 05_evaluation scores a run (the packaged MiniLM for semsim)
+        scores = score_predictions(full, records).to_dict("records")
     (rd / "scores.jsonl").write_text("".join(json.dumps(s) + "\n" for s in scores))
     (rd / "metrics.json").write_text(json.dumps(metrics or {"n": len(preds), "overall": {"rougeL": 0.5}}))
     return rd

@@ -150,13 +150,13 @@ def test_run_folder_doc_lists_every_key_the_pipeline_writes_to_run_json():
 
 
 def test_run_folder_doc_lists_prediction_metrics_and_cv_keys():
-    inference = _module("inference")
-    pred = next(n.value for n in inference.body if isinstance(n, ast.Assign)
+    vocab = _module("vocab")   # the prediction row's schema lives in emosum.vocab (00_vocab)
+    pred = next(n.value for n in vocab.body if isinstance(n, ast.Assign)
                 and any(isinstance(t, ast.Name) and t.id == "PREDICTION_KEYS" for t in n.targets))
     pred_keys = {e.value for e in pred.elts}
     assert {"id", "status", "fields", "key", "engine"} <= pred_keys
     evaluation = _module("evaluation")
-    metrics = (_returned_dict_keys(_function(evaluation, "summarize")) | _returned_dict_keys(_function(evaluation, "match_predictions"))
+    metrics = (_returned_dict_keys(_function(evaluation, "summarize_scores")) | _returned_dict_keys(_function(evaluation, "match_predictions"))
                | _keys_of(_function(evaluation, "evaluate_run"), "metrics") | _keys_of(_function(evaluation, "evaluate_run"), "meta"))
     assert {"n", "json_valid_rate", "overall", "ci95", "matched", "baselines", "record_ids"} <= metrics, sorted(metrics)
     cv = _keys_of(_function(_module("experiments"), "cross_validate"), "summary")
