@@ -22,7 +22,7 @@ GPU, then each decoder Linear is replaced by a bitsandbytes `Linear4bit` quantis
 lm_head stay bf16 as there).
 
     python bench/train_throughput.py                    # the full benchmark (one H200: ~8 min)
-    python bench/train_throughput.py --tiny --cpu       # a seconds-long dry run of every code path
+    python bench/train_throughput.py --tiny --cpu --only all   # a dry run of every code path (minutes on 2 cores)
     python bench/train_throughput.py --only round2 --budget-s 450 --out $OUT/train_round2.json   # issue 14 (one H200: ~8 min)
 """
 from __future__ import annotations
@@ -335,7 +335,7 @@ def main(argv=None):
     ap.add_argument("--original-seqs", default="8192,16384", help="sequence lengths for the original recipe ('' to skip)")
     ap.add_argument("--probe", default="65536,98304,131072", help="longer contexts to try, 1 step each, until one fails ('' to skip)")
     ap.add_argument("--only", default="", help="comma-separated subset of: noliger,original,main,optim8bit,offload,recommended,profiles,probe, "
-                    "and round 2's r2_8gb,r2_12gb,r2_original,r2_long,r2_speed,r2_probe ('round2' = all six)")
+                    "and round 2's r2_8gb,r2_12gb,r2_original,r2_long,r2_speed,r2_probe ('round2' = all six; 'all' = every section)")
     ap.add_argument("--r2-probe", default="196608,262144", help="round 2: longer contexts to try with the long profile's levers, 1 step each")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (speeds up the original recipe's fp32 path)")
     ap.add_argument("--probe-offload", action="store_true", help="offload the checkpoints in the probe")
@@ -348,6 +348,7 @@ def main(argv=None):
     oseqs = [int(s) for s in a.original_seqs.split(",") if s]
     probe = [int(s) for s in a.probe.split(",") if s]
     only = set(a.only.split(",")) if a.only else {"noliger", "original", "main", "optim8bit", "offload", "recommended", "profiles", "probe"}
+    if "all" in only: only = (only - {"all"}) | {"noliger", "original", "main", "optim8bit", "offload", "recommended", "profiles", "probe", "round2"}
     if "round2" in only: only = (only - {"round2"}) | set(ROUND2)
     r2_only = only <= set(ROUND2)
     out = Path(a.out) if a.out else ROOT / "bench" / "results" / f"train_{datetime.date.today().isoformat()}{'_round2' if r2_only else ''}.json"

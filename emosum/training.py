@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from .config import Profile, load_profile_model, load_tokenizer, resolve_model, torch_dtype, seed_everything
 from .data import read_jsonl, write_jsonl
-from .vocab import package_versions
 
 # %% auto #0
 __all__ = ['PADDING_FREE_ATTENTION', 'TRAINING_KEY', 'NOT_TRAINING', 'check_quantization', 'check_trainable_4bit',
@@ -118,7 +117,7 @@ class HostEmbedding(torch.nn.Module):
         super().__init__()
         w = emb.weight.detach().to("cpu")
         self.table = w.pin_memory() if torch.cuda.is_available() else w   # not a parameter: `.to(device)` leaves it
-        self.num_embeddings, self.embedding_dim, self.padding_idx = emb.num_embeddings, emb.embedding_dim, emb.padding_idx
+        (self.num_embeddings, self.embedding_dim), self.padding_idx = w.shape, emb.padding_idx
     @property
     def weight(self): return self.table
     def forward(self, ids):
@@ -184,6 +183,7 @@ def _chunked_mlp(forward, chunk: int, x: torch.Tensor) -> torch.Tensor:
     run = (lambda c: checkpoint(forward, c, use_reentrant=False)) if torch.is_grad_enabled() else forward
     return torch.cat([run(c) for c in x.split(chunk, dim=1)], dim=1)
 
+# %% ../nbs/03_qlora_training.ipynb #77646607
 def chunk_mlps(model, chunk: int) -> int:
     "Run each decoder layer's MLP over `chunk` tokens at a time, each piece recomputed in backward; layers patched."
     mlps = [m for n, m in model.named_modules() if n.endswith(".mlp") and hasattr(m, "down_proj")]
@@ -288,7 +288,7 @@ def causal_lm_loss(model,                   # a (peft-wrapped) causal LM
                    batch: dict,             # input_ids, labels, and attention_mask or position_ids
                    fast_path: bool = True,  # answer-only lm_head; False: the model's own forward + loss
                    num_items_in_batch=None, # labelled tokens across the accumulated batch (Trainer passes it)
-                   loss_chunk: int = 0,     # fast path: lm_head + loss over this many answer positions at a time (0: all)
+                   loss_chunk: int = 0,     # fast path: lm_head + loss on this many answer positions per chunk (0: all)
                   ) -> torch.Tensor:
     "Mean next-token cross-entropy over labelled positions, computed the fast or the plain way."
     batch = {k: v for k, v in batch.items() if k in ("input_ids", "labels", "attention_mask", "position_ids")}
@@ -481,9 +481,11 @@ def records_hash(records) -> str:
     return h.hexdigest()
 
 def versions() -> dict:
-    "Python, the training stack's package versions (None: not installed), the platform, and the GPU."
-    out = {**package_versions(("emosum", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "liger-kernel")),
-           "platform": platform.platform()}
+    import importlib.metadata as md
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for p in ("emosum", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "liger-kernel"):
+        try: out[p] = md.version(p)
+        except md.PackageNotFoundError: pass
     if torch.cuda.is_available(): out["cuda"], out["gpu"] = torch.version.cuda, torch.cuda.get_device_name(0)
     return out
 
