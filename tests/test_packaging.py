@@ -140,10 +140,11 @@ def _undocumented(keys) -> list[str]:
 
 def test_run_folder_doc_lists_every_key_the_pipeline_writes_to_run_json():
     pipeline = _module("pipeline")
-    top = _keys_of(_function(pipeline, "_run_steps"), "state") | _keys_of(_function(pipeline, "_write_run"), "state")
+    writers = ("_start_state", "_run_steps", "_execute_step", "_write_run")     # the run loop and its helpers
+    top = set().union(*(_keys_of(_function(pipeline, f), "state") for f in writers))
     assert {"created", "updated", "profile", "overrides", "params", "config", "config_hash", "git", "versions", "data",
             "status", "steps", "selected", "pid"} <= top, f"the key extraction missed some (found {sorted(top)})"
-    steps = _keys_of(_function(pipeline, "_run_steps"), "rec") | _keys_of(_function(pipeline, "_run_steps"), "prev")
+    steps = _keys_of(_function(pipeline, "_execute_step"), "rec") | _keys_of(_function(pipeline, "_run_steps"), "prev")
     assert {"notebook", "status", "config_hash", "started", "finished", "seconds", "error", "last_skipped"} <= steps, sorted(steps)
     assert not _undocumented(top | steps), f"docs/run_folder.md does not mention run.json keys {_undocumented(top | steps)}"
     assert "run.json" in RUN_FOLDER_DOC and ".run.lock" in RUN_FOLDER_DOC

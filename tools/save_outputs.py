@@ -51,9 +51,10 @@ def tagged(cell) -> bool:
 
 def scrub_text(text: str, root: Path = ROOT) -> str:
     "Text with what differs between machines and runs replaced by fixed placeholders."
+    text = text.replace(str(root), "<project>")                         # first: the project may lie in the temp folder
     tmp = re.escape(tempfile.gettempdir().rstrip("/"))
     text = re.sub(tmp + r"/[\w.-]+", "<tmp>", text)                    # a temporary folder (its name is random)
-    text = text.replace(str(root), "<project>").replace(str(Path.home()), "~")
+    text = text.replace(str(Path.home()), "~")
     text = re.sub(r" at 0x[0-9a-fA-F]+", "", text)                   # memory addresses in reprs
     text = re.sub(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)?", "<time>", text)
     return re.sub(r"\b\d+(\.\d+)? ?(ms|s|sec|seconds)\b", "<t>s", text)
