@@ -180,6 +180,49 @@ def run_real(name, data, n, device, a, deadline):
     return rows
 
 
+def run_constrained(name, data, n, device, a, deadline):
+    """The JSON constraint's cost (issue 13): a real model through emosum.inference.generate on the padded engine, the same records
+    without and with constrained=True (answers kept to the ES JSON schema by llguidance): tokens/s, seconds per report, valid JSON,
+    and the constraint's own time per decoding step (its logits processor, timed around each call)."""
+    import emosum.inference as inf
+    from emosum.data import load_records
+    model, tok = inf.load_model_and_tokenizer(name, compute_dtype="bfloat16" if device == "cuda" else "float32",
+                                              device_map={"": 0} if device == "cuda" else {"": "cpu"})
+    recs = list(load_records(data))
+    recs = [dataclasses.replace(r, id=f"{r.id}#{i}") for i, r in enumerate([r for _ in range(-(-n // len(recs))) for r in recs][:n])]
+    new, spent, call = max(a.real_new, 64), [0.0, 0], inf.JsonLogitsProcessor.__call__   # 64: the tiny model's five fields fit
+    def timed_call(self, ids, scores):
+        sync(device); t = time.perf_counter(); out = call(self, ids, scores); sync(device)
+        spent[0] += time.perf_counter() - t; spent[1] += 1
+        return out
+    rows = []
+    with tempfile.TemporaryDirectory() as td:
+        inf.generate(model, tok, recs[:1], Path(td) / "warm.jsonl", max_length=a.max_length, max_new_tokens=new, progress=False, engine="padded", constrained=True)
+        inf.JsonLogitsProcessor.__call__ = timed_call
+        try:
+            for constrained in (False, True):
+                row = dict(label=f"{name} (real weights, generate(), {'constrained' if constrained else 'unconstrained'} JSON)", engine="padded",
+                           n=n, max_new_tokens=new, constrained=constrained)
+                if time.time() > deadline: row["skipped"] = "past the --budget-s"; rows.append(row); log(row); continue
+                spent[:] = [0.0, 0]
+                out, secs, peak = timed(device, lambda: inf.generate(model, tok, recs, Path(td) / f"c{constrained:d}.jsonl", max_length=a.max_length,
+                                                                     max_new_tokens=new, batch_size=a.padded_batch, progress=False, engine="padded",
+                                                                     memory_fraction=a.memory_fraction, constrained=constrained))
+                toks = sum(r["new_tokens"] for r in out)
+                row.update(seconds=round(secs, 2), tokens=toks, tokens_per_s=round(toks / secs, 1), s_per_report=round(secs / n, 3), peak_gib=peak,
+                           prompt_tokens_mean=round(sum(r["prompt_tokens"] for r in out) / n), concurrency=out[0]["engine"].get("concurrency"),
+                           json_ok=sum(r["status"] == "ok" for r in out), json_repaired=sum(r["status"] == "repaired" for r in out),
+                           json_failed=sum(r["status"] == "failed" for r in out), prompt_too_long=sum(r["status"] == "error" for r in out),
+                           constraint_ms_per_step=round(1e3 * spent[0] / spent[1], 3) if spent[1] else None)
+                log(row); rows.append(row)
+        finally: inf.JsonLogitsProcessor.__call__ = call
+    if len(rows) == 2 and "tokens_per_s" in rows[0] and "tokens_per_s" in rows[1]:
+        rows[1]["tokens_per_s_vs_unconstrained"] = round(rows[1]["tokens_per_s"] / rows[0]["tokens_per_s"], 3)
+    del model; gc.collect()
+    if device == "cuda": torch.cuda.empty_cache()
+    return rows
+
+
 def attention_check(device):
     """The varlen kernel (CUDA: FlashAttention-2 in torch) against the per-sequence fp32 reference, on random sequences with GQA,
     packed back to back (paged layout) and in place in a larger cache with seqused_k (contiguous layout): max abs differences."""
@@ -225,6 +268,8 @@ def main(argv=None):
     ap.add_argument("--tiny", action="store_true", help="a tiny Qwen2 and short prompts (a dry run of every code path)")
     ap.add_argument("--cpu", action="store_true", help="run on the CPU (with --tiny)")
     ap.add_argument("--budget-s", type=float, default=420, help="skip measurements that would end after this many seconds")
+    ap.add_argument("--constrained", nargs="?", const="", default=None, metavar="MODELS",
+                    help="also measure the JSON constraint's cost (constrained=True beside unconstrained, padded, the same records) on these real-weights models, comma-separated (default: the --model list)")
     ap.add_argument("--out", default=None, help="JSON path (default: bench/results/generate_<date>.json)")
     a = ap.parse_args(argv)
     device = "cpu" if a.cpu or not torch.cuda.is_available() else "cuda"
@@ -276,6 +321,13 @@ def main(argv=None):
         try: result["runs"] += run_real(m, data, a.real_n, device, a, deadline)
         except Exception as e:
             traceback.print_exc(); result["runs"].append({"label": m, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+        save()
+    for m in ([x for x in a.constrained.split(",") if x] or models) if a.constrained is not None else []:   # the JSON constraint's cost
+        if time.time() > deadline: result["skipped"].append(f"{m} constrained"); continue
+        log(f"== {m}, with and without the JSON constraint")
+        try: result["runs"] += run_constrained(m, data, a.real_n, device, a, deadline)
+        except Exception as e:
+            traceback.print_exc(); result["runs"].append({"label": f"{m} constrained", "error": f"{type(e).__name__}: {str(e)[:300]}"})
         save()
     for v in [v for v in a.variants.split(",") if v]:
         if time.time() > deadline: result["skipped"].append(v); continue

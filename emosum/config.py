@@ -132,6 +132,8 @@ class Profile:
                                         # a 4-bit base into a de-quantised copy when the GPU has room)
     gen_memory_fraction: float = 0.9    # share of the memory free after loading that generation (KV cache, activations)
                                         # may use
+    constrained_json: bool = False      # keep answers to the five-field JSON schema while decoding (llguidance; es
+                                        # task; the padded engine): every answer parses
     eval_limit: int | None = None       # generate for at most this many records (None: all)
     # --- LLM judge (OpenAI-compatible endpoint)
     judge_model: str = "gpt-4o"
@@ -164,6 +166,7 @@ class Profile:
             if getattr(self, k) <= 0: raise bad(k, "> 0")
         if not self.temperature > 0: raise bad("temperature", "> 0")
         if not 0 < self.gen_memory_fraction <= 1: raise bad("gen_memory_fraction", "in (0, 1]")
+        if self.constrained_json and self.task != "es": raise bad("task", "es with constrained_json (a reflection is free text)")
         if not 0 < self.top_p <= 1: raise bad("top_p", "in (0, 1]")
         if self.eval_limit is not None and self.eval_limit < 0: raise bad("eval_limit", ">= 0 or none")
         if self.num_threads is not None and self.num_threads <= 0: raise bad("num_threads", "> 0 or none")

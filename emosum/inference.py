@@ -14,11 +14,12 @@ from .prompts import build_prompt, parse_summary, end_of_turn_ids, BudgetError
 from .vocab import ES_FIELDS, PREDICTION_KEYS, detect_language, prediction_row, select_records   # 00_vocab
 
 # %% auto #0
-__all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'ENGINES', 'SUBMISSION_KEYS', 'merge_choice', 'load_model_and_tokenizer',
-           'load_for_inference', 'generate_batch', 'varlen_attention', 'paged_varlen_attention',
-           'paged_attention_implementation', 'kv_bytes_per_token', 'padded_batch_size', 'continuous_plan',
-           'generation_config', 'RepetitionPenalty', 'continuous_blockers', 'stream_continuous', 'generate_continuous',
-           'adapter_sha256', 'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'generate',
+__all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_EXTRA', 'ENGINES', 'SUBMISSION_KEYS',
+           'merge_choice', 'load_model_and_tokenizer', 'load_for_inference', 'generate_batch', 'varlen_attention',
+           'paged_varlen_attention', 'paged_attention_implementation', 'kv_bytes_per_token', 'padded_batch_size',
+           'continuous_plan', 'generation_config', 'RepetitionPenalty', 'continuous_blockers', 'stream_continuous',
+           'generate_continuous', 'es_json_schema', 'json_constraint', 'JsonLogitsProcessor', 'adapter_sha256',
+           'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'generate',
            'profile_generate_kwargs', 'write_submission', 'Summarizer']
 
 # %% ../nbs/04_inference.ipynb #cde211af
@@ -114,6 +115,7 @@ def generate_batch(model, tokenizer,
                    temperature: float = 0.7,
                    top_p: float = 0.9,
                    stop_ids: list[int] | None = None, # tokens that end an answer (None: the chat template's end of turn and EOS; []: none)
+                   constraint: dict | None = None, # a `json_constraint`: every answer kept to the ES JSON schema
                    **gen_kwargs,                # more `model.generate` settings, e.g. repetition_penalty=1.1
                   ) -> list[tuple[str, int]]:
     "(answer text, number of new tokens including the stop token) for each prompt: one left-padded `model.generate` call."
@@ -128,6 +130,10 @@ def generate_batch(model, tokenizer,
     if do_sample: kw.update(temperature=temperature, top_p=top_p)
     else: kw.update(temperature=None, top_p=None, top_k=None)
     kw.update(gen_kwargs)
+    if constraint is not None:                                  # after the caller's own logits processors
+        from transformers import LogitsProcessorList
+        if not stop: raise ValueError("a constrained answer ends with a stop token: stop_ids=[] cannot be used with a constraint")
+        kw["logits_processor"] = LogitsProcessorList([*(kw.get("logits_processor") or []), JsonLogitsProcessor(constraint, max_new_tokens)])
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, **kw)
     res = []
@@ -375,6 +381,76 @@ def generate_continuous(model, tokenizer, prompts: list[list[int]], max_new_toke
     for i, text, n in stream_continuous(model, tokenizer, prompts, max_new_tokens, do_sample, temperature, top_p, **kw): out[i] = (text, n)
     return out
 
+# %% ../nbs/04_inference.ipynb #09c24fb0
+JSON_SEPARATORS = (", ", ": ")   # a constrained answer's item and key separators (json.dumps' own); no other whitespace
+CONSTRAINED_EXTRA = "pip install -e '.[constrained]'"   # installs llguidance (`make install` does, through the dev extra)
+
+def es_json_schema() -> dict:
+    "The ES answer as a JSON schema: an object with exactly the five string fields, in their order."
+    return {"type": "object", "properties": {f: {"type": "string"} for f in ES_FIELDS}, "required": list(ES_FIELDS),
+            "additionalProperties": False}
+
+def _llguidance():
+    try: import llguidance, llguidance.hf, llguidance.torch
+    except ImportError as e: raise ImportError(f"constrained JSON decoding needs llguidance, which is not installed: {CONSTRAINED_EXTRA}") from e
+    return llguidance
+
+# %% ../nbs/04_inference.ipynb #6ad19671
+def _ll_tokenizer(tokenizer, vocab_size: int, stop: list[int]):
+    "llguidance's copy of a fast tokenizer. A byte-level BPE whose decoder is a sequence (as GGUF conversions write it) gets its plain ByteLevel decoder: llguidance would otherwise read 'Ġ' as a character, not a space."
+    d = json.loads(tokenizer.backend_tokenizer.to_str()); d.update(padding=None, truncation=None)
+    dec = d.get("decoder") or {}
+    if dec.get("type") == "Sequence" and any(x.get("type") == "ByteLevel" for x in dec.get("decoders", [])):
+        d["decoder"] = next(x for x in dec["decoders"] if x.get("type") == "ByteLevel")
+    return _llguidance().LLTokenizer(json.dumps(d), n_vocab=vocab_size, eos_token=stop)
+
+# %% ../nbs/04_inference.ipynb #e50450d5
+_LL_TOKENIZERS: dict = {}   # (id(tokenizer), vocabulary size, stop ids) -> (the tokenizer, llguidance's copy of it)
+
+def json_constraint(tokenizer, vocab_size: int,          # the model's vocabulary size (its logits' width)
+                    stop_ids: list[int] | None = None,   # tokens that may end the answer once the object is closed (None: end of turn, EOS)
+                    max_new_tokens: int | None = None,   # checked: the budget must hold the five fields, even empty
+                   ) -> dict:
+    "What `JsonLogitsProcessor` needs: llguidance's tokenizer and the ES grammar, the tokens that close a string, each field's closing cost."
+    llg, stop, (item, key) = _llguidance(), _stop_ids(tokenizer, stop_ids), JSON_SEPARATORS
+    k = (id(tokenizer), vocab_size, tuple(stop))
+    if k not in _LL_TOKENIZERS: _LL_TOKENIZERS[k] = (tokenizer, _ll_tokenizer(tokenizer, vocab_size, stop))
+    grammar = llg.LLMatcher.grammar_from_json_schema(es_json_schema(), overrides=dict(whitespace_flexible=False, item_separator=item, key_separator=key))
+    n = lambda s: len(tokenizer.encode(s, add_special_tokens=False))
+    c = dict(tokenizer=_LL_TOKENIZERS[k][1], grammar=grammar, vocab=vocab_size, decode=tokenizer.decode, stop=stop,
+             cost={f: n(f'{item}"{f}"{key}""') for f in ES_FIELDS}, close=n('"}') + 6,     # + a cut escape or UTF-8 character
+             closers=[i[0] for s in ('"', '"}', '",') for i in [tokenizer.encode(s, add_special_tokens=False)] if len(i) == 1])
+    need = sum(c["cost"].values()) + c["close"] + 1
+    if max_new_tokens is not None and max_new_tokens < need:
+        raise ValueError(f"max_new_tokens={max_new_tokens} cannot hold a constrained answer's five fields even empty: it needs >= {need}")
+    return c
+
+# %% ../nbs/04_inference.ipynb #7cc025c5
+class JsonLogitsProcessor:
+    "Each row's next token kept to the ES schema (llguidance); when the tokens left only just hold the closing, the answer is closed."
+    def __init__(self, c: dict, max_new_tokens: int): self.c, self.budget, self.m = c, max_new_tokens, None
+
+    def __call__(self, input_ids, scores):
+        import torch
+        llg, c, key = _llguidance(), self.c, JSON_SEPARATORS[1]
+        if self.m is None: self.m, self.start, self.text = [llg.LLMatcher(c["tokenizer"], c["grammar"]) for _ in input_ids], input_ids.shape[1], [""] * len(input_ids)
+        else:
+            for i, (m, t) in enumerate(zip(self.m, input_ids[:, -1].tolist())):
+                if m.is_stopped(): continue
+                m.consume_token(t); self.text[i] += c["decode"]([t])
+                if m.is_error(): warnings.warn(f"constrained decoding: row {i} left the grammar ({m.get_error()[:200]}); its answer ends here")
+        bits = llg.torch.allocate_token_bitmask(len(self.m), c["vocab"])
+        for i, m in enumerate(self.m): llg.torch.fill_next_token_bitmask(m, bits, i)
+        bits = bits.to(scores.device)
+        allowed = ((bits.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32, device=bits.device)) & 1).flatten(1)[:, :scores.shape[1]].bool()
+        left = self.budget - (input_ids.shape[1] - self.start)
+        for i, m in enumerate(self.m):
+            if m.is_stopped() or left > c["close"] + sum(v for f, v in c["cost"].items() if f'"{f}"{key}' not in self.text[i]): continue
+            keep = [t for t in m.compute_ff_tokens()[:1] + c["closers"] if allowed[i, t]][:1]   # the forced token, else one that closes
+            if keep: allowed[i] = False; allowed[i, keep] = True
+        for i in (~allowed.any(1)).nonzero().flatten().tolist(): allowed[i, c["stop"]] = True   # a finished row: its stop tokens
+        return scores.masked_fill(~allowed, float("-inf"))
+
 # %% ../nbs/04_inference.ipynb #39c80100
 _ADAPTER_HASHES: dict = {}
 
@@ -395,9 +471,10 @@ def adapter_sha256(adapter: str | Path | None) -> str | None:
     return _ADAPTER_HASHES[stamp]
 
 def prediction_key(model_name, adapter, task: str, template: str, max_length: int, max_new_tokens: int, language: str | None,
-                   do_sample: bool, temperature: float, top_p: float, gen_kwargs: dict | None = None) -> dict:
+                   do_sample: bool, temperature: float, top_p: float, gen_kwargs: dict | None = None, constrained: bool = False) -> dict:
     "What produced a prediction row; a resumed run reuses only rows with the same key (the engine that ran them is not part of it)."
-    gen = {"do_sample": bool(do_sample), **({"temperature": temperature, "top_p": top_p} if do_sample else {}), **dict(sorted((gen_kwargs or {}).items()))}
+    gen = {"do_sample": bool(do_sample), **({"temperature": temperature, "top_p": top_p} if do_sample else {}), **dict(sorted((gen_kwargs or {}).items())),
+           **({"constrained_json": True} if constrained else {})}
     key = dict(model=model_name, adapter_sha256=adapter_sha256(adapter), task=task, template=template, max_length=max_length,
                max_new_tokens=max_new_tokens, language=language, generation=gen)
     return json.loads(json.dumps(key, default=str))          # as it reads back from the file
@@ -418,11 +495,11 @@ def _append(path: Path, row: dict):
         f.write(json_line(row)); f.flush(); os.fsync(f.fileno())     # the one JSONL format (emosum.data)
 
 def _row(rec, task, template, model_name, adapter, status, fields=None, raw="", prompt=None, new_tokens=0, seconds=0.0, error=None,
-         key=None, engine=None) -> dict:
+         key=None, engine=None, constrained=False) -> dict:
     "A prediction row (`emosum.vocab.prediction_row`) for `rec` and the `Prompt` it was generated from."
     return prediction_row(rec.id if hasattr(rec, "id") else rec["id"], task, template, model_name, adapter, status, fields, raw,
                           prompt.prompt_tokens if prompt else 0, prompt.truncated_tokens if prompt else 0, new_tokens, seconds,
-                          error, key, engine)
+                          error, key, engine, bool(constrained))
 
 def _reuse_rows(out_path: Path, key: dict, overwrite) -> dict:
     "The rows of `out_path` this run may keep, by id; rows of other settings are an error, or moved aside (overwrite=True / 'stale')."
@@ -469,6 +546,7 @@ def generate(model, tokenizer,
              engine: str = "auto",           # auto | continuous | padded (see `choose_engine`)
              overwrite=False,                # rows made by other settings: False an error; True start the file afresh; "stale" regenerate those
              memory_fraction: float = 0.9,   # share of the memory free after loading that generation may take
+             constrained: bool = False,      # keep every answer to the ES JSON schema (`JsonLogitsProcessor`; the padded engine)
             ) -> list[dict]:
     "Generate for every record not yet in `out_path` (with the same resume key), appending one row per record as it finishes; returns the rows of `records`, in their order."
     from tqdm.auto import tqdm
@@ -478,10 +556,17 @@ def generate(model, tokenizer,
     gen_kwargs = dict(gen_kwargs or {})
     ids = [str(r.id if hasattr(r, "id") else r["id"]) for r in records]
     if len(set(ids)) != len(ids): raise ValueError(f"record ids must be unique; duplicates: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
-    key = prediction_key(model_name, adapter, task, template, max_length, max_new_tokens, language, do_sample, temperature, top_p, gen_kwargs)
+    key = prediction_key(model_name, adapter, task, template, max_length, max_new_tokens, language, do_sample, temperature, top_p, gen_kwargs,
+                         constrained)
+    if constrained and task != "es": raise ValueError(f"constrained=True keeps answers to the ES JSON schema; task={task!r} answers in free text")
+    constraint = json_constraint(tokenizer, _hf_model(model).config.vocab_size, max_new_tokens=max_new_tokens) if constrained else None
     done = _reuse_rows(out_path, key, overwrite)
     loaded = getattr(model, "emosum_load", None) or {}
     eng = dict(name=choose_engine(model, engine), merged=loaded.get("merged") if adapter is not None else None, weights=loaded.get("weights"))
+    if constrained and eng["name"] == "continuous":
+        if engine == "continuous": raise ValueError("engine='continuous' cannot keep answers to a JSON schema (it takes no per-request "
+                                                     "grammar); use engine='auto' or 'padded' with constrained=True")
+        eng.update(name="padded", why="constrained JSON decoding runs on the padded path (continuous batching takes no per-request grammar)")
     if eng["name"] == "continuous":
         blockers = continuous_blockers(model, generation_config(model, tokenizer, max_new_tokens, do_sample, temperature, top_p, **gen_kwargs))
         if blockers and engine == "continuous":
@@ -490,7 +575,7 @@ def generate(model, tokenizer,
 
     def emit(rec, prompt, text, n, seconds):
         parsed = parse_summary(text, task)
-        write(_row(rec, task, template, model_name, adapter, parsed.status, parsed.fields, text, prompt, n, seconds, parsed.error, key, eng))
+        write(_row(rec, task, template, model_name, adapter, parsed.status, parsed.fields, text, prompt, n, seconds, parsed.error, key, eng, constrained))
 
     def write(row):
         _append(out_path, row); done[str(row["id"])] = row
@@ -501,7 +586,7 @@ def generate(model, tokenizer,
         if i in done: continue
         p = build_prompt(r, tokenizer, task, template, max_length, max_new_tokens, language)
         if p.fits: prompts.append((r, p))
-        else: write(_row(r, task, template, model_name, adapter, "error", prompt=p, error=p.error, key=key, engine=eng))
+        else: write(_row(r, task, template, model_name, adapter, "error", prompt=p, error=p.error, key=key, engine=eng, constrained=constrained))
     prompts.sort(key=lambda rp: -rp[1].prompt_tokens)     # longest first: an out-of-memory shows up at once
     lens = [p.prompt_tokens for _, p in prompts]
     bar = tqdm(total=len(prompts), desc=f"generate ({template}, {eng['name']})", disable=not progress or not prompts)
@@ -522,7 +607,8 @@ def generate(model, tokenizer,
             for b in range(0, len(prompts), bs):
                 batch = prompts[b:b + bs]
                 t0 = time.perf_counter()
-                outs = generate_batch(model, tokenizer, [p.input_ids for _, p in batch], max_new_tokens, do_sample, temperature, top_p, **gen_kwargs)
+                outs = generate_batch(model, tokenizer, [p.input_ids for _, p in batch], max_new_tokens, do_sample, temperature, top_p,
+                                      constraint=constraint, **gen_kwargs)
                 dt = (time.perf_counter() - t0) / len(batch)
                 for (r, p), (text, n) in zip(batch, outs): emit(r, p, text, n, dt)
                 bar.update(len(batch))
@@ -530,10 +616,11 @@ def generate(model, tokenizer,
     return [done[i] for i in ids]
 
 def profile_generate_kwargs(cfg: Profile) -> dict:
-    "`generate`'s settings from a profile: task, template, budget, sampling, batch size, engine and memory share."
+    "`generate`'s settings from a profile: task, template, budget, sampling, batch size, engine, memory share and JSON constraint."
     return dict(task=cfg.task, template=cfg.template, max_length=cfg.max_length, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size,
                 do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p, language=None if cfg.language == "auto" else cfg.language,
-                model_name=cfg.model, engine=getattr(cfg, "gen_engine", "auto"), memory_fraction=getattr(cfg, "gen_memory_fraction", 0.9))
+                model_name=cfg.model, engine=getattr(cfg, "gen_engine", "auto"), memory_fraction=getattr(cfg, "gen_memory_fraction", 0.9),
+                constrained=getattr(cfg, "constrained_json", False))
 
 # %% ../nbs/04_inference.ipynb #d1ba6ab5
 SUBMISSION_KEYS = {
@@ -569,11 +656,14 @@ class Summarizer:
     "Summarise counselling case reports with a base model, optionally plus a LoRA adapter."
     def __init__(self, model, tokenizer, task: str = "es", template: str = "benchmark", max_length: int = 8192,
                  max_new_tokens: int = 512, language: str | None = None, do_sample: bool = False, temperature: float = 0.7,
-                 top_p: float = 0.9, model_name: str | None = None, adapter=None, gen_kwargs: dict | None = None):
+                 top_p: float = 0.9, model_name: str | None = None, adapter=None, gen_kwargs: dict | None = None,
+                 constrained: bool = False):       # keep answers to the ES JSON schema (see `JsonLogitsProcessor`)
+        if constrained and task != "es": raise ValueError(f"constrained=True keeps answers to the ES JSON schema; task={task!r} answers in free text")
         self.model, self.tokenizer, self.task, self.template = model, tokenizer, task, template
         self.max_length, self.max_new_tokens, self.language = max_length, max_new_tokens, language
         self.do_sample, self.temperature, self.top_p = do_sample, temperature, top_p
         self.model_name, self.adapter, self.last, self.gen_kwargs = model_name, adapter, None, dict(gen_kwargs or {})
+        self.constrained = constrained
 
     @classmethod
     def from_pretrained(cls, base: str,                 # hub id, folder (e.g. a merged model), .gguf file or embedded:<name>
@@ -590,7 +680,8 @@ class Summarizer:
         "A Summarizer with a profile's model and generation settings."
         model, tok = load_for_inference(cfg, adapter)
         s = dict(task=cfg.task, template=cfg.template, max_length=cfg.max_length, max_new_tokens=cfg.max_new_tokens,
-                 language=None if cfg.language == "auto" else cfg.language, do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p)
+                 language=None if cfg.language == "auto" else cfg.language, do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
+                 constrained=cfg.constrained_json)
         return cls(model, tok, model_name=cfg.model, adapter=adapter, **{**s, **kw})
 
     def _record(self, case_description, consultation_process, experience_and_reflection=None, id="input") -> Record:
@@ -606,12 +697,13 @@ class Summarizer:
         rec = self._record(case_description, consultation_process, experience_and_reflection)
         p = build_prompt(rec, self.tokenizer, self.task, self.template, self.max_length, self.max_new_tokens, rec.language)
         if not p.fits: raise BudgetError(p.error)
+        c = json_constraint(self.tokenizer, _hf_model(self.model).config.vocab_size, max_new_tokens=self.max_new_tokens) if self.constrained else None
         t0 = time.perf_counter()
         (text, n), = generate_batch(self.model, self.tokenizer, [p.input_ids], self.max_new_tokens, self.do_sample, self.temperature, self.top_p,
-                                    **self.gen_kwargs)
+                                    constraint=c, **self.gen_kwargs)
         parsed = parse_summary(text, self.task)
         self.last = _row(rec, self.task, self.template, self.model_name, self.adapter, parsed.status, parsed.fields, text, p, n,
-                         time.perf_counter() - t0, parsed.error)
+                         time.perf_counter() - t0, parsed.error, constrained=self.constrained)
         if parsed.fields is None:
             warnings.warn(f"the model's answer could not be parsed ({parsed.error}); returning empty fields. Raw answer in .last['raw'].")
             return {f: "" for f in ES_FIELDS} if self.task == "es" else {"experience_and_reflection": ""}
@@ -622,4 +714,4 @@ class Summarizer:
         "Batched, resumable generation for `records` into `out_path` (see `generate`)."
         return generate(self.model, self.tokenizer, records, out_path, self.task, self.template, self.max_length, self.max_new_tokens,
                         batch_size, self.do_sample, self.temperature, self.top_p, self.language, self.model_name, self.adapter,
-                        gen_kwargs=self.gen_kwargs, **kw)
+                        gen_kwargs=self.gen_kwargs, **{"constrained": self.constrained, **kw})

@@ -501,7 +501,7 @@ TRAINING_KEY = "training_key.json"           # in run_dir/checkpoints/: what mad
 NOT_TRAINING = ("name", "description", "save_steps", "logging_steps", "gradient_checkpointing", "offload_checkpoints", "liger",
                 "embedding_on_cpu", "loss_chunk", "mlp_chunk", "expandable_segments", "checkpoint_every",   # same loss
                 "num_threads", "data_path", "data_format", "test_path", "valid_frac", "max_new_tokens", "do_sample",
-                "temperature", "top_p", "gen_batch_size", "gen_engine", "gen_merge", "gen_memory_fraction", "eval_limit", "judge_model", "judge_base_url", "judge_repeats")
+                "temperature", "top_p", "gen_batch_size", "gen_engine", "gen_merge", "gen_memory_fraction", "constrained_json", "eval_limit", "judge_model", "judge_base_url", "judge_repeats")
 
 class CheckpointMismatch(ValueError):
     "A run folder's checkpoints cannot be continued by this training (other settings or data, or resume=False)."

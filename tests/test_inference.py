@@ -298,3 +298,92 @@ def test_merge_decision_is_recorded(tmp_path):
     loaded, _ = load_model_and_tokenizer(TINY, a, quantization="nf4", compute_dtype="float32", device_map="cpu", merge="yes")
     assert loaded.emosum_load["merged"] and loaded.emosum_load["weights"] == "float32 (de-quantised nf4)"
     assert generate_batch(loaded, tok, prompts, 8) == on_4bit                       # the loader's merge path gives the same answers
+
+
+# --- constrained JSON decoding (issue 13 §3) --------------------------------------------------------------------------
+
+def _five_fields(text):
+    try: obj = json.loads(text)
+    except ValueError: return False
+    return isinstance(obj, dict) and list(obj) == list(ES_FIELDS) and all(isinstance(v, str) for v in obj.values())
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_constrained_answers_of_a_random_model_are_always_the_five_fields(tiny, tmp_path, do_sample):
+    import torch
+    model, tok = tiny
+    recs, kw = _records(5), dict(max_length=1024, max_new_tokens=64, batch_size=3, progress=False, do_sample=do_sample, temperature=1.0)
+    torch.manual_seed(0)
+    free = generate(model, tok, recs, tmp_path/"free.jsonl", **kw)
+    torch.manual_seed(0)
+    rows = generate(model, tok, recs, tmp_path/"json.jsonl", constrained=True, **kw)
+    assert not any(_five_fields(r["raw"]) for r in free) and not any(r["constrained"] for r in free)
+    assert all(_five_fields(r["raw"]) and r["status"] == "ok" and r["constrained"] for r in rows)          # 100% valid
+    assert all(set(r) == set(PREDICTION_KEYS) and r["new_tokens"] <= 64 for r in rows)
+    assert sorted(read_predictions(tmp_path/"json.jsonl"), key=lambda r: r["id"]) == rows                 # as written to the file
+
+
+def test_constrained_answer_ends_at_the_end_of_turn_token(tiny):
+    "Given room, the answer closes the object and then the end-of-turn token ends it (fewer tokens than the budget)."
+    from emosum.inference import json_constraint
+    from emosum.prompts import end_of_turn_ids
+    model, tok = tiny
+    prompts = [build_prompt(r, tok, max_length=1024, max_new_tokens=200).input_ids for r in _records(3)]
+    c = json_constraint(tok, model.config.vocab_size, max_new_tokens=200)
+    outs = generate_batch(model, tok, prompts, 200, constraint=c)
+    assert all(_five_fields(t) and n <= 200 for t, n in outs)
+    stop = end_of_turn_ids(tok)
+    import torch
+    ids = tok.pad({"input_ids": prompts}, padding=True, padding_side="left", return_tensors="pt")
+    with torch.no_grad():
+        from transformers import LogitsProcessorList
+        from emosum.inference import JsonLogitsProcessor
+        out = model.generate(**ids, max_new_tokens=200, do_sample=False, eos_token_id=stop, pad_token_id=tok.pad_token_id,
+                             logits_processor=LogitsProcessorList([JsonLogitsProcessor(c, 200)]))
+    ends = [next((row[i] for i in range(len(row)) if row[i] in stop), None) for row in out[:, ids["input_ids"].shape[1]:].tolist()]
+    assert all(e in stop for e in ends)                                        # every row ended with a stop token, not the budget
+
+
+def test_constrained_option_flows_from_the_profile_to_the_rows(tiny, tmp_path):
+    from emosum.config import load_profile
+    from emosum.inference import profile_generate_kwargs
+    model, tok = tiny
+    cfg = load_profile("cpu-smoke", constrained_json="true", max_new_tokens=60)
+    assert cfg.constrained_json is True and load_profile("default").constrained_json is False
+    kw = {**profile_generate_kwargs(cfg), "progress": False}
+    assert kw["constrained"] is True
+    rows = generate(model, tok, _records(3), tmp_path/"p.jsonl", **kw)
+    assert all(r["constrained"] and r["key"]["generation"]["constrained_json"] and r["status"] == "ok" for r in rows)
+    with pytest.raises(ValueError, match="other settings.*generation"):            # never mixed with unconstrained rows
+        generate(model, tok, _records(3), tmp_path/"p.jsonl", **{**kw, "constrained": False})
+    s = Summarizer(model, tok, model_name=cfg.model, **{k: kw[k] for k in ("max_length", "max_new_tokens", "constrained")})
+    fields = s.generate_summary("Client, 30, anxious at work.", ["Session 1: CBT."])
+    assert list(fields) == list(ES_FIELDS) and s.last["constrained"] and s.last["status"] == "ok"
+    rows = s.summarize(_records(2), tmp_path/"s.jsonl", progress=False)
+    assert all(r["constrained"] and r["status"] == "ok" for r in rows)
+
+
+def test_constrained_generation_uses_the_padded_engine_and_says_so(tiny, tmp_path, monkeypatch):
+    import emosum.inference as inf
+    model, tok = tiny
+    monkeypatch.setattr(inf, "choose_engine", lambda m, e="auto": "continuous")        # as on a GPU
+    rows = generate(model, tok, _records(2), tmp_path/"e.jsonl", max_length=1024, max_new_tokens=60, progress=False, constrained=True)
+    assert all(r["engine"]["name"] == "padded" and "constrained JSON decoding runs on the padded path" in r["engine"]["why"] for r in rows)
+    with pytest.raises(ValueError, match="engine='continuous' cannot keep answers to a JSON schema"):
+        generate(model, tok, _records(2), tmp_path/"e2.jsonl", max_length=1024, max_new_tokens=60, progress=False, constrained=True,
+                 engine="continuous")
+
+
+def test_constrained_bad_input_is_named(tiny, tmp_path, monkeypatch):
+    import sys
+    from emosum.config import Profile
+    model, tok = tiny
+    with pytest.raises(ValueError, match="task must be es with constrained_json"): Profile(task="reflection", constrained_json=True)
+    with pytest.raises(ValueError, match="task='reflection' answers in free text"):
+        generate(model, tok, _records(1), tmp_path/"r.jsonl", task="reflection", max_length=1024, max_new_tokens=60, constrained=True)
+    with pytest.raises(ValueError, match="max_new_tokens=10 cannot hold a constrained answer"):
+        generate(model, tok, _records(1), tmp_path/"b.jsonl", max_length=1024, max_new_tokens=10, constrained=True)
+    monkeypatch.setitem(sys.modules, "llguidance", None)                             # the library missing: which extra to install
+    with pytest.raises(ImportError, match=r"needs llguidance.*pip install -e '\.\[constrained\]'"):
+        generate(model, tok, _records(1), tmp_path/"m.jsonl", max_length=1024, max_new_tokens=60, constrained=True)
+    assert not (tmp_path/"m.jsonl").exists() and not (tmp_path/"b.jsonl").exists()     # nothing written before the error
