@@ -42,7 +42,7 @@ TINY = dict(QWEN2_7B, vocab_size=2048, hidden_size=128, intermediate_size=256, n
 ANSWER_TOKENS = 512   # labelled tokens at the end of each sequence (a summary is a few hundred tokens)
 GiB = 2**30
 LEVERS_OFF = dict(embedding_on_cpu=False, loss_chunk=0, mlp_chunk=0, expandable_segments=False, checkpoint_every=1)   # the old path
-ROUND2 = ("r2_8gb", "r2_12gb", "r2_original", "r2_long", "r2_speed", "r2_probe")
+ROUND2 = ("r2_8gb", "r2_12gb", "r2_original", "r2_long", "r2_speed", "r2_probe", "r2_long_gpu")
 
 
 def log(*a):
@@ -335,7 +335,7 @@ def main(argv=None):
     ap.add_argument("--original-seqs", default="8192,16384", help="sequence lengths for the original recipe ('' to skip)")
     ap.add_argument("--probe", default="65536,98304,131072", help="longer contexts to try, 1 step each, until one fails ('' to skip)")
     ap.add_argument("--only", default="", help="comma-separated subset of: noliger,original,main,optim8bit,offload,recommended,profiles,probe, "
-                    "and round 2's r2_8gb,r2_12gb,r2_original,r2_long,r2_speed,r2_probe ('round2' = all six; 'all' = every section)")
+                    "and round 2's r2_8gb,r2_12gb,r2_original,r2_long,r2_speed,r2_probe,r2_long_gpu ('round2' = all seven; 'all' = every section)")
     ap.add_argument("--r2-probe", default="196608,262144", help="round 2: longer contexts to try with the long profile's levers, 1 step each")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (speeds up the original recipe's fp32 path)")
     ap.add_argument("--probe-offload", action="store_true", help="offload the checkpoints in the probe")
@@ -430,11 +430,7 @@ def main(argv=None):
     def r2_long():
         long_rows[:] = run_project(arch, "qwen2-7b-128k", [LL], 1, 0, device, tok, label="qwen2-7b-128k (its levers, offloaded checkpoints)",
                                    breakdown=True, trainer=False, **tiny_mlp)
-        rows = list(long_rows)
-        if time.time() - t0 < a.budget_s * 0.6:   # the same without offloading the checkpoints, if there is time
-            rows += run_project(arch, "qwen2-7b-128k", [LL], 1, 0, device, tok, label="qwen2-7b-128k levers, checkpoints on the GPU",
-                                breakdown=True, trainer=False, offload=False, **tiny_mlp)
-        return rows
+        return list(long_rows)
     section("r2_long", r2_long)
     # what bounds the 12gb profile's speed: the recompute (half of it, then all of it, kept instead) and LoRA dropout
     section("r2_speed", lambda: run_project(arch, "qwen2-7b-12gb", [L12], S, W, device, tok, label="qwen2-7b-12gb levers + checkpoint_every=2",
@@ -456,6 +452,9 @@ def main(argv=None):
             if "error" in r[0]: break
         return rows
     section("r2_probe", r2_probe)
+    # last, if there is time: the long profile without offloading its checkpoints (does 131k fit 48 GiB without it?)
+    section("r2_long_gpu", lambda: run_project(arch, "qwen2-7b-128k", [LL], 1, 0, device, tok, label="qwen2-7b-128k levers, checkpoints on the GPU",
+                                               breakdown=True, trainer=False, offload=False, **tiny_mlp))
     save()
     log(f"wrote {out}")
     return result
