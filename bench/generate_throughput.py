@@ -97,7 +97,7 @@ def run_engines(model, tok, prompts, n_list, new, engines, label, device, a, dea
         for eng in engines:
             row = dict(label=label, engine=eng, n=n, new_tokens=new, prompt_tokens_mean=round(sum(lens) / n), prompt_tokens_max=max(lens))
             if eng == "padded" and n not in a.padded_n: continue
-            est = rate.get(eng, 0) * n if eng == "padded" else 0
+            est = rate.get(eng, 0) * n * (1 if eng == "padded" else 0.6)   # continuous batching scales better than linearly
             if time.time() + est > deadline:
                 row["skipped"] = f"would end ~{time.time() + est - deadline:.0f}s past the --budget-s"; log(row); rows.append(row); continue
             try:
@@ -129,6 +129,35 @@ def run_engines(model, tok, prompts, n_list, new, engines, label, device, a, dea
     return rows
 
 
+def profile_steps(model, tok, prompts, device, a, top=15):
+    """Where the time goes: torch.profiler over a short continuous run (--profile-n prompts cut to 1,024 tokens, --profile-new
+    tokens each), the ops with the most GPU (CPU run: CPU) self time, and how much of the wall time the GPU was busy."""
+    from torch.profiler import profile, ProfilerActivity
+    from emosum.inference import generate_continuous
+    ps = [p[:1024] for p in prompts[:a.profile_n]]
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    sync(device); t = time.perf_counter()
+    with profile(activities=acts) as prof:
+        generate_continuous(model, tok, ps, max_new_tokens=a.profile_new, stop_ids=[], memory_fraction=a.memory_fraction)
+        sync(device)
+    wall = time.perf_counter() - t
+    ev = list(prof.key_averages())
+    gpu = lambda e: getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) / 1e3 if device == "cuda" else e.self_cpu_time_total / 1e3
+    busy = sum(gpu(e) for e in ev) / 1e3
+    ops = [dict(op=e.key[:80], calls=e.count, self_ms=round(gpu(e), 1), cpu_total_ms=round(e.cpu_time_total / 1e3, 1))
+           for e in sorted(ev, key=lambda e: -gpu(e))[:top]]
+    return dict(prompts=len(ps), prompt_tokens=1024, new_tokens=a.profile_new, wall_s_profiled=round(wall, 2),
+                busy_s=round(busy, 2), busy_share=round(busy / wall, 3), per_step_ms=round(1e3 * wall / a.profile_new, 1), top_ops=ops)
+
+
+def gpu_cap(device, gib):
+    "Emulate a card of `gib` GiB: cap this process's share of the GPU (emosum's planner reads the cap); None lifts it."
+    if device != "cuda": return None
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, gib * GiB / total) if gib else 1.0)
+    return gib
+
+
 def run_random(arch, variant, tok, prompts, n_list, new, device, a, deadline):
     "Random Qwen2 weights + a random LoRA r: 'bf16-merged' (merged into the bf16 base) or 'nf4-unmerged' (on an NF4 base)."
     nf4 = variant == "nf4-unmerged"
@@ -138,8 +167,16 @@ def run_random(arch, variant, tok, prompts, n_list, new, device, a, deadline):
     model = add_lora(model, a.lora_r, merge=not nf4)
     model.emosum_load = dict(adapter="random", merged=not nf4, weights="nf4" if nf4 else str(model.dtype).replace("torch.", ""))
     label = f"Qwen2-7B shape, random weights, LoRA r={a.lora_r} " + ("unmerged on NF4" if nf4 else "merged into bf16") if not a.tiny else f"tiny, {variant}"
-    try: return run_engines(model, tok, prompts, n_list, new, a.engines, label, device, a, deadline)
+    cap = gpu_cap(device, a.nf4_gpu_gib if nf4 else None)   # the 4-bit path is the small card's: measured inside that card's memory
+    if cap: label += f", GPU capped at {cap} GiB"
+    try:
+        rows = run_engines(model, tok, prompts, n_list, new, a.engines, label, device, a, deadline)
+        if a.profile_n and time.time() < deadline:
+            try: rows.append(dict(label=label, profile=profile_steps(model, tok, prompts, device, a))); log(rows[-1])
+            except Exception as e: rows.append(dict(label=label, profile={"error": f"{type(e).__name__}: {str(e)[:300]}"})); traceback.print_exc()
+        return rows
     finally:
+        gpu_cap(device, None)
         del model; gc.collect()
         if device == "cuda": torch.cuda.empty_cache()
 
@@ -264,6 +301,9 @@ def main(argv=None):
     ap.add_argument("--layout", default="auto", choices=("auto", "contiguous", "paged"), help="the continuous engine's KV cache layout (7B shape)")
     ap.add_argument("--lora-r", type=int, default=64)
     ap.add_argument("--cb-options", type=json.loads, default=None, help='extra ContinuousBatchingConfig settings, JSON, e.g. \'{"use_async_batching": true}\'')
+    ap.add_argument("--nf4-gpu-gib", type=float, default=12.0, help="the NF4 variant runs as on a card of this many GiB (0: the whole GPU)")
+    ap.add_argument("--profile-n", type=int, default=8, help="after each 7B-shape variant, profile a short continuous run of this many prompts (0: off)")
+    ap.add_argument("--profile-new", type=int, default=32, help="new tokens per prompt in that profile")
     ap.add_argument("--quick", action="store_true", help="fewer reports: 7B shape 10,50 (NF4: 10), real weights 20")
     ap.add_argument("--tiny", action="store_true", help="a tiny Qwen2 and short prompts (a dry run of every code path)")
     ap.add_argument("--cpu", action="store_true", help="run on the CPU (with --tiny)")

@@ -13,8 +13,8 @@ from .config import load_profile, make_run_dir, project_path
 from .data import load_records, read_jsonl, write_jsonl
 
 # %% auto #0
-__all__ = ['CV_FILE', 'RECIPES', 'kfold_split', 'write_folds', 'cross_validate', 'cv_summary', 'leaderboard', 'plot_leaderboard',
-           'recipe_command']
+__all__ = ['CV_FILE', 'ATTENTION', 'RECIPES', 'kfold_split', 'write_folds', 'cross_validate', 'cv_summary', 'leaderboard',
+           'plot_leaderboard', 'recipe_command']
 
 # %% ../nbs/08_experiments.ipynb #e8000007
 def kfold_split(ids: list,     # record ids
@@ -161,16 +161,27 @@ def plot_leaderboard(board: "pd.DataFrame", metrics=("rougeL", "semsim")):
     return fig
 
 # %% ../nbs/08_experiments.ipynb #e8000019
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see the table below)
+    # SmolLM2-135M, bf16 LoRA
     "smollm2-zs": ("smollm2-gpu", {"zero_shot": True}),
     "smollm2-r64-lr2e-4-3ep": ("smollm2-gpu", {}),
+    "smollm2-r64-lr4e-4-5ep": ("smollm2-gpu", {"learning_rate": 4e-4, "num_epochs": 5}),
+    "smollm2-r8-lr4e-4-3ep": ("smollm2-gpu", {"lora_r": 8, "lora_alpha": 16, "learning_rate": 4e-4}),
+    "smollm2-r64-attention-only": ("smollm2-gpu", {"lora_target_modules": ATTENTION}),
+    "smollm2-r64-strict-json": ("smollm2-gpu", {"template": "strict_json"}),
+    "smollm2-r64-4k": ("smollm2-gpu", {"max_length": 4096}),
+    # Qwen2.5-Coder-0.5B, NF4 QLoRA and bf16 LoRA
     "qwen0.5b-zs": ("qwen2.5-0.5b-qlora", {"zero_shot": True}),
+    "qwen0.5b-zs-strict-json": ("qwen2.5-0.5b-qlora", {"zero_shot": True, "template": "strict_json"}),
     "qwen0.5b-qlora-r64-lr1e-4-2ep": ("qwen2.5-0.5b-qlora", {}),
+    "qwen0.5b-lora-bf16-r64-lr2e-4-3ep": ("qwen2.5-0.5b-qlora", {"quantization": "none", "learning_rate": 2e-4, "num_epochs": 3}),
 }
 
 def recipe_command(name: str, folds: int = 5, data_path: str | None = None) -> str:
     "The `emosum cv` command line that reproduces recipe `name`."
     profile, ov = RECIPES[name]
     ov = dict(ov); zs = ov.pop("zero_shot", False)
+    val = lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
     return " ".join(["emosum cv", "--profile", profile, "--folds", str(folds), "--name", name, *(["--zero-shot"] if zs else []),
-                     *([f"-p data_path={data_path}"] if data_path else []), *[f"-p {k}={v}" for k, v in ov.items()]])
+                     *([f"--data {data_path}"] if data_path else []), *[f"-p {k}={val(v)}" for k, v in ov.items()]])

@@ -202,7 +202,12 @@ def _hf_model(model):
 
 def _free_memory(device) -> int:
     import torch
-    if device.type == "cuda": return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        cap = getattr(torch.cuda, "get_per_process_memory_fraction", lambda d: 1.0)(device)
+        # a cap from torch.cuda.set_per_process_memory_fraction (a shared GPU, or a smaller card emulated) bounds what this process may take
+        if cap < 1.0: free = min(free, int(cap * total) - torch.cuda.memory_allocated(device))
+        return max(free, 0)
     try:
         import psutil; return psutil.virtual_memory().available
     except Exception: return 8 * 2**30
@@ -238,30 +243,41 @@ def continuous_plan(model, prompt_lens: list[int], max_new_tokens: int,
     dev = _hf_model(model).device
     cuda = dev.type == "cuda"
     unit = 256 if cuda else 32
-    M = max_batch_tokens or (8192 if cuda else 1024)
     free, kv = _free_memory(dev), kv_bytes_per_token(model)
-    budget = free * memory_fraction - M * _act_bytes_per_token(model)
-    longest = max(prompt_lens or [1]) + max_new_tokens
-    conc = max(1, min(max_concurrency, len(prompt_lens) or 1))
+    top = 8192 if cuda else 1024
+    # On a small card a forward pass of `top` tokens leaves no room for the cache: fewer tokens per pass (the prompts are
+    # prefilled in more chunks) leave more room for it: the plan that decodes the most requests at once wins, and records its number.
+    Ms = [max_batch_tokens] if max_batch_tokens else [m for m in (8192, 4096, 2048, 1024, 512) if m <= top]
 
-    def plan(bs, per_req):   # per_req: blocks each request needs, longest first
-        # transformers reserves an attention-mask term of 2 bytes per (cache token x batch token) for implementations it does not know
-        fit = int(budget // (bs * (kv + 2 * M))) if budget > 0 else 0
-        if fit < per_req[0]:
-            raise MemoryError(f"the longest prompt needs {per_req[0] * bs * kv / 2**30:.2f} GiB of KV cache but only {max(budget, 0) / 2**30:.2f} GiB "
-                              f"of {free / 2**30:.1f} GiB free memory can hold cache (memory_fraction={memory_fraction}); shorten max_length, "
-                              "free memory, or use engine='padded'")
-        n = min(sum(per_req[:conc]), fit)
-        fits = sum(1 for i in range(len(per_req)) if sum(per_req[:i + 1]) <= n)
-        return dict(block_size=bs, num_blocks=n, max_batch_tokens=M, concurrency=max(1, min(conc, fits)),
-                    cache_gib=round(n * bs * kv / 2**30, 2), free_gib=round(free / 2**30, 1))
-    # contiguous: one block per request, as long as the longest, so attention reads each request's keys in place
-    one = plan(block_size or -(-longest // unit) * unit, [1] * (len(prompt_lens) or 1))
-    if layout == "contiguous": return dict(layout="contiguous", **one)
-    bs = block_size or unit
-    paged = plan(bs, sorted((math.ceil((n + max_new_tokens) / bs) for n in prompt_lens), reverse=True) or [1])
-    if layout == "auto" and one["concurrency"] >= paged["concurrency"]: return dict(layout="contiguous", **one)
-    return dict(layout="paged", **paged)
+    def attempt(M):
+        budget = free * memory_fraction - M * _act_bytes_per_token(model)
+        longest = max(prompt_lens or [1]) + max_new_tokens
+        conc = max(1, min(max_concurrency, len(prompt_lens) or 1))
+
+        def plan(bs, per_req):   # per_req: blocks each request needs, longest first
+            # transformers reserves an attention-mask term of 2 bytes per (cache token x batch token) for implementations it does not know
+            fit = int(budget // (bs * (kv + 2 * M))) if budget > 0 else 0
+            if fit < per_req[0]:
+                raise MemoryError(f"the longest prompt needs {per_req[0] * bs * kv / 2**30:.2f} GiB of KV cache but only {max(budget, 0) / 2**30:.2f} GiB "
+                                  f"of {free / 2**30:.1f} GiB free memory can hold cache (memory_fraction={memory_fraction}); shorten max_length, "
+                                  "free memory, or use engine='padded'")
+            n = min(sum(per_req[:conc]), fit)
+            fits = sum(1 for i in range(len(per_req)) if sum(per_req[:i + 1]) <= n)
+            return dict(block_size=bs, num_blocks=n, max_batch_tokens=M, concurrency=max(1, min(conc, fits)),
+                        cache_gib=round(n * bs * kv / 2**30, 2), free_gib=round(free / 2**30, 1))
+        # contiguous: one block per request, as long as the longest, so attention reads each request's keys in place
+        one = plan(block_size or -(-longest // unit) * unit, [1] * (len(prompt_lens) or 1))
+        if layout == "contiguous": return dict(layout="contiguous", **one)
+        bs = block_size or unit
+        paged = plan(bs, sorted((math.ceil((n + max_new_tokens) / bs) for n in prompt_lens), reverse=True) or [1])
+        if layout == "auto" and one["concurrency"] >= paged["concurrency"]: return dict(layout="contiguous", **one)
+        return dict(layout="paged", **paged)
+    plans, err = [], None
+    for M in Ms:
+        try: plans.append(attempt(M))
+        except MemoryError as e: err = err or e
+    if not plans: raise err
+    return max(plans, key=lambda p: (p["concurrency"], p["max_batch_tokens"]))   # most requests at once, then the biggest passes
 
 # %% ../nbs/04_inference.ipynb #b8f3c6e7
 def generation_config(model, tokenizer, max_new_tokens: int = 512, do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9,

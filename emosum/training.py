@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from .config import Profile, load_profile_model, load_tokenizer, resolve_model, torch_dtype, seed_everything
 from .data import read_jsonl, write_jsonl
+from .vocab import package_versions
 
 # %% auto #0
 __all__ = ['PADDING_FREE_ATTENTION', 'TRAINING_KEY', 'NOT_TRAINING', 'check_quantization', 'check_trainable_4bit',
@@ -481,11 +482,9 @@ def records_hash(records) -> str:
     return h.hexdigest()
 
 def versions() -> dict:
-    import importlib.metadata as md
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for p in ("emosum", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "liger-kernel"):
-        try: out[p] = md.version(p)
-        except md.PackageNotFoundError: pass
+    "Python, the training stack's package versions (None: not installed), the platform, and the GPU."
+    out = {**package_versions(("emosum", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "liger-kernel")),
+           "platform": platform.platform()}
     if torch.cuda.is_available(): out["cuda"], out["gpu"] = torch.version.cuda, torch.cuda.get_device_name(0)
     return out
 

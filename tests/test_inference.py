@@ -387,3 +387,18 @@ def test_constrained_bad_input_is_named(tiny, tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"needs llguidance.*pip install -e '\.\[constrained\]'"):
         generate(model, tok, _records(1), tmp_path/"m.jsonl", max_length=1024, max_new_tokens=60, constrained=True)
     assert not (tmp_path/"m.jsonl").exists() and not (tmp_path/"b.jsonl").exists()     # nothing written before the error
+
+
+def test_continuous_plan_on_a_small_card_takes_fewer_tokens_per_pass(tiny, monkeypatch):
+    "Where a full-size forward pass leaves no room for the cache (a 12 GiB card, 7B shape), the plan shrinks the pass instead of failing."
+    import emosum.inference as inf
+    model, _ = tiny
+    lens, kv, act = [900, 700, 500], inf.kv_bytes_per_token(model), inf._act_bytes_per_token(model)
+    need = (max(lens) + 10) * (kv + 2 * 512)           # the longest request's cache at the smallest pass, attention-mask term included
+    monkeypatch.setattr(inf, "_free_memory", lambda dev: int((512 * act + 1.5 * need) / 0.9))
+    plan = continuous_plan(model, lens, 10, layout="contiguous")
+    assert plan["max_batch_tokens"] == 512 and plan["concurrency"] == 1
+    with pytest.raises(MemoryError, match="longest prompt needs"):           # one size asked for: no shrinking
+        continuous_plan(model, lens, 10, layout="contiguous", max_batch_tokens=1024)
+    monkeypatch.setattr(inf, "_free_memory", lambda dev: 2**40)               # plenty: the biggest pass, every request at once
+    assert continuous_plan(model, lens, 10)["max_batch_tokens"] == 1024 and continuous_plan(model, lens, 10)["concurrency"] == 3
