@@ -31,11 +31,61 @@ class DataError(ValueError):
         "This error as a row of `RecordSet.problems`."
         return {"file": self.file, "line": self.line, "field": self.field, "message": self.message}
 
+# %% ../nbs/01_data_exploration.ipynb #3eb18763
 def _split_source(source):
     "'file:line' -> (file, line)."
     if source is None: return None, None
     f, sep, ln = str(source).rpartition(":")
     return (f, int(ln)) if sep and ln.isdigit() else (str(source), None)
+
+# %% ../nbs/01_data_exploration.ipynb #0b7a6d1d
+def _record_id(d: dict, err) -> int | str:
+    "The record's id: present, and an int or a non-empty str."
+    if "id" not in d or d["id"] is None: raise err("missing; every record needs a unique id (int or str)", "id")
+    rid = d["id"]
+    if isinstance(rid, bool) or not isinstance(rid, (int, str)):
+        raise err(f"must be an int or a str, got {type(rid).__name__} {rid!r}", "id")
+    if isinstance(rid, str) and not rid.strip(): raise err("is empty; give every record a unique id", "id")
+    return rid
+
+# %% ../nbs/01_data_exploration.ipynb #6232983e
+def _paragraphs(d: dict, k: str, err) -> list[str]:
+    "A required input section: a list of strings (a single string is one paragraph), not all blank."
+    if k not in d or d[k] is None: raise err("missing; it is a required input (a list of paragraphs)", k)
+    v = d[k]
+    if isinstance(v, str): v = [v]
+    if not isinstance(v, list): raise err(f"must be a list of strings (paragraphs), got {type(v).__name__}", k)
+    for i, p in enumerate(v):
+        if not isinstance(p, str): raise err(f"paragraph {i} must be a string, got {type(p).__name__} {p!r:.40}", k)
+    if not any(p.strip() for p in v): raise err("has no text (empty); fill it in or remove the record", k)
+    return list(v)
+
+# %% ../nbs/01_data_exploration.ipynb #33d020e8
+def _optional_text(d: dict, k: str, err) -> str | None:
+    "An optional text field: None when absent, else a string that is not blank."
+    v = d.get(k)
+    if v is None: return None
+    if not isinstance(v, str): raise err(f"must be a string, got {type(v).__name__} {v!r:.40}", k)
+    if not v.strip(): raise err("is an empty string; give the text, or null / leave it out if unknown", k)
+    return v
+
+# %% ../nbs/01_data_exploration.ipynb #168bc16f
+def _es_targets(d: dict, err) -> dict[str, str | None]:
+    "The five ES fields: all given, or all None."
+    tg = {k: _optional_text(d, k, err) for k in ES_FIELDS}
+    given = [k for k, v in tg.items() if v is not None]
+    if given and len(given) < len(ES_FIELDS):
+        missing = [k for k in ES_FIELDS if tg[k] is None]
+        raise err(f"missing while {', '.join(given)} are given; a record has all five ES targets or none", missing[0])
+    return tg
+
+# %% ../nbs/01_data_exploration.ipynb #21279912
+def _record_language(d: dict, texts: list[str], err) -> str:
+    "The record's `language`, or the one detected from its `texts` when it gives none."
+    lang = d.get("language")
+    if lang is None: return detect_language(texts)
+    if lang not in LANGUAGES: raise err(f"must be one of {LANGUAGES}, got {lang!r}", "language")
+    return lang
 
 # %% ../nbs/01_data_exploration.ipynb #7f076580
 @dataclass
@@ -78,74 +128,72 @@ class Record:
         file, line = _split_source(source)
         def err(msg, fld=None): return DataError(msg, file, line, fld)
         if not isinstance(d, dict): raise err(f"expected a JSON object (a record), got {type(d).__name__}")
-        if "id" not in d or d["id"] is None: raise err("missing; every record needs a unique id (int or str)", "id")
-        rid = d["id"]
-        if isinstance(rid, bool) or not isinstance(rid, (int, str)): raise err(f"must be an int or a str, got {type(rid).__name__} {rid!r}", "id")
-        if isinstance(rid, str) and not rid.strip(): raise err("is empty; give every record a unique id", "id")
-        def paras(k):
-            if k not in d or d[k] is None: raise err("missing; it is a required input (a list of paragraphs)", k)
-            v = d[k]
-            if isinstance(v, str): v = [v]
-            if not isinstance(v, list): raise err(f"must be a list of strings (paragraphs), got {type(v).__name__}", k)
-            for i, p in enumerate(v):
-                if not isinstance(p, str): raise err(f"paragraph {i} must be a string, got {type(p).__name__} {p!r:.40}", k)
-            if not any(p.strip() for p in v): raise err("has no text (empty); fill it in or remove the record", k)
-            return list(v)
-        def text(k):
-            v = d.get(k)
-            if v is None: return None
-            if not isinstance(v, str): raise err(f"must be a string, got {type(v).__name__} {v!r:.40}", k)
-            if not v.strip(): raise err("is an empty string; give the text, or null / leave it out if unknown", k)
-            return v
-        cd, cp = paras("case_description"), paras("consultation_process")
-        er = text("experience_and_reflection")
-        tg = {k: text(k) for k in ES_FIELDS}
-        given = [k for k, v in tg.items() if v is not None]
-        if given and len(given) < len(ES_FIELDS):
-            missing = [k for k in ES_FIELDS if tg[k] is None]
-            raise err(f"missing while {', '.join(given)} are given; a record has all five ES targets or none", missing[0])
-        lang = d.get("language")
-        if lang is None: lang = detect_language(cd + cp + ([er] if er else []))
-        elif lang not in LANGUAGES: raise err(f"must be one of {LANGUAGES}, got {lang!r}", "language")
+        rid = _record_id(d, err)
+        cd, cp = _paragraphs(d, "case_description", err), _paragraphs(d, "consultation_process", err)
+        er = _optional_text(d, "experience_and_reflection", err)
+        tg = _es_targets(d, err)
+        lang = _record_language(d, cd + cp + ([er] if er else []), err)
         split = d.get("split")
-        if split is not None and not isinstance(split, str): raise err(f"must be a string, got {type(split).__name__}", "split")
+        if split is not None and not isinstance(split, str):
+            raise err(f"must be a string, got {type(split).__name__}", "split")
         return cls(id=rid, case_description=cd, consultation_process=cp, experience_and_reflection=er, **tg,
                    language=lang, source=source if source is not None else d.get("source"), split=split)
 
-# %% ../nbs/01_data_exploration.ipynb #64dd9906
-def _json_error(e: json.JSONDecodeError, file, line=None) -> DataError:
-    return DataError(f"malformed JSON ({e.msg} at column {e.colno}); fix or delete this line", file, line or e.lineno)
-
-TORN_TAIL = ("error", "skip", "truncate")
+# %% ../nbs/01_data_exploration.ipynb #599ccd20
 # JSON text may hold these raw inside strings, but str.splitlines() (and some other readers) break lines at them:
 # the writer escapes them, and the reader splits at "\n" only, so every valid JSON value makes a round trip.
 _LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 def _row(r): return r.to_dict() if isinstance(r, Record) else r
 
+# %% ../nbs/01_data_exploration.ipynb #3e091f79
 def json_line(row, # a dict (or any JSON value) or a `Record`
              ) -> str:
-    "One JSON Lines line, `\\n` included: UTF-8 JSON, not ASCII-escaped, except the three characters some readers take for line breaks."
+    "One JSON Lines line, `\\n` included: UTF-8 JSON, not ASCII-escaped, except three characters read as line breaks."
     s = json.dumps(_row(row), ensure_ascii=False)
     for ch, esc in _LINE_BREAKS.items():
-        if ch in s: s = s.replace(ch, esc)     # they only occur inside strings, where the escape means the same character
+        if ch in s: s = s.replace(ch, esc)     # only inside strings, where the escape means the same character
     return s + "\n"
 
+# %% ../nbs/01_data_exploration.ipynb #4d916db8
+def _json_error(e: json.JSONDecodeError, file, line=None) -> DataError:
+    return DataError(f"malformed JSON ({e.msg} at column {e.colno}); fix or delete this line", file, line or e.lineno)
+
+# %% ../nbs/01_data_exploration.ipynb #f2611441
 def _jsonl_text(path: Path) -> tuple[str, int]:
     "(text, length of a UTF-8 byte-order mark) of a JSONL file; `DataError` naming the file when it is not UTF-8."
     raw = path.read_bytes()
     bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
     try: return raw[bom:].decode("utf-8"), bom
     except UnicodeDecodeError as e:
-        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start + bom}); re-save the file as UTF-8", str(path)) from None
+        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start + bom}); re-save the file as UTF-8",
+                        str(path)) from None
 
+# %% ../nbs/01_data_exploration.ipynb #08495dc1
+TORN_TAIL = ("error", "skip", "truncate")
+
+def _bad_line(e: json.JSONDecodeError, path: Path, lines: list[str], i: int, torn_tail: str, bom: int) -> None:
+    "Line `i` of `lines` is malformed: raise a `DataError`, unless it is the last one and `torn_tail` skips or cuts it."
+    last = not any(l.strip() for l in lines[i:])
+    if torn_tail == "error" or not last:
+        err = _json_error(e, str(path), i)
+        if last:
+            msg = f"{err.message} (an incomplete last line, as a process killed while writing leaves it?)"
+            err = DataError(msg, str(path), i)
+        raise err from None
+    cut = torn_tail == "truncate"
+    warnings.warn(f"{path}:{i}: incomplete last line ({len(lines[i - 1])} characters) "
+                  f"{'removed' if cut else 'skipped'}")
+    if cut: os.truncate(path, bom + len("".join(l + "\n" for l in lines[:i - 1]).encode("utf-8")))
+
+# %% ../nbs/01_data_exploration.ipynb #def47236
 def read_jsonl(path: str | Path,     # a JSON Lines file (UTF-8, a byte-order mark allowed)
                torn_tail: str = "error", # a malformed LAST line, as a process killed mid-append leaves it:
                                      # "error", "skip" (with a warning), or "truncate" (warn and cut it from the file,
                                      # so an append-only job writes that row again)
                with_lines: bool = False, # return (line number, value) pairs, for messages that point at a line
               ) -> list:
-    "The JSON values of the non-blank lines of `path` (lines end at `\\n` only); a malformed line is a `DataError` naming file and line."
+    "The JSON values of the non-blank lines of `path` (lines end at `\\n` only); a malformed line is a `DataError`."
     if torn_tail not in TORN_TAIL: raise ValueError(f"torn_tail must be one of {TORN_TAIL}, got {torn_tail!r}")
     path = Path(path)
     text, bom = _jsonl_text(path)
@@ -153,49 +201,49 @@ def read_jsonl(path: str | Path,     # a JSON Lines file (UTF-8, a byte-order ma
     for i, ln in enumerate(lines, 1):
         if not ln.strip(): continue
         try: rows.append((i, json.loads(ln)) if with_lines else json.loads(ln))
-        except json.JSONDecodeError as e:
-            if torn_tail == "error" or any(l.strip() for l in lines[i:]):
-                err = _json_error(e, str(path), i)
-                if not any(l.strip() for l in lines[i:]):
-                    err = DataError(f"{err.message} (an incomplete last line, as a process killed while writing leaves it?)", str(path), i)
-                raise err from None
-            cut = torn_tail == "truncate"
-            warnings.warn(f"{path}:{i}: incomplete last line ({len(ln)} characters) {'removed' if cut else 'skipped'}")
-            if cut: os.truncate(path, bom + len("".join(l + "\n" for l in lines[:i - 1]).encode("utf-8")))
-            break
+        except json.JSONDecodeError as e: _bad_line(e, path, lines, i, torn_tail, bom); break
     return rows
 
-def write_jsonl(path: str | Path,  # file to write
-                rows,              # dicts or `Record`s
-                append: bool = False, # append instead of replacing (not atomic)
-               ) -> Path:
-    "Write one JSON value per line (`json_line`); replacing is atomic (a temporary file, then a rename); new files get the umask's permissions."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(json_line(r) for r in rows)
-    if append:
-        with open(path, "a", encoding="utf-8") as f: f.write(text)
-        return path
+# %% ../nbs/01_data_exploration.ipynb #72bdb734
+def _atomic_write(path: Path, text: str) -> None:
+    "Replace `path` by `text` through a temporary file and a rename; new files get the umask's permissions."
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)    # 0o666 minus the umask, as open() would create it
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)    # 0o666 minus the umask, as open() does
         with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(text)
         if path.exists(): os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))   # a replaced file keeps its permissions
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True); raise
+
+# %% ../nbs/01_data_exploration.ipynb #77363149
+def write_jsonl(path: str | Path,  # file to write
+                rows,              # dicts or `Record`s
+                append: bool = False, # append instead of replacing (not atomic)
+               ) -> Path:
+    "Write one JSON value per line (`json_line`); replacing is atomic (a temporary file, then a rename)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json_line(r) for r in rows)
+    if append:
+        with open(path, "a", encoding="utf-8") as f: f.write(text)
+    else: _atomic_write(path, text)
     return path
 
 # %% ../nbs/01_data_exploration.ipynb #b6b77fdf
 FORMATS = ("longemotion", "folder", "psyqa", "cpsycoun")
 SPLIT_DIRS = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "test": "test"}
 
+# %% ../nbs/01_data_exploration.ipynb #3934dc34
 class RecordSet(list):
-    "A list of `Record`s, plus `.problems` (dicts: file, line, field, message) for the bad input skipped with `strict=False`."
+    "A list of `Record`s, plus `.problems` (file, line, field, message) for the bad input skipped with `strict=False`."
     def __init__(self, records=(), problems=None, source=None, format=None):
         super().__init__(records)
         self.problems, self.source, self.format = list(problems or []), source, format
-    def __repr__(self): return f"RecordSet({len(self)} records, {len(self.problems)} problems, format={self.format!r}, source={str(self.source)!r})"
+    def __repr__(self):
+        return (f"RecordSet({len(self)} records, {len(self.problems)} problems, "
+                f"format={self.format!r}, source={str(self.source)!r})")
 
+# %% ../nbs/01_data_exploration.ipynb #72213944
 def resolve_data_path(path: str | Path) -> Path:
     "An existing data path: absolute, else from the project root, else from the working directory."
     p = Path(path).expanduser()
@@ -208,13 +256,19 @@ def resolve_data_path(path: str | Path) -> Path:
 # %% ../nbs/01_data_exploration.ipynb #aac4f9aa
 _WS = re.compile(r"\s*")
 
-def _iter_json_array(text, file):
-    "Yield (item, line) for each item of a JSON array in `text`, or a DataError where it breaks."
-    dec, i, line, pos = json.JSONDecoder(), _WS.match(text, text.index("[") + 1).end(), 1, 0
+def _line_counter(text: str):
+    "A function from a position in `text` to its line number, for positions that never go back."
+    line, pos = 1, 0
     def line_at(j):
         nonlocal line, pos
         line += text.count("\n", pos, j); pos = j
         return line
+    return line_at
+
+# %% ../nbs/01_data_exploration.ipynb #d57dee1e
+def _iter_json_array(text, file):
+    "Yield (item, line) for each item of a JSON array in `text`, or a DataError where it breaks."
+    dec, i, line_at = json.JSONDecoder(), _WS.match(text, text.index("[") + 1).end(), _line_counter(text)
     if text[i:i+1] == "]": return
     while True:
         try: obj, j = dec.raw_decode(text, i)
@@ -225,23 +279,64 @@ def _iter_json_array(text, file):
         if text[i:i+1] == "]": return
         yield DataError("malformed JSON (expected ',' or ']' after an item); fix the file", file, line_at(i)); return
 
+# %% ../nbs/01_data_exploration.ipynb #d63f705a
+def _json_lines(text: str, file: str) -> list:
+    "(value, 'file:line') pairs, or `DataError`s, for the non-blank lines of `text` (lines end at \\n only)."
+    items = []
+    for i, ln in enumerate(text.split("\n"), 1):
+        if not ln.strip(): continue
+        try: items.append((json.loads(ln), f"{file}:{i}"))
+        except json.JSONDecodeError as e: items.append(_json_error(e, file, i))
+    return items
+
+# %% ../nbs/01_data_exploration.ipynb #ea8992f8
 def iter_json_items(path: str | Path) -> list:
     "(dict, 'file:line') pairs, or `DataError`s, for the records in a JSONL file, a JSON array or a single JSON object."
     path = Path(path); file = str(path)
     try: text, _ = _jsonl_text(path)
     except DataError as e: return [e]
     head = text.lstrip()[:1]
-    if head == "[": return [it if isinstance(it, DataError) else (it[0], f"{file}:{it[1]}") for it in _iter_json_array(text, file)]
+    if head == "[":
+        return [it if isinstance(it, DataError) else (it[0], f"{file}:{it[1]}") for it in _iter_json_array(text, file)]
     if path.suffix == ".json" and head == "{":
         try: return [(json.loads(text), f"{file}:1")]
         except json.JSONDecodeError as e:
             if not e.msg.startswith("Extra data"): return [_json_error(e, file)]
-    items = []
-    for i, ln in enumerate(text.split("\n"), 1):      # JSON Lines: lines end at \n only (as `read_jsonl`)
-        if not ln.strip(): continue
-        try: items.append((json.loads(ln), f"{file}:{i}"))
-        except json.JSONDecodeError as e: items.append(_json_error(e, file, i))
-    return items
+    return _json_lines(text, file)     # JSON Lines, as `read_jsonl` reads them
+
+# %% ../nbs/01_data_exploration.ipynb #4e004b49
+def _psyqa_string(item: dict, k: str, err, required: bool = True) -> str:
+    "Field `k` of a PsyQA item, stripped; '' when an optional one is absent."
+    v = item.get(k)
+    if v is None:
+        if required: raise err("missing; a PsyQA item needs question and answers", k)
+        return ""
+    if not isinstance(v, str): raise err(f"must be a string, got {type(v).__name__}", k)
+    if required and not v.strip(): raise err("is empty", k)
+    return v.strip()
+
+# %% ../nbs/01_data_exploration.ipynb #d9b0304d
+def _psyqa_keywords(item: dict, err) -> str:
+    "The keywords as one string (a list of them joined with '，')."
+    kw = item.get("keywords") or ""
+    if isinstance(kw, list) and all(isinstance(k, str) for k in kw): kw = "，".join(kw)
+    if not isinstance(kw, str): raise err(f"must be a string or a list of strings, got {type(kw).__name__}", "keywords")
+    return kw
+
+# %% ../nbs/01_data_exploration.ipynb #b0805dba
+def _psyqa_answers(item: dict, err) -> list[str]:
+    "The answers' texts, stripped: a non-empty list of strings, or of dicts with an `answer_text`."
+    ans = item.get("answers")
+    if ans is None: raise err("missing; a PsyQA item needs question and answers", "answers")
+    if not isinstance(ans, list) or not ans: raise err(f"must be a non-empty list, got {ans!r:.40}", "answers")
+    texts = []
+    for i, a in enumerate(ans):
+        t = a.get("answer_text") if isinstance(a, dict) else a
+        if not isinstance(t, str):
+            raise err(f"answer {i} needs an answer_text string, got {type(t).__name__}", "answers")
+        if not t.strip(): raise err(f"answer {i} is empty", "answers")
+        texts.append(t.strip())
+    return texts
 
 # %% ../nbs/01_data_exploration.ipynb #f5fc60de
 def psyqa_to_dict(item: dict,            # one PsyQA item
@@ -251,27 +346,8 @@ def psyqa_to_dict(item: dict,            # one PsyQA item
     file, line = _split_source(source)
     def err(msg, fld): return DataError(msg, file, line, fld)
     if not isinstance(item, dict): raise err(f"expected a JSON object (a PsyQA item), got {type(item).__name__}", None)
-    def s(k, required=True):
-        v = item.get(k)
-        if v is None:
-            if required: raise err("missing; a PsyQA item needs question and answers", k)
-            return ""
-        if not isinstance(v, str): raise err(f"must be a string, got {type(v).__name__}", k)
-        if required and not v.strip(): raise err("is empty", k)
-        return v.strip()
-    q, desc = s("question"), s("description", required=False)
-    kw = item.get("keywords") or ""
-    if isinstance(kw, list) and all(isinstance(k, str) for k in kw): kw = "，".join(kw)
-    if not isinstance(kw, str): raise err(f"must be a string or a list of strings, got {type(kw).__name__}", "keywords")
-    ans = item.get("answers")
-    if ans is None: raise err("missing; a PsyQA item needs question and answers", "answers")
-    if not isinstance(ans, list) or not ans: raise err(f"must be a non-empty list, got {ans!r:.40}", "answers")
-    texts = []
-    for i, a in enumerate(ans):
-        t = a.get("answer_text") if isinstance(a, dict) else a
-        if not isinstance(t, str): raise err(f"answer {i} needs an answer_text string, got {type(t).__name__}", "answers")
-        if not t.strip(): raise err(f"answer {i} is empty", "answers")
-        texts.append(t.strip())
+    q, desc = _psyqa_string(item, "question", err), _psyqa_string(item, "description", err, required=False)
+    kw, texts = _psyqa_keywords(item, err), _psyqa_answers(item, err)
     rid = item.get("questionID", item.get("id", f"psyqa-{index}"))
     cd = [q] + ([desc] if desc else []) + ([f"关键词：{kw.strip()}"] if kw.strip() else [])
     return {"id": rid, "case_description": cd, "consultation_process": texts}
@@ -279,75 +355,131 @@ def psyqa_to_dict(item: dict,            # one PsyQA item
 # %% ../nbs/01_data_exploration.ipynb #ab1dd28b
 _TURN = re.compile(r"^\s*(来访者|求助者|心理咨询师|咨询师)\s*[：:]\s*(.*)$")
 _SPEAKER = {"来访者": "来访者", "求助者": "来访者", "心理咨询师": "心理咨询师", "咨询师": "心理咨询师"}
+_TURN_HINT = "each turn starts with '来访者：' or '心理咨询师：'"
 
-def parse_dialogue(text: str,             # the dialogue file's text
-                   file: str | None = None) -> list[tuple[str, str, int]]:
-    "The turns of a CPsyCoun dialogue as (speaker, text, line); `DataError` for text outside a turn or an empty turn."
+def _turns(text: str, file: str | None) -> list[list]:
+    "[speaker, text, line] per turn; a line without a speaker continues the turn before it."
     turns = []
     for i, ln in enumerate(text.splitlines(), 1):
         if not ln.strip(): continue
         m = _TURN.match(ln)
         if m: turns.append([_SPEAKER[m[1]], m[2].strip(), i])
-        elif not turns: raise DataError("text before the first turn; each turn starts with '来访者：' or '心理咨询师：'", file, i, "turn")
+        elif not turns: raise DataError(f"text before the first turn; {_TURN_HINT}", file, i, "turn")
         else: turns[-1][1] = (turns[-1][1] + "\n" + ln.strip()).strip()
-    if not turns: raise DataError("no dialogue turns; each turn starts with '来访者：' or '心理咨询师：'", file, None, "turn")
+    return turns
+
+# %% ../nbs/01_data_exploration.ipynb #6d6ef384
+def parse_dialogue(text: str,             # the dialogue file's text
+                   file: str | None = None) -> list[tuple[str, str, int]]:
+    "The turns of a CPsyCoun dialogue as (speaker, text, line); `DataError` for text outside a turn or an empty turn."
+    turns = _turns(text, file)
+    if not turns: raise DataError(f"no dialogue turns; {_TURN_HINT}", file, None, "turn")
     for sp, t, i in turns:
         if not t: raise DataError(f"empty {sp} turn; write what was said or delete the line", file, i, "turn")
     if not any(sp == "来访者" for sp, _, _ in turns): raise DataError("no 来访者 (client) turn", file, None, "turn")
     return [tuple(t) for t in turns]
 
+# %% ../nbs/01_data_exploration.ipynb #5b3f0d33
 def cpsycoun_to_dict(path: str | Path) -> dict:
     "One CPsyCoun dialogue file as a raw record dict (id: the file name without `.txt`)."
     path = Path(path)
     try: text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e: raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start}); re-save as UTF-8", str(path)) from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start}); re-save as UTF-8", str(path)) from None
     turns = parse_dialogue(text, str(path))
     first = next(t for sp, t, _ in turns if sp == "来访者")
     return {"id": path.stem, "case_description": [first], "consultation_process": [f"{sp}：{t}" for sp, t, _ in turns]}
+
+# %% ../nbs/01_data_exploration.ipynb #c7f97aa7
+def _folder_format(path: Path) -> str:
+    "The format of a data folder: split subfolders or JSON files make a `folder`, `.txt` files `cpsycoun`."
+    if any((path/d).is_dir() for d in SPLIT_DIRS): return "folder"
+    if any(path.glob("*.txt")): return "cpsycoun"
+    if any(path.glob("*.json")) or any(path.glob("*.jsonl")): return "folder"
+    raise DataError("cannot tell the format: no train/ validation/ test/ folders, .json/.jsonl or .txt files; "
+                    "pass format=", str(path))
 
 # %% ../nbs/01_data_exploration.ipynb #e9287e6c
 def detect_format(path: str | Path) -> str:
     "Guess the format of a data file or folder from its layout and content (see `FORMATS`)."
     path = Path(path)
-    if path.is_dir():
-        if any((path/d).is_dir() for d in SPLIT_DIRS): return "folder"
-        if any(path.glob("*.txt")): return "cpsycoun"
-        if any(path.glob("*.json")) or any(path.glob("*.jsonl")): return "folder"
-        raise DataError("cannot tell the format: no train/ validation/ test/ folders, .json/.jsonl or .txt files; pass format=", str(path))
+    if path.is_dir(): return _folder_format(path)
     if path.suffix == ".txt": return "cpsycoun"
     with open(path, encoding="utf-8-sig", errors="replace") as f: head = f.read(65536)
-    if not head.strip(): raise DataError(f"the file is empty{' (only blank lines)' if head else ''}; it needs records, e.g. one JSON object per line", str(path))
+    if not head.strip():
+        blank = " (only blank lines)" if head else ""
+        raise DataError(f"the file is empty{blank}; it needs records, e.g. one JSON object per line", str(path))
     if re.search(r'"question"\s*:', head) and re.search(r'"answers"\s*:', head): return "psyqa"
     if head.lstrip()[:1] in ("{", "["): return "longemotion"
     if _TURN.match(head.lstrip().split("\n", 1)[0]): return "cpsycoun"
-    raise DataError(f"cannot tell the format (starts with {head.lstrip()[:30]!r}); pass format= one of {FORMATS}", str(path))
+    raise DataError(f"cannot tell the format (starts with {head.lstrip()[:30]!r}); pass format= one of {FORMATS}",
+                    str(path))
 
+# %% ../nbs/01_data_exploration.ipynb #67f4858b
+def _psyqa_items(path: Path):
+    "(raw dict, source) or DataError for each item of a PsyQA file."
+    for n, it in enumerate(iter_json_items(path), 1):
+        if isinstance(it, DataError): yield it; continue
+        try: yield psyqa_to_dict(it[0], n, it[1]), it[1]
+        except DataError as e: yield e
+
+# %% ../nbs/01_data_exploration.ipynb #9fd4ed1b
+def _cpsycoun_items(path: Path):
+    "(raw dict, source) or DataError for each dialogue: `path`, or the `.txt` files of a folder in natural order."
+    natural = lambda p: [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", p.name)]
+    for f in sorted(path.glob("*.txt"), key=natural) if path.is_dir() else [path]:
+        try: yield cpsycoun_to_dict(f), f"{f}:1"
+        except DataError as e: yield e
+
+# %% ../nbs/01_data_exploration.ipynb #09da3747
+def _folder_items(path: Path):
+    "(raw dict, source) or DataError for each record of a folder's JSON files; split subfolders set `split`."
+    subdirs = [(path/d, s) for d, s in SPLIT_DIRS.items() if (path/d).is_dir()] or [(path, None)]
+    for d, split in subdirs:
+        for f in sorted([*d.glob("*.json"), *d.glob("*.jsonl")]):
+            for it in iter_json_items(f):
+                if split and not isinstance(it, DataError) and isinstance(it[0], dict):
+                    it = ({**it[0], "split": split}, it[1])
+                yield it
+
+# %% ../nbs/01_data_exploration.ipynb #151bb96e
 def _items(path: Path, fmt: str):
     "Yield (raw dict, source) or DataError for every record of `path` in format `fmt`."
-    if fmt == "longemotion":
-        yield from iter_json_items(path)
-    elif fmt == "psyqa":
-        for n, it in enumerate(iter_json_items(path), 1):
-            if isinstance(it, DataError): yield it; continue
-            try: yield psyqa_to_dict(it[0], n, it[1]), it[1]
-            except DataError as e: yield e
-    elif fmt == "cpsycoun":
-        files = sorted(path.glob("*.txt"), key=lambda p: [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", p.name)]) if path.is_dir() else [path]
-        for f in files:
-            try: yield cpsycoun_to_dict(f), f"{f}:1"
-            except DataError as e: yield e
-    elif fmt == "folder":
-        subdirs = [(path/d, s) for d, s in SPLIT_DIRS.items() if (path/d).is_dir()] or [(path, None)]
-        for d, split in subdirs:
-            for f in sorted([*d.glob("*.json"), *d.glob("*.jsonl")]):
-                for it in iter_json_items(f):
-                    if not isinstance(it, DataError) and split and isinstance(it[0], dict): it = ({**it[0], "split": split}, it[1])
-                    yield it
-    else: raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    readers = {"longemotion": iter_json_items, "psyqa": _psyqa_items, "cpsycoun": _cpsycoun_items,
+               "folder": _folder_items}
+    if fmt not in readers: raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    yield from readers[fmt](path)
 
-def load_records(path: str | Path,        # a file or folder; relative paths from the project root (or the working directory)
+# %% ../nbs/01_data_exploration.ipynb #fee56b89
+def _duplicate_id(rec: Record, first, where: str, source: str) -> DataError:
+    "The error for `rec` (at `source`) whose id reads as `first`, the id of the record at `where`."
+    if first == rec.id: return DataError(f"duplicate id {rec.id!r} (first at {where}); ids must be unique: renumber or "
+                                         "remove one", *_split_source(source), "id")
+    msg = (f"id {rec.id!r} is the same as id {first!r} at {where} once written as text (predictions and scores match "
+           f"records by the id's text); make the ids distinct, or write them all as numbers or all as strings")
+    return DataError(msg, *_split_source(source), "id")
+
+# %% ../nbs/01_data_exploration.ipynb #34c302f6
+def _add_record(out: RecordSet, seen: dict, it) -> None:
+    "Validate one item of `_items` into `out`; `seen` maps each id's text to the (id, source) of its first record."
+    if isinstance(it, DataError): raise it
+    rec = Record.from_dict(*it)
+    key = str(rec.id)            # predictions, scores and submissions match records by the id's text
+    if key in seen: raise _duplicate_id(rec, *seen[key], it[1])
+    seen[key] = (rec.id, it[1])
+    out.append(rec)
+
+# %% ../nbs/01_data_exploration.ipynb #756eb291
+def _no_records(path: Path, problems: list[dict]) -> DataError:
+    "Why `path` gave no records: it is empty, or every record is bad (the first problem quoted)."
+    if not problems: return DataError("holds no records (it is empty)", str(path))
+    first = DataError(**{k: v for k, v in problems[0].items() if k != "message"}, message=problems[0]["message"])
+    return DataError(f"no valid records ({len(problems)} bad); first problem: {first}", str(path))
+
+# %% ../nbs/01_data_exploration.ipynb #f500bf0a
+def load_records(path: str | Path,        # a file or folder; relative: from the project root (or the working directory)
                  format: str | None = None, # one of FORMATS; None: detect from the content
-                 strict: bool = True,       # raise on the first bad record; False: skip and report bad records in `.problems`
+                 strict: bool = True,       # raise on the first bad record; False: skip and list them in `.problems`
                 ) -> RecordSet:
     "Load and validate the records at `path`; bad input is named by file, line and field."
     path = resolve_data_path(path)
@@ -355,32 +487,20 @@ def load_records(path: str | Path,        # a file or folder; relative paths fro
     if fmt not in FORMATS: raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     out, seen = RecordSet(source=path, format=fmt), {}
     for it in _items(path, fmt):
-        try:
-            if isinstance(it, DataError): raise it
-            rec = Record.from_dict(*it)
-            key = str(rec.id)            # predictions, scores and submissions match records by the id's text
-            if key in seen:
-                first, where = seen[key]
-                msg = (f"duplicate id {rec.id!r} (first at {where}); ids must be unique: renumber or remove one" if first == rec.id else
-                       f"id {rec.id!r} is the same as id {first!r} at {where} once written as text (predictions and scores match "
-                       f"records by the id's text); make the ids distinct, or write them all as numbers or all as strings")
-                raise DataError(msg, *_split_source(it[1]), "id")
-            seen[key] = (rec.id, it[1])
-            out.append(rec)
+        try: _add_record(out, seen, it)
         except DataError as e:
             if strict: raise
             out.problems.append(e.problem())
-    if not out and not out.problems: raise DataError("holds no records (it is empty)", str(path))
-    if not out:
-        first = f"; first problem: {DataError(**{k: v for k, v in out.problems[0].items() if k != 'message'}, message=out.problems[0]['message'])}" if out.problems else ""
-        raise DataError(f"no valid records ({len(out.problems)} bad){first}", str(path))
+    if not out: raise _no_records(path, out.problems)
     if out.problems:
-        warnings.warn(f"{path}: skipped {len(out.problems)} bad record(s), kept {len(out)}; see .problems", stacklevel=2)
+        warnings.warn(f"{path}: skipped {len(out.problems)} bad record(s), kept {len(out)}; see .problems",
+                      stacklevel=2)
     return out
 
-# %% ../nbs/01_data_exploration.ipynb #ee0e905d
+# %% ../nbs/01_data_exploration.ipynb #22b731c3
 def _rank(rid, seed): return hashlib.sha256(f"{seed}:{type(rid).__name__}:{rid}".encode()).hexdigest()
 
+# %% ../nbs/01_data_exploration.ipynb #ee0e905d
 def split_records(records: list[Record],   # records with unique ids
                   valid_frac: float = 0.15, # fraction for validation (85/15 by default, as in the original project)
                   seed: int = 42,
@@ -394,25 +514,29 @@ def split_records(records: list[Record],   # records with unique ids
 
 # %% ../nbs/01_data_exploration.ipynb #10ce0cbb
 def _read_split(p: Path) -> RecordSet:
+    "The records of one `run_dir/data/` file; an empty file is an empty split."
     if p.exists() and p.read_text(encoding="utf-8").strip(): return load_records(p, format="longemotion")
     return RecordSet(source=p, format="longemotion")
 
+# %% ../nbs/01_data_exploration.ipynb #dc0fcf45
+def _make_splits(recs: RecordSet, cfg) -> tuple[list, list, list]:
+    "(train, valid, test): the input's own split if it has one (valid drawn from train if absent), else a seeded one."
+    by = {s: [r for r in recs if r.split == s] for s in ("train", "validation", "test")}
+    if not (by["validation"] or by["test"]): return (*split_records(list(recs), cfg.valid_frac, cfg.seed), [])
+    train, valid, test = by["train"] or [r for r in recs if r.split is None], by["validation"], by["test"]
+    if not valid: train, valid = split_records(train, cfg.valid_frac, cfg.seed)
+    return train, valid, test
+
+# %% ../nbs/01_data_exploration.ipynb #9bcdf82d
 def load_run_data(cfg,                  # a `Profile` (uses data_path, data_format, test_path, valid_frac, seed)
                   run_dir: str | Path,  # the run folder
                  ) -> dict[str, list[Record]]:
-    "`{'train', 'valid', 'test'}` record lists, from `run_dir/data/` if written, else made from the profile and written there."
+    "`{'train', 'valid', 'test'}` record lists: read from `run_dir/data/`, else made from the profile and written."
     d = Path(run_dir)/"data"
     if (d/"train.jsonl").exists() and (d/"valid.jsonl").exists():
         return {s: _read_split(d/f"{s}.jsonl") for s in RUN_SPLITS}
-    recs = load_records(cfg.data_path, format=cfg.data_format)
-    by = {s: [r for r in recs if r.split == s] for s in ("train", "validation", "test")}
-    if by["validation"] or by["test"]:
-        train, valid, test = by["train"] or [r for r in recs if r.split is None], by["validation"], by["test"]
-        if not valid: train, valid = split_records(train, cfg.valid_frac, cfg.seed)
-    else:
-        train, valid = split_records(list(recs), cfg.valid_frac, cfg.seed); test = []
-    if cfg.test_path:
-        test = [*test, *load_records(cfg.test_path, format=None)]
+    train, valid, test = _make_splits(load_records(cfg.data_path, format=cfg.data_format), cfg)
+    if cfg.test_path: test = [*test, *load_records(cfg.test_path, format=None)]
     out = {"train": train, "valid": valid, "test": test}
     for s, rs in out.items(): write_jsonl(d/f"{s}.jsonl", rs)
     return out
@@ -420,26 +544,41 @@ def load_run_data(cfg,                  # a `Profile` (uses data_path, data_form
 # %% ../nbs/01_data_exploration.ipynb #086699bf
 SECTION_TITLES = {"en": {"case_description": "Case description", "consultation_process": "Consultation process",
                          "experience_and_reflection": "Experience and reflection"},
-                  "zh": {"case_description": "案例描述", "consultation_process": "咨询过程", "experience_and_reflection": "经验与反思"}}
+                  "zh": {"case_description": "案例描述", "consultation_process": "咨询过程",
+                         "experience_and_reflection": "经验与反思"}}
 
+# %% ../nbs/01_data_exploration.ipynb #45d4d202
 def section_text(record: Record, name: str) -> str:
     "One input section as plain text (paragraphs joined by blank lines); '' when absent."
     v = getattr(record, name)
     return "\n\n".join(v) if isinstance(v, list) else (v or "")
 
+# %% ../nbs/01_data_exploration.ipynb #50fa1ac1
 def input_text(record: Record) -> str:
     "All input sections with their titles: the simple user message used for length statistics."
     titles = SECTION_TITLES[record.language]
     return "\n\n".join(f"{titles[k]}:\n{section_text(record, k)}" for k in INPUT_FIELDS if section_text(record, k))
 
+# %% ../nbs/01_data_exploration.ipynb #ad822f6a
 def _count_tokens(tokenizer, texts: list[str]) -> list[int]:
+    "Tokens per text, without special tokens."
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]] if texts else []
 
+# %% ../nbs/01_data_exploration.ipynb #0f0e2e54
 def chat_texts(records: list[Record], tokenizer) -> list[str]:
     "Each record's `input_text` as one user message in the tokenizer's chat template, with the generation prompt."
-    return [tokenizer.apply_chat_template([{"role": "user", "content": input_text(r)}], tokenize=False, add_generation_prompt=True)
-            for r in records]
+    return [tokenizer.apply_chat_template([{"role": "user", "content": input_text(r)}], tokenize=False,
+                                          add_generation_prompt=True) for r in records]
 
+# %% ../nbs/01_data_exploration.ipynb #a6e9b6b3
+def _token_columns(df, records: list[Record], tokenizer, cols) -> None:
+    "Add `tok_*` per field of `cols`, `tok_input`, `tok_targets` and `chat_tokens` to `df`."
+    for k in cols: df[f"tok_{k}"] = _count_tokens(tokenizer, [section_text(r, k) for r in records])
+    df["tok_input"] = _count_tokens(tokenizer, [input_text(r) for r in records])
+    df["tok_targets"] = df[[f"tok_{k}" for k in ES_FIELDS]].sum(axis=1)
+    df["chat_tokens"] = _count_tokens(tokenizer, chat_texts(records, tokenizer))
+
+# %% ../nbs/01_data_exploration.ipynb #da12d1e1
 def records_frame(records: list[Record], # records to describe
                   tokenizer=None,        # a HF tokenizer: adds `tok_*` columns and `chat_tokens`
                  ):
@@ -450,9 +589,5 @@ def records_frame(records: list[Record], # records to describe
                        "split": [r.split for r in records], "has_targets": [r.has_targets for r in records]})
     for k in cols: df[f"chars_{k}"] = [len(section_text(r, k)) for r in records]
     df["chars_input"] = [len(input_text(r)) for r in records]
-    if tokenizer is not None:
-        for k in cols: df[f"tok_{k}"] = _count_tokens(tokenizer, [section_text(r, k) for r in records])
-        df["tok_input"] = _count_tokens(tokenizer, [input_text(r) for r in records])
-        df["tok_targets"] = df[[f"tok_{k}" for k in ES_FIELDS]].sum(axis=1)
-        df["chat_tokens"] = _count_tokens(tokenizer, chat_texts(records, tokenizer))
+    if tokenizer is not None: _token_columns(df, records, tokenizer, cols)
     return df
