@@ -8,9 +8,11 @@ Docs: https://emosum.github.io/emosum/prompt_design.html.md"""
 from __future__ import annotations
 import difflib, json, re
 from dataclasses import dataclass, field
+from functools import partial
 from json_repair import repair_json
 from .data import Record
-from .vocab import ES_FIELDS, LANGUAGES, TASKS, record_language, record_value as _get   # the shared words (00_vocab)
+# the shared words (00_vocab)
+from .vocab import ES_FIELDS, LANGUAGES, TASKS, record_language, record_value as _get
 
 # %% auto #0
 __all__ = ['FIELD_LABELS', 'FIELD_DEFINITIONS', 'FIELD_GUIDANCE', 'SECTION_LABELS', 'NOT_PROVIDED', 'OMISSION_MARKER',
@@ -27,12 +29,16 @@ FIELD_LABELS = {
            "characteristics_of_illness": "疾病特点", "treatment_effect": "治疗效果"},
 }
 
+# %% ../nbs/02_prompt_design.ipynb #f8b9e7ad
 FIELD_DEFINITIONS = {  # the benchmark's definitions (LongEmotion report_summary.yaml), rendered by us
     "en": {"causes": "The underlying or immediate causes of the individual's psychological issues.",
-           "symptoms": "The self-reported or observable physiological, psychological, or behavioral symptoms exhibited by the individual.",
-           "treatment_process": "The psychological therapy approaches, techniques, and stage-based interventions applied during the counseling process.",
+           "symptoms": "The self-reported or observable physiological, psychological, or behavioral symptoms "
+                       "exhibited by the individual.",
+           "treatment_process": "The psychological therapy approaches, techniques, and stage-based interventions "
+                                "applied during the counseling process.",
            "characteristics_of_illness": "Key features or developmental patterns of the psychological problem.",
-           "treatment_effect": "The impact or outcome of the treatment, including changes in the individual's condition."},
+           "treatment_effect": "The impact or outcome of the treatment, "
+                               "including changes in the individual's condition."},
     "zh": {"causes": "导致来访者心理问题的深层或直接原因。",
            "symptoms": "来访者自述的或可观察到的生理、心理或行为症状。",
            "treatment_process": "咨询过程中采用的心理治疗方法、技术以及分阶段的干预措施。",
@@ -40,11 +46,16 @@ FIELD_DEFINITIONS = {  # the benchmark's definitions (LongEmotion report_summary
            "treatment_effect": "治疗的影响或结果，包括来访者状况的变化。"},
 }
 
+# %% ../nbs/02_prompt_design.ipynb #2a7036e2
 FIELD_GUIDANCE = {  # ours (fieldwise): what each field holds, and how long it is in the references
-    "en": {"causes": "the triggers and deeper roots (life events, family, upbringing, personality, beliefs); one or two sentences",
-           "symptoms": "emotional, cognitive, physical and behavioural symptoms, or a diagnosis-like label; a short list",
-           "treatment_process": "the methods and stages of counselling in order (e.g. building the relationship; assessment; CBT; relaxation); short phrases separated by semicolons",
-           "characteristics_of_illness": "what is typical of this problem: its pattern, course and triggers; one sentence",
+    "en": {"causes": "the triggers and deeper roots (life events, family, upbringing, personality, beliefs); "
+                     "one or two sentences",
+           "symptoms": "emotional, cognitive, physical and behavioural symptoms, or a diagnosis-like label; "
+                       "a short list",
+           "treatment_process": "the methods and stages of counselling in order (e.g. building the relationship; "
+                                "assessment; CBT; relaxation); short phrases separated by semicolons",
+           "characteristics_of_illness": "what is typical of this problem: its pattern, course and triggers; "
+                                         "one sentence",
            "treatment_effect": "what changed for the client by the end; one or two sentences"},
     "zh": {"causes": "诱因与深层根源（生活事件、家庭、成长经历、性格、信念），一两句话",
            "symptoms": "情绪、认知、躯体和行为症状，或类似诊断的概括，简短列举",
@@ -53,6 +64,7 @@ FIELD_GUIDANCE = {  # ours (fieldwise): what each field holds, and how long it i
            "treatment_effect": "咨询结束时来访者的变化，一两句话"},
 }
 
+# %% ../nbs/02_prompt_design.ipynb #98be0032
 SECTION_LABELS = {
     "en": {"case_description": "Case_description", "consultation_process": "Consultation_process",
            "experience_and_reflection": "Experience_and_reflection"},
@@ -74,6 +86,7 @@ class Template:
     shots: tuple = ()               # ((user, assistant), ...) example exchanges placed first
     source: str = "emosum"          # where the wording comes from
 
+# %% ../nbs/02_prompt_design.ipynb #8b674567
 TEMPLATES: dict[tuple[str, str, str], Template] = {}
 
 def register_template(t: Template) -> Template:
@@ -81,30 +94,40 @@ def register_template(t: Template) -> Template:
     TEMPLATES[(t.name, t.task, t.language)] = t
     return t
 
+# %% ../nbs/02_prompt_design.ipynb #5e6faa72
 def template_names(task: str | None = None) -> list[str]:
     "Names of the registered templates (for `task`, if given)."
     return sorted({n for n, t, _ in TEMPLATES if task is None or t == task})
 
 # %% ../nbs/02_prompt_design.ipynb #7813a762
 def _json_skeleton(lang="en", compact=True) -> str:
+    "The five-field JSON answer with placeholder values."
     v = "..." if lang == "en" else "……"
     d = {f: v for f in ES_FIELDS}
     return json.dumps(d, ensure_ascii=False) if compact else json.dumps(d, ensure_ascii=False, indent=4)
 
+# %% ../nbs/02_prompt_design.ipynb #dbab8d09
 def _inputs(lang, reflection=True) -> str:
+    "The input slots, each after its section label (the reflection's left out for the reflection task)."
     L = SECTION_LABELS[lang]; sep = ": " if lang == "en" else "："
-    s = f"{L['case_description']}{sep}{{case_description}}\n\n{L['consultation_process']}{sep}{{consultation_process}}"
+    s = (f"{L['case_description']}{sep}{{case_description}}\n\n"
+         f"{L['consultation_process']}{sep}{{consultation_process}}")
     return s + (f"\n\n{L['experience_and_reflection']}{sep}{{experience_and_reflection}}" if reflection else "")
 
-_BENCH_EN = ("You are a psychological counseling expert. You have a psychological counseling report with the following content:\n\n"
+# %% ../nbs/02_prompt_design.ipynb #0b98a149
+_BENCH_EN = ("You are a psychological counseling expert. "
+    "You have a psychological counseling report with the following content:\n\n"
     "Case_description: Describes the background and situation of the counseling case.\n\n"
-    "Consultation_process: Details the counseling process, including key points and progress made in each session.\n\n"
+    "Consultation_process: Details the counseling process, "
+    "including key points and progress made in each session.\n\n"
     "Experience_and_reflection: Summarizes the experiences, reflections, and insights from the counseling sessions.\n\n"
     "Please summarize the following information based on the content provided:\n\n"
     + "\n\n".join(f"{FIELD_LABELS['en'][f]}: {FIELD_DEFINITIONS['en'][f]}" for f in ES_FIELDS)
     + "\n\nInput:\n\n" + _inputs("en")
-    + "\n\nPlease provide your answer in a structured JSON format as follows:\n\n```json\n" + _json_skeleton("en").replace("{", "{{").replace("}", "}}") + "\n```")
+    + "\n\nPlease provide your answer in a structured JSON format as follows:\n\n```json\n"
+    + _json_skeleton("en").replace("{", "{{").replace("}", "}}") + "\n```")
 
+# %% ../nbs/02_prompt_design.ipynb #b52a36a2
 _BENCH_ZH = ("你是一名心理咨询专家。你有一份心理咨询报告，包含以下内容：\n\n"
     "案例描述：介绍该咨询案例的背景与情况。\n\n"
     "咨询过程：详细记录咨询的过程，包括每次咨询的要点与进展。\n\n"
@@ -112,10 +135,14 @@ _BENCH_ZH = ("你是一名心理咨询专家。你有一份心理咨询报告，
     "请根据所提供的内容，总结以下信息：\n\n"
     + "\n\n".join(f"{FIELD_LABELS['zh'][f]}（{f}）：{FIELD_DEFINITIONS['zh'][f]}" for f in ES_FIELDS)
     + "\n\n输入：\n\n" + _inputs("zh")
-    + "\n\n请按如下结构化 JSON 格式给出答案（键名保持英文，内容用中文）：\n\n```json\n" + _json_skeleton("zh").replace("{", "{{").replace("}", "}}") + "\n```")
+    + "\n\n请按如下结构化 JSON 格式给出答案（键名保持英文，内容用中文）：\n\n```json\n"
+    + _json_skeleton("zh").replace("{", "{{").replace("}", "}}") + "\n```")
 
-register_template(Template("benchmark", "es", "en", _BENCH_EN, source="LongEmotion tasks/longemotion/report_summary.yaml (doc_to_text)"))
-register_template(Template("benchmark", "es", "zh", _BENCH_ZH, source="our Chinese rendering of the LongEmotion ES prompt"))
+# %% ../nbs/02_prompt_design.ipynb #983b92a5
+register_template(Template("benchmark", "es", "en", _BENCH_EN,
+                           source="LongEmotion tasks/longemotion/report_summary.yaml (doc_to_text)"))
+register_template(Template("benchmark", "es", "zh", _BENCH_ZH,
+                           source="our Chinese rendering of the LongEmotion ES prompt"))
 
 # %% ../nbs/02_prompt_design.ipynb #b50ef41d
 _STRICT_SYS = {
@@ -123,90 +150,122 @@ _STRICT_SYS = {
           "You always answer with a single valid JSON object and nothing else.",
     "zh": "你是一名临床心理学专家，负责为心理咨询案例报告撰写结构化摘要。你总是只输出一个合法的 JSON 对象，不输出任何其他内容。"}
 
-def _rules(lang, fieldwise=False) -> str:
-    keys = ", ".join(f'"{f}"' for f in ES_FIELDS)
-    if lang == "en":
-        head = "Summarize the counselling case report below.\n\n" + _inputs("en") + "\n\n"
-        if fieldwise: head += "What each field holds:\n" + "\n".join(f"- {f}: {FIELD_GUIDANCE['en'][f]}" for f in ES_FIELDS) + "\n\n"
-        else: head += "Fields:\n" + "\n".join(f"- {f}: {FIELD_DEFINITIONS['en'][f]}" for f in ES_FIELDS) + "\n\n"
-        return head + (f"Answer with exactly one JSON object with exactly these five keys: {keys}. "
-                       "Every value is a short plain-text string in English (no lists, no nested objects). "
-                       "Do not use markdown or code fences and write nothing before or after the JSON object.")
-    head = "请总结下面的心理咨询案例报告。\n\n" + _inputs("zh") + "\n\n"
-    if fieldwise: head += "各字段内容：\n" + "\n".join(f"- {f}：{FIELD_GUIDANCE['zh'][f]}" for f in ES_FIELDS) + "\n\n"
-    else: head += "字段：\n" + "\n".join(f"- {f}：{FIELD_DEFINITIONS['zh'][f]}" for f in ES_FIELDS) + "\n\n"
-    return head + (f"只输出一个 JSON 对象，恰好包含这五个键：{keys}。每个值都是简短的中文纯文本字符串（不要列表或嵌套对象）。"
-                   "不要使用 markdown 或代码块，JSON 对象前后不要写任何内容。")
+# %% ../nbs/02_prompt_design.ipynb #ba23174e
+def _field_list(lang, fieldwise=False) -> str:
+    "The five fields as a list: the benchmark's definitions, or our guidance (fieldwise)."
+    head = {"en": ("Fields:\n", "What each field holds:\n"), "zh": ("字段：\n", "各字段内容：\n")}[lang][fieldwise]
+    text, sep = (FIELD_GUIDANCE if fieldwise else FIELD_DEFINITIONS)[lang], ": " if lang == "en" else "："
+    return head + "\n".join(f"- {f}{sep}{text[f]}" for f in ES_FIELDS) + "\n\n"
 
+# %% ../nbs/02_prompt_design.ipynb #a2fc7f34
+_RULES_HEAD = {"en": "Summarize the counselling case report below.\n\n", "zh": "请总结下面的心理咨询案例报告。\n\n"}
+_RULES_TAIL = {  # {keys}: the five keys, quoted
+    "en": ("Answer with exactly one JSON object with exactly these five keys: {keys}. "
+           "Every value is a short plain-text string in English (no lists, no nested objects). "
+           "Do not use markdown or code fences and write nothing before or after the JSON object."),
+    "zh": ("只输出一个 JSON 对象，恰好包含这五个键：{keys}。每个值都是简短的中文纯文本字符串（不要列表或嵌套对象）。"
+           "不要使用 markdown 或代码块，JSON 对象前后不要写任何内容。")}
+
+# %% ../nbs/02_prompt_design.ipynb #46821268
+def _rules(lang, fieldwise=False) -> str:
+    "The user message of our ES variants: the inputs, the fields, the rules of the answer."
+    keys = ", ".join(f'"{f}"' for f in ES_FIELDS)
+    return (_RULES_HEAD[lang] + _inputs(lang) + "\n\n" + _field_list(lang, fieldwise)
+            + _RULES_TAIL[lang].replace("{keys}", keys))
+
+# %% ../nbs/02_prompt_design.ipynb #ea4ece44
 for _lang in LANGUAGES:
     register_template(Template("strict_json", "es", _lang, _rules(_lang), system=_STRICT_SYS[_lang]))
     register_template(Template("fieldwise", "es", _lang, _rules(_lang, fieldwise=True), system=_STRICT_SYS[_lang]))
 
 # %% ../nbs/02_prompt_design.ipynb #ce657616
-_SHOT = {
-    "en": dict(case_description="Client, female, 27, accountant. Referred by her GP for sleep problems and worry since a promotion six months ago.",
-               consultation_process="Session 1: she described lying awake going over mistakes and fearing she would be found out as incompetent. "
-                                    "Sessions 2-4: we recorded her automatic thoughts, tested the belief 'one mistake means I am a failure' and practised progressive muscle relaxation. "
-                                    "Session 5: she reported sleeping six hours most nights and asking colleagues for help.",
-               experience_and_reflection="Her perfectionism was the engine of the anxiety; once she could see it, change was quick.",
-               answer={"causes": "A promotion with more responsibility met long-standing perfectionism and fear of failure.",
-                       "symptoms": "Insomnia, persistent worry, rumination about mistakes, fear of being judged incompetent.",
-                       "treatment_process": "Assessment and rapport; recording automatic thoughts; cognitive restructuring of perfectionist beliefs; progressive muscle relaxation.",
-                       "characteristics_of_illness": "Work-related anxiety driven by perfectionism, worse at night and after mistakes.",
-                       "treatment_effect": "Sleep improved to about six hours, worry decreased, and she began asking colleagues for help."}),
-    "zh": dict(case_description="来访者，女，27岁，会计。半年前升职后出现失眠和担忧，由医生转介。",
-               consultation_process="第一次咨询：她说夜里反复回想工作中的错误，害怕被发现自己能力不足。第二至四次：记录自动思维，检验“犯一个错就是失败者”的信念，练习渐进式肌肉放松。第五次：她说多数晚上能睡六小时，也开始向同事求助。",
-               experience_and_reflection="完美主义是焦虑的根源；她一旦看清这一点，改变就很快。",
-               answer={"causes": "升职带来更多责任，叠加长期的完美主义和对失败的恐惧。",
-                       "symptoms": "失眠、持续担忧、反复回想错误、害怕被评价为无能。",
-                       "treatment_process": "评估与建立关系；记录自动思维；对完美主义信念进行认知重构；渐进式肌肉放松训练。",
-                       "characteristics_of_illness": "由完美主义驱动的工作相关焦虑，夜间和犯错后加重。",
-                       "treatment_effect": "睡眠改善到约六小时，担忧减少，并开始向同事求助。"}),
-}
+_SHOT = {  # language -> a fictional example case (ours): its three inputs and its answer
+    "en": dict(
+        case_description="Client, female, 27, accountant. "
+                         "Referred by her GP for sleep problems and worry since a promotion six months ago.",
+        consultation_process="Session 1: she described lying awake going over mistakes and fearing she would be "
+                             "found out as incompetent. Sessions 2-4: we recorded her automatic thoughts, tested the "
+                             "belief 'one mistake means I am a failure' and practised progressive muscle relaxation. "
+                             "Session 5: she reported sleeping six hours most nights and asking colleagues for help.",
+        experience_and_reflection="Her perfectionism was the engine of the anxiety; "
+                                  "once she could see it, change was quick.")}
 
+# %% ../nbs/02_prompt_design.ipynb #d25fe04e
+_SHOT["en"]["answer"] = {
+    "causes": "A promotion with more responsibility met long-standing perfectionism and fear of failure.",
+    "symptoms": "Insomnia, persistent worry, rumination about mistakes, fear of being judged incompetent.",
+    "treatment_process": "Assessment and rapport; recording automatic thoughts; "
+                         "cognitive restructuring of perfectionist beliefs; progressive muscle relaxation.",
+    "characteristics_of_illness": "Work-related anxiety driven by perfectionism, worse at night and after mistakes.",
+    "treatment_effect": "Sleep improved to about six hours, worry decreased, and she began asking colleagues for help."}
+
+# %% ../nbs/02_prompt_design.ipynb #d9c81158
+_SHOT["zh"] = dict(
+    case_description="来访者，女，27岁，会计。半年前升职后出现失眠和担忧，由医生转介。",
+    consultation_process="第一次咨询：她说夜里反复回想工作中的错误，害怕被发现自己能力不足。"
+                         "第二至四次：记录自动思维，检验“犯一个错就是失败者”的信念，练习渐进式肌肉放松。"
+                         "第五次：她说多数晚上能睡六小时，也开始向同事求助。",
+    experience_and_reflection="完美主义是焦虑的根源；她一旦看清这一点，改变就很快。",
+    answer={"causes": "升职带来更多责任，叠加长期的完美主义和对失败的恐惧。",
+            "symptoms": "失眠、持续担忧、反复回想错误、害怕被评价为无能。",
+            "treatment_process": "评估与建立关系；记录自动思维；对完美主义信念进行认知重构；渐进式肌肉放松训练。",
+            "characteristics_of_illness": "由完美主义驱动的工作相关焦虑，夜间和犯错后加重。",
+            "treatment_effect": "睡眠改善到约六小时，担忧减少，并开始向同事求助。"})
+
+# %% ../nbs/02_prompt_design.ipynb #43be2304
 for _lang in LANGUAGES:
     _s = _SHOT[_lang]
-    _u = _rules(_lang).format(**{k: _s[k] for k in ("case_description", "consultation_process", "experience_and_reflection")})
+    _u = _rules(_lang).format(**{k: v for k, v in _s.items() if k != "answer"})
     register_template(Template("one_shot", "es", _lang, _rules(_lang), system=_STRICT_SYS[_lang],
                                shots=((_u, json.dumps(_s["answer"], ensure_ascii=False)),)))
 
 # %% ../nbs/02_prompt_design.ipynb #5018942b
-_REFL = {
-    "en": dict(
-        bench=("You are a psychological counseling expert. You have a psychological counseling report with the following content:\n\n"
-               "Case_description: Describes the background and situation of the counseling case.\n\n"
-               "Consultation_process: Details the counseling process, including key points and progress made in each session.\n\n"
-               "Please write the Experience_and_reflection section of this report: the experiences, reflections, and insights "
-               "from the counseling sessions.\n\nInput:\n\n" + _inputs("en", reflection=False)),
-        sys="You are an experienced psychological counsellor writing the reflection section of your own case report.",
-        strict="Write the experience-and-reflection section for the counselling case below.\n\n" + _inputs("en", reflection=False)
-               + "\n\nAnswer with the reflection text only, in English, as plain paragraphs: no title, no markdown, no preamble.",
-        guide="\n\nCover: how you understood the client's problem and its roots; which interventions worked and why; "
-              "what you learned as a counsellor; what you would do differently."),
-    "zh": dict(
-        bench=("你是一名心理咨询专家。你有一份心理咨询报告，包含以下内容：\n\n案例描述：介绍该咨询案例的背景与情况。\n\n"
-               "咨询过程：详细记录咨询的过程，包括每次咨询的要点与进展。\n\n请撰写该报告的“经验与反思”部分：咨询中的经验、反思与体会。\n\n输入：\n\n"
-               + _inputs("zh", reflection=False)),
-        sys="你是一名经验丰富的心理咨询师，正在为自己的案例报告撰写反思部分。",
-        strict="请为下面的心理咨询案例撰写“经验与反思”部分。\n\n" + _inputs("zh", reflection=False)
-               + "\n\n只输出反思正文，用中文分段书写：不要标题、不要 markdown、不要开场白。",
-        guide="\n\n内容包括：你如何理解来访者的问题及其根源；哪些干预有效以及原因；你作为咨询师的收获；哪些地方可以做得更好。"),
-}
+_REFL = {"en": dict(  # the reflection task's pieces, per language
+    bench=("You are a psychological counseling expert. "
+           "You have a psychological counseling report with the following content:\n\n"
+           "Case_description: Describes the background and situation of the counseling case.\n\n"
+           "Consultation_process: Details the counseling process, "
+           "including key points and progress made in each session.\n\n"
+           "Please write the Experience_and_reflection section of this report: "
+           "the experiences, reflections, and insights from the counseling sessions.\n\nInput:\n\n"
+           + _inputs("en", reflection=False)),
+    sys="You are an experienced psychological counsellor writing the reflection section of your own case report.",
+    strict="Write the experience-and-reflection section for the counselling case below.\n\n"
+           + _inputs("en", reflection=False)
+           + "\n\nAnswer with the reflection text only, in English, as plain paragraphs: "
+             "no title, no markdown, no preamble.",
+    guide="\n\nCover: how you understood the client's problem and its roots; which interventions worked and why; "
+          "what you learned as a counsellor; what you would do differently.")}
+
+# %% ../nbs/02_prompt_design.ipynb #fa886b89
+_REFL["zh"] = dict(
+    bench=("你是一名心理咨询专家。你有一份心理咨询报告，包含以下内容：\n\n案例描述：介绍该咨询案例的背景与情况。\n\n"
+           "咨询过程：详细记录咨询的过程，包括每次咨询的要点与进展。\n\n请撰写该报告的“经验与反思”部分：咨询中的经验、反思与体会。\n\n输入：\n\n"
+           + _inputs("zh", reflection=False)),
+    sys="你是一名经验丰富的心理咨询师，正在为自己的案例报告撰写反思部分。",
+    strict="请为下面的心理咨询案例撰写“经验与反思”部分。\n\n" + _inputs("zh", reflection=False)
+           + "\n\n只输出反思正文，用中文分段书写：不要标题、不要 markdown、不要开场白。",
+    guide="\n\n内容包括：你如何理解来访者的问题及其根源；哪些干预有效以及原因；你作为咨询师的收获；哪些地方可以做得更好。")
+
+# %% ../nbs/02_prompt_design.ipynb #aca4e814
 for _lang, _r in _REFL.items():
-    register_template(Template("benchmark", "reflection", _lang, _r["bench"], source="benchmark-style framing (LongEmotion report_summary.yaml), adapted by us"))
+    register_template(Template("benchmark", "reflection", _lang, _r["bench"],
+                               source="benchmark-style framing (LongEmotion report_summary.yaml), adapted by us"))
     register_template(Template("strict_json", "reflection", _lang, _r["strict"], system=_r["sys"]))
     register_template(Template("fieldwise", "reflection", _lang, _r["strict"] + _r["guide"], system=_r["sys"]))
     _s = _SHOT[_lang]
+    _q = _r["strict"].format(case_description=_s["case_description"], consultation_process=_s["consultation_process"])
     register_template(Template("one_shot", "reflection", _lang, _r["strict"], system=_r["sys"],
-                               shots=((_r["strict"].format(case_description=_s["case_description"], consultation_process=_s["consultation_process"]),
-                                       _s["experience_and_reflection"]),)))
+                               shots=((_q, _s["experience_and_reflection"]),)))
 
 # %% ../nbs/02_prompt_design.ipynb #1b8a7024
 def _paragraphs(x) -> list[str]:
+    "A section's non-empty paragraphs, stripped (a string is split at its line breaks)."
     if x is None: return []
     if isinstance(x, str): x = x.split("\n")
     return [p.strip() for p in x if p and p.strip()]
 
+# %% ../nbs/02_prompt_design.ipynb #08e81cbe
 def get_template(template: str | Template = "benchmark", task: str = "es", language: str = "en") -> Template:
     "The registered template (name, task, language), with a clear error naming the known ones."
     if isinstance(template, Template): return template
@@ -215,16 +274,25 @@ def get_template(template: str | Template = "benchmark", task: str = "es", langu
     key = (template, task, language)
     if key not in TEMPLATES:
         close = difflib.get_close_matches(template, template_names(task), n=1)
-        raise KeyError(f"Unknown template {template!r} for task {task!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                       + f"; known: {', '.join(template_names(task))}")
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        known = ", ".join(template_names(task))
+        raise KeyError(f"Unknown template {template!r} for task {task!r}{hint}; known: {known}")
     return TEMPLATES[key]
 
+# %% ../nbs/02_prompt_design.ipynb #7ab482dd
 def _render(tpl: Template, cd: str, cp: str, er: str) -> list[dict]:
+    "The chat messages of `tpl` with the three sections filled in: system, example exchanges, the question."
     msgs = [{"role": "system", "content": tpl.system}] if tpl.system else []
     for u, a in tpl.shots: msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
     slots = dict(case_description=cd, consultation_process=cp, experience_and_reflection=er)
     return msgs + [{"role": "user", "content": tpl.user.format(**slots)}]
 
+# %% ../nbs/02_prompt_design.ipynb #7c3f5e32
+def _section(record, name: str, na: str) -> str:
+    "One input section of `record` as text: its paragraphs joined by newlines, or `na` when it has none."
+    return "\n".join(_paragraphs(_get(record, name))) or na
+
+# %% ../nbs/02_prompt_design.ipynb #6d56b537
 def build_messages(record,                      # a Record, a dict with its keys, or an object with those attributes
                    task: str = "es",            # es | reflection
                    template: str = "benchmark", # a name in TEMPLATES
@@ -232,58 +300,80 @@ def build_messages(record,                      # a Record, a dict with its keys
                   ) -> list[dict]:
     "The chat messages (role/content dicts) asking for `task` on `record`, without truncation."
     lang = record_language(record, language)
-    tpl = get_template(template, task, lang)
-    na = NOT_PROVIDED[lang]
-    return _render(tpl, "\n".join(_paragraphs(_get(record, "case_description"))) or na,
-                   "\n".join(_paragraphs(_get(record, "consultation_process"))) or na,
-                   "\n".join(_paragraphs(_get(record, "experience_and_reflection"))) or na)
+    tpl, na = get_template(template, task, lang), NOT_PROVIDED[lang]
+    return _render(tpl, *(_section(record, s, na) for s in ("case_description", "consultation_process",
+                                                          "experience_and_reflection")))
 
 # %% ../nbs/02_prompt_design.ipynb #af2fb627
+def _es_target(record) -> str:
+    "The five fields as one JSON line; every field must be there."
+    missing = [f for f in ES_FIELDS if not isinstance(_get(record, f), str)]
+    if missing:
+        raise ValueError(f"record {_get(record, 'id')!r} has no target for {missing}: "
+                         f"the es task needs all of {ES_FIELDS}")
+    return json.dumps({f: _get(record, f) for f in ES_FIELDS}, ensure_ascii=False)
+
+# %% ../nbs/02_prompt_design.ipynb #00fb666a
+def _reflection_target(record) -> str:
+    "The reflection text, paragraphs joined by newlines; it must not be empty."
+    er = "\n".join(_paragraphs(_get(record, "experience_and_reflection")))
+    if not er:
+        raise ValueError(f"record {_get(record, 'id')!r} has no experience_and_reflection: "
+                         "the reflection task needs it as its target")
+    return er
+
+# %% ../nbs/02_prompt_design.ipynb #d7996b8e
 def target_text(record, task: str = "es") -> str:
     "What the model should answer for `record`: the five-field JSON (es) or the reflection text (reflection)."
-    if task == "es":
-        missing = [f for f in ES_FIELDS if not isinstance(_get(record, f), str)]
-        if missing: raise ValueError(f"record {_get(record, 'id')!r} has no target for {missing}: the es task needs all of {ES_FIELDS}")
-        return json.dumps({f: _get(record, f) for f in ES_FIELDS}, ensure_ascii=False)
-    if task == "reflection":
-        er = "\n".join(_paragraphs(_get(record, "experience_and_reflection")))
-        if not er: raise ValueError(f"record {_get(record, 'id')!r} has no experience_and_reflection: the reflection task needs it as its target")
-        return er
+    if task == "es": return _es_target(record)
+    if task == "reflection": return _reflection_target(record)
     raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
 # %% ../nbs/02_prompt_design.ipynb #9c1e8456
 class ChatTemplateError(ValueError):
     "The tokenizer has no (usable) chat template."
 
+# %% ../nbs/02_prompt_design.ipynb #1aeaddd2
 def _check_template(tokenizer):
+    "Raise `ChatTemplateError`, saying what to do, when `tokenizer` has no chat template."
     if not getattr(tokenizer, "chat_template", None):
-        raise ChatTemplateError(f"The tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template, so emosum cannot format prompts "
-                                "for it. Use an instruct/chat model, or set one first, e.g. "
-                                "`tokenizer.chat_template = emosum.config.CHATML_TEMPLATE`.")
+        raise ChatTemplateError(f"The tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template, "
+                                "so emosum cannot format prompts for it. Use an instruct/chat model, or set one first, "
+                                "e.g. `tokenizer.chat_template = emosum.config.CHATML_TEMPLATE`.")
 
+# %% ../nbs/02_prompt_design.ipynb #327a72e0
+def _fold_system(messages: list[dict]) -> list[dict]:
+    "`messages` without the system message, its text put in front of the first user message (copies)."
+    sys_, rest = messages[0]["content"], [dict(m) for m in messages[1:]]
+    rest[0]["content"] = sys_ + "\n\n" + rest[0]["content"]
+    return rest
+
+# %% ../nbs/02_prompt_design.ipynb #922deb2f
 def chat_text(messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> str:
     "The prompt text of `messages` in the tokenizer's chat format."
     _check_template(tokenizer)
     try: return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     except Exception as e:
-        if not messages or messages[0]["role"] != "system": raise
-        if "system" not in str(e).lower(): raise
-        sys_, rest = messages[0]["content"], [dict(m) for m in messages[1:]]
-        rest[0]["content"] = sys_ + "\n\n" + rest[0]["content"]
-        return tokenizer.apply_chat_template(rest, tokenize=False, add_generation_prompt=add_generation_prompt)
+        if not messages or messages[0]["role"] != "system" or "system" not in str(e).lower(): raise
+        return tokenizer.apply_chat_template(_fold_system(messages), tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
 
+# %% ../nbs/02_prompt_design.ipynb #b3d3e490
 def encode(tokenizer, text: str) -> list[int]:
     "Token ids of `text` as written (special tokens in the text are kept; none are added)."
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
+# %% ../nbs/02_prompt_design.ipynb #1d6d9d6e
 def end_of_turn(tokenizer) -> str:
     "The text the chat template puts right after an assistant message (e.g. `<|im_end|>`), else the EOS token."
     _check_template(tokenizer)
     probe = "\u2063EMOSUM\u2063"
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "x"}, {"role": "assistant", "content": probe}], tokenize=False)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "x"}, {"role": "assistant", "content": probe}],
+                                         tokenize=False)
     tail = text[text.rfind(probe) + len(probe):].strip() if probe in text else ""
     return tail or tokenizer.eos_token
 
+# %% ../nbs/02_prompt_design.ipynb #43baffb3
 def end_of_turn_ids(tokenizer) -> list[int]:
     "Token ids that end an assistant turn: the end-of-turn token (when it is a single token) and the EOS token."
     ids = [i for i in encode(tokenizer, end_of_turn(tokenizer))][:1]
@@ -294,6 +384,7 @@ def end_of_turn_ids(tokenizer) -> list[int]:
 class BudgetError(ValueError):
     "A report (or its target) that cannot fit the token budget even after truncation."
 
+# %% ../nbs/02_prompt_design.ipynb #32743278
 @dataclass
 class Prompt:
     "A tokenised prompt and what the budget did to it."
@@ -307,6 +398,7 @@ class Prompt:
     kept: dict = field(default_factory=dict)  # section -> (units kept, units in all)
     error: str | None = None
 
+# %% ../nbs/02_prompt_design.ipynb #091aa59f
 _SENT = re.compile(r"(?<=[.!?。！？…])\s+|(?<=[。！？])")
 
 def _units(paras: list[str], tokenizer, split_over: int | None) -> list[tuple[int, str, int]]:
@@ -319,6 +411,7 @@ def _units(paras: list[str], tokenizer, split_over: int | None) -> list[tuple[in
         else: out.append((i, p, n))
     return out
 
+# %% ../nbs/02_prompt_design.ipynb #fb01f8b1
 def _head_tail(units, budget: int) -> tuple[list[int], int]:
     "Indices of units kept (head and tail alternately, while they fit) and the tokens dropped."
     n, used, keep = len(units), 0, set()
@@ -333,8 +426,9 @@ def _head_tail(units, budget: int) -> tuple[list[int], int]:
         side = 1 - side
     return sorted(keep), sum(u[2] for j, u in enumerate(units) if j not in keep)
 
-def _join(units, keep: list[int], marker: str) -> str:
-    "Re-assemble kept units: sentences of one paragraph joined by spaces, paragraphs by newlines, a marker at each gap."
+# %% ../nbs/02_prompt_design.ipynb #b5a26c61
+def _with_gaps(units, keep: list[int], marker: str) -> list[tuple]:
+    "(paragraph index or 'gap', text) for the kept units, with the marker wherever units were dropped."
     out, prev = [], None
     for j in keep:
         if prev is not None and j != prev + 1: out.append(("gap", marker))
@@ -342,18 +436,65 @@ def _join(units, keep: list[int], marker: str) -> str:
         out.append((units[j][0], units[j][1])); prev = j
     if prev is not None and prev != len(units) - 1: out.append(("gap", marker))
     if not keep and units: out.append(("gap", marker))
+    return out
+
+# %% ../nbs/02_prompt_design.ipynb #5e88b685
+def _join(units, keep: list[int], marker: str) -> str:
+    "Re-assemble kept units: sentences of one paragraph joined by spaces, paragraphs by newlines, a marker at each gap."
     text, last = "", None
-    for para, s in out:
+    for para, s in _with_gaps(units, keep, marker):
         if text: text += " " if (para == last and para != "gap") else "\n"
         text += s; last = para
     return text
 
+# %% ../nbs/02_prompt_design.ipynb #49f9a48a
 def _share(avail: int, need_a: int, need_b: int) -> tuple[int, int]:
     "Max-min fair split of `avail` tokens between two sections needing `need_a` and `need_b`."
     a = min(need_a, avail // 2); b = min(need_b, avail - a); a = min(need_a, avail - b)
     return a, b
 
 # %% ../nbs/02_prompt_design.ipynb #4d4b2a6d
+def _sections(record, task: str, na: str) -> tuple[str, list[str], list[str]]:
+    "The case description (never cut) and the paragraphs of the sections the budget may cut (no reflection: task)."
+    cp = _paragraphs(_get(record, "consultation_process"))
+    er = _paragraphs(_get(record, "experience_and_reflection")) if task == "es" else []
+    return _section(record, "case_description", na), cp, er
+
+# %% ../nbs/02_prompt_design.ipynb #7707e3a3
+def _fill(tpl: Template, cd: str, na: str, tokenizer, cp_text: str, er_text: str) -> tuple[str, list[int]]:
+    "The chat text and its token ids, with the two cuttable sections as given (empty: `na`)."
+    text = chat_text(_render(tpl, cd, cp_text or na, er_text or na), tokenizer)
+    return text, encode(tokenizer, text)
+
+# %% ../nbs/02_prompt_design.ipynb #bfc7517d
+def _section_cut(paras: list[str], tokenizer, share: int, marker: str) -> tuple[str, tuple[int, int], int]:
+    "One section cut to `share` tokens: its text, (units kept, units in all) and the tokens dropped."
+    units = _units(paras, tokenizer, share // 2)
+    keep, dropped = _head_tail(units, share)
+    return _join(units, keep, marker), (len(keep), len(units)), dropped
+
+# %% ../nbs/02_prompt_design.ipynb #dae09ba8
+def _truncate(make, cp: list[str], er: list[str], tokenizer, avail: int, budget: int, marker: str):
+    "Cut both sections until `make`'s prompt fits `budget`: (text, ids, kept, tokens dropped), or None."
+    need_cp, need_er = (sum(len(encode(tokenizer, p + "\n")) for p in s) for s in (cp, er))
+    for _ in range(8):
+        a_cp, a_er = _share(max(avail, 0), need_cp, need_er)
+        t_cp, k_cp, d_cp = _section_cut(cp, tokenizer, a_cp, marker)
+        t_er, k_er, d_er = _section_cut(er, tokenizer, a_er, marker)
+        text, ids = make(t_cp, t_er)
+        if len(ids) <= budget:
+            return text, ids, {"consultation_process": k_cp, "experience_and_reflection": k_er}, d_cp + d_er
+        avail -= len(ids) - budget   # the markers and joins cost tokens too: shrink the shares by the overflow
+    return None
+
+# %% ../nbs/02_prompt_design.ipynb #e802a85b
+def _budget_error(record, why: str, tpl: Template, task: str, max_length: int, max_new_tokens: int) -> str:
+    "Why a record cannot fit, with the settings, and what to do."
+    return (f"record {_get(record, 'id')!r}: {why} (template {tpl.name!r}, task {task!r}, max_length={max_length}, "
+            f"max_new_tokens={max_new_tokens}). "
+            "Raise max_length, lower max_new_tokens, or shorten the case description.")
+
+# %% ../nbs/02_prompt_design.ipynb #083a68ec
 def build_prompt(record,                       # a Record (or dict / object with its keys)
                  tokenizer,                    # a tokenizer with a chat template
                  task: str = "es",             # es | reflection
@@ -364,40 +505,20 @@ def build_prompt(record,                       # a Record (or dict / object with
                 ) -> Prompt:
     "Chat-formatted prompt ids for `record`, truncated by the documented policy to fit `max_length - max_new_tokens`."
     lang = record_language(record, language)
-    tpl = get_template(template, task, lang)
-    na, marker = NOT_PROVIDED[lang], OMISSION_MARKER[lang]
-    budget = max_length - max_new_tokens
-    cd = "\n".join(_paragraphs(_get(record, "case_description"))) or na
-    cp = _paragraphs(_get(record, "consultation_process"))
-    er = _paragraphs(_get(record, "experience_and_reflection")) if task == "es" else []
-    def make(cp_text, er_text):
-        text = chat_text(_render(tpl, cd, cp_text or na, er_text or na), tokenizer)
-        return text, encode(tokenizer, text)
+    tpl, na, marker = get_template(template, task, lang), NOT_PROVIDED[lang], OMISSION_MARKER[lang]
+    budget, (cd, cp, er) = max_length - max_new_tokens, _sections(record, task, na)
+    make = partial(_fill, tpl, cd, na, tokenizer)
     text, ids = make("\n".join(cp), "\n".join(er))
-    full = len(ids)
-    kept = {"consultation_process": (len(cp), len(cp)), "experience_and_reflection": (len(er), len(er))}
-    if full <= budget:
-        return Prompt(ids, full, 0, True, full, budget, text, kept)
-    # the part we never cut: everything but the two sections, each replaced by its marker
-    _, base_ids = make(marker if cp else "", marker if er else "")
-    avail = budget - len(base_ids)
-    def fail(why):
-        return Prompt(ids, full, 0, False, full, budget, text, kept,
-                      error=f"record {_get(record, 'id')!r}: {why} (template {tpl.name!r}, task {task!r}, max_length={max_length}, "
-                            f"max_new_tokens={max_new_tokens}). Raise max_length, lower max_new_tokens, or shorten the case description.")
-    if avail < 0:
-        return fail(f"the instructions + case description alone take {len(base_ids)} tokens, over the prompt budget of {budget}")
-    need_cp = sum(len(encode(tokenizer, p + "\n")) for p in cp); need_er = sum(len(encode(tokenizer, p + "\n")) for p in er)
-    for _ in range(8):
-        a_cp, a_er = _share(max(avail, 0), need_cp, need_er)
-        u_cp, u_er = _units(cp, tokenizer, a_cp // 2), _units(er, tokenizer, a_er // 2)
-        k_cp, d_cp = _head_tail(u_cp, a_cp); k_er, d_er = _head_tail(u_er, a_er)
-        text, ids = make(_join(u_cp, k_cp, marker), _join(u_er, k_er, marker))
-        if len(ids) <= budget:
-            kept = {"consultation_process": (len(k_cp), len(u_cp)), "experience_and_reflection": (len(k_er), len(u_er))}
-            return Prompt(ids, len(ids), d_cp + d_er, True, full, budget, text, kept)
-        avail -= len(ids) - budget
-    return fail(f"could not fit the prompt into {budget} tokens after truncation")
+    full, kept = len(ids), {"consultation_process": (len(cp), len(cp)), "experience_and_reflection": (len(er), len(er))}
+    if full <= budget: return Prompt(ids, full, 0, True, full, budget, text, kept)
+    _, base_ids = make(marker if cp else "", marker if er else "")   # the part never cut: each section as its marker
+    fits_base = len(base_ids) <= budget
+    cut = _truncate(make, cp, er, tokenizer, budget - len(base_ids), budget, marker) if fits_base else None
+    if cut: return Prompt(cut[1], len(cut[1]), cut[3], True, full, budget, cut[0], cut[2])
+    why = (f"the instructions + case description alone take {len(base_ids)} tokens, over the prompt budget of {budget}"
+           if not fits_base else f"could not fit the prompt into {budget} tokens after truncation")
+    return Prompt(ids, full, 0, False, full, budget, text, kept,
+                  error=_budget_error(record, why, tpl, task, max_length, max_new_tokens))
 
 # %% ../nbs/02_prompt_design.ipynb #71bcc649
 def build_example(record, tokenizer, task: str = "es", template: str = "benchmark", max_length: int = 8192,
@@ -405,7 +526,8 @@ def build_example(record, tokenizer, task: str = "es", template: str = "benchmar
     "input_ids and labels (-100 on the prompt) for supervised fine-tuning; the target ends with the end-of-turn token."
     target_ids = encode(tokenizer, target_text(record, task) + end_of_turn(tokenizer))
     if len(target_ids) >= max_length:
-        raise BudgetError(f"record {_get(record, 'id')!r}: the target alone is {len(target_ids)} tokens, over max_length={max_length}")
+        raise BudgetError(f"record {_get(record, 'id')!r}: the target alone is {len(target_ids)} tokens, "
+                          f"over max_length={max_length}")
     p = build_prompt(record, tokenizer, task, template, max_length, len(target_ids), language)
     if not p.fits: raise BudgetError(p.error)
     return dict(input_ids=p.input_ids + target_ids, labels=[-100] * p.prompt_tokens + target_ids,
@@ -413,16 +535,21 @@ def build_example(record, tokenizer, task: str = "es", template: str = "benchmar
 
 # %% ../nbs/02_prompt_design.ipynb #7f24e604
 KEY_ALIASES = {
-    "causes": ["causes", "cause", "reasons", "reason", "etiology", "aetiology", "causes_of_illness", "predicted_cause", "病因", "原因", "成因", "起因"],
+    "causes": ["causes", "cause", "reasons", "reason", "etiology", "aetiology", "causes_of_illness", "predicted_cause",
+               "病因", "原因", "成因", "起因"],
     "symptoms": ["symptoms", "symptom", "symptom_presentation", "predicted_symptoms", "症状", "症状表现", "表现"],
-    "treatment_process": ["treatment_process", "treatment", "process", "therapy", "therapy_process", "interventions", "counseling_process",
-                          "counselling_process", "predicted_treatment_process", "治疗过程", "咨询过程", "干预过程", "治疗方法"],
-    "characteristics_of_illness": ["characteristics_of_illness", "characteristics_of_the_illness", "illness_characteristics", "characteristics",
-                                   "characteristic_of_illness", "disease_characteristics", "predicted_illness_characteristics",
-                                   "疾病特点", "疾病特征", "病情特点", "问题特点", "特点"],
-    "treatment_effect": ["treatment_effect", "treatment_effects", "effect", "effects", "outcome", "treatment_outcome", "result",
-                         "predicted_treatment_effect", "治疗效果", "咨询效果", "疗效", "效果"],
+    "treatment_process": ["treatment_process", "treatment", "process", "therapy", "therapy_process", "interventions",
+                          "counseling_process", "counselling_process", "predicted_treatment_process",
+                          "治疗过程", "咨询过程", "干预过程", "治疗方法"],
+    "characteristics_of_illness": ["characteristics_of_illness", "characteristics_of_the_illness",
+                                   "illness_characteristics", "characteristics", "characteristic_of_illness",
+                                   "disease_characteristics",
+                                   "predicted_illness_characteristics", "疾病特点", "疾病特征", "病情特点", "问题特点", "特点"],
+    "treatment_effect": ["treatment_effect", "treatment_effects", "effect", "effects", "outcome", "treatment_outcome",
+                         "result", "predicted_treatment_effect", "治疗效果", "咨询效果", "疗效", "效果"],
 }
+
+# %% ../nbs/02_prompt_design.ipynb #bcad117e
 _ALIAS = {a: f for f, names in KEY_ALIASES.items() for a in names}
 
 def normalize_key(key: str) -> str | None:
@@ -433,6 +560,7 @@ def normalize_key(key: str) -> str | None:
     close = difflib.get_close_matches(k, list(_ALIAS), n=1, cutoff=0.85)
     return _ALIAS[close[0]] if close else None
 
+# %% ../nbs/02_prompt_design.ipynb #35046007
 @dataclass
 class ParseResult:
     "Parsed fields (None if failed), status ok | repaired | failed, and what was repaired or why it failed."
@@ -443,16 +571,57 @@ class ParseResult:
 # %% ../nbs/02_prompt_design.ipynb #e76ea263
 _FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)(?:```|$)", re.S)
 
+def _json_body(text: str) -> tuple[str, list[str]]:
+    "The part of `text` that should hold the JSON (the last code fence with a `{` in it, else all), and repairs."
+    fences = [m.group(1) for m in _FENCE.finditer(text) if "{" in m.group(1)]
+    around = bool(fences) and (len(fences) > 1 or bool(_FENCE.sub("", text).strip()))
+    return (fences[-1] if fences else text), (["text around the code fence"] if around else [])
+
+# %% ../nbs/02_prompt_design.ipynb #db3b6c93
 def _loads(s: str) -> tuple[object, list[str]]:
-    "The JSON value `s` starts with: `json.loads`, else json_repair's reading of it; returns (value, what was repaired)."
+    "The JSON value `s` starts with: `json.loads`, else json_repair's reading; returns (value, what was repaired)."
     try: return json.loads(s, strict=False), []      # strict=False: raw line breaks inside strings are fine
     except ValueError: pass
     obj, log = repair_json(s, return_objects=True, logging=True)
-    if isinstance(obj, list): obj = next((o for o in obj if isinstance(o, dict)), obj)   # an object followed by more text
+    if isinstance(obj, list): obj = next((o for o in obj if isinstance(o, dict)), obj)   # an object, then more text
     done = list(dict.fromkeys(l["text"] for l in log))[:3]
     return obj, [f"JSON repaired by json_repair ({'; '.join(done) or 'malformed JSON'})"]
 
-_LABEL_LINE = re.compile(r"^\s*[-*#\d.\s]*\**\s*[\"']?([A-Za-z_ \-]{3,40}|[\u4e00-\u9fff]{2,6})[\"']?\s*\**\s*[:：]\s*(.*)$")
+# %% ../nbs/02_prompt_design.ipynb #0b64c9c3
+def _json_object(body: str, around: bool) -> tuple[object, list[str]]:
+    "The JSON value at the body's first `{` (None if there is none), and repairs (`around`: fence text noted already)."
+    start = body.find("{")
+    if start < 0: return None, []
+    before = ["text before the JSON"] if body[:start].strip() and not around else []
+    data, fixes = _loads(body[start:].strip())
+    return data, before + fixes
+
+# %% ../nbs/02_prompt_design.ipynb #30c1f872
+def _value(v) -> str:
+    "A field's value as plain text: lists joined by '; ', objects as 'key: value' pairs."
+    if v is None: return ""
+    if isinstance(v, str): return v.strip()
+    if isinstance(v, (list, tuple)): return "; ".join(_value(x) for x in v)
+    if isinstance(v, dict): return "; ".join(f"{k}: {_value(x)}" for k, x in v.items())
+    return str(v)
+
+# %% ../nbs/02_prompt_design.ipynb #7ec6c386
+def _json_fields(data) -> tuple[dict, list[str]]:
+    "The fields of a parsed JSON object, keys mapped by `normalize_key`, values made text; and what that repaired."
+    fields, repairs = {}, []
+    for k, v in (data.items() if isinstance(data, dict) else ()):
+        f = normalize_key(k)
+        if f and f not in fields:
+            fields[f] = _value(v)
+            if k != f: repairs.append(f"key {k!r} -> {f!r}")
+            elif not isinstance(v, str): repairs.append(f"{f} was not a string")
+        elif not f: repairs.append(f"unknown key {k!r} ignored")
+    return fields, repairs
+
+# %% ../nbs/02_prompt_design.ipynb #e11e53d0
+_LABEL_LINE = re.compile(r"^\s*[-*#\d.\s]*\**\s*[\"']?"                        # list marker, bold, quote
+                         r"([A-Za-z_ \-]{3,40}|[\u4e00-\u9fff]{2,6})"            # the label
+                         r"[\"']?\s*\**\s*[:：]\s*(.*)$")                        # colon, the value
 
 def _from_lines(text: str) -> dict:
     "Fields from 'Label: value' lines (the benchmark's own target layout), values running until the next label."
@@ -466,12 +635,24 @@ def _from_lines(text: str) -> dict:
             out[cur] = (out[cur] + " " + line.strip()).strip()
     return out
 
-def _value(v) -> str:
-    if v is None: return ""
-    if isinstance(v, str): return v.strip()
-    if isinstance(v, (list, tuple)): return "; ".join(_value(x) for x in v)
-    if isinstance(v, dict): return "; ".join(f"{k}: {_value(x)}" for k, x in v.items())
-    return str(v)
+# %% ../nbs/02_prompt_design.ipynb #709a8a74
+def _label_fields(text: str, body: str, data, fields: dict) -> tuple[dict, list[str]]:
+    "Fields the JSON lacks, from 'Label: value' lines (of the body when there was no JSON), and the repair noted."
+    if len(fields) >= len(ES_FIELDS): return {}, []
+    lines = {f: v for f, v in _from_lines(body if data is None else text).items() if f not in fields and v}
+    note = "fields read from 'label: value' lines" + ("" if data is not None else " (no parsable JSON)")
+    return lines, ([note] if lines else [])
+
+# %% ../nbs/02_prompt_design.ipynb #b1e84ca4
+def _es_result(fields: dict, repairs: list[str]) -> ParseResult:
+    "failed when no field was found; else all five fields (missing ones empty), ok only when nothing was repaired."
+    if not fields:
+        tried = f" (tried repairs: {', '.join(repairs)})" if repairs else ""
+        return ParseResult(None, "failed", "no JSON object or labelled field found" + tried)
+    missing = [f for f in ES_FIELDS if f not in fields]
+    if missing: repairs = repairs + [f"missing {missing} (left empty)"]
+    return ParseResult({f: fields.get(f, "") for f in ES_FIELDS}, "repaired" if repairs else "ok",
+                       "; ".join(repairs) or None)
 
 # %% ../nbs/02_prompt_design.ipynb #aeb15201
 def parse_summary(text: str,           # the model's answer
@@ -480,67 +661,58 @@ def parse_summary(text: str,           # the model's answer
     "Recover the answer's fields from `text`; status ok | repaired | failed (see above)."
     text = re.sub(r"<think>.*?</think>", "", text or "", flags=re.S).strip()
     if task == "reflection":
-        return ParseResult({"experience_and_reflection": text}, "ok") if text else ParseResult(None, "failed", "empty answer")
+        if not text: return ParseResult(None, "failed", "empty answer")
+        return ParseResult({"experience_and_reflection": text}, "ok")
     if task != "es": raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    repairs = []
-    fences = [m.group(1) for m in _FENCE.finditer(text) if "{" in m.group(1)]
-    body = fences[-1] if fences else text
-    if fences and (len(fences) > 1 or _FENCE.sub("", text).strip()): repairs.append("text around the code fence")
-    start, data = body.find("{"), None
-    if start >= 0:
-        if body[:start].strip() and not repairs: repairs.append("text before the JSON")
-        data, fixes = _loads(body[start:].strip()); repairs += fixes
-    fields = {}
-    if isinstance(data, dict):
-        for k, v in data.items():
-            f = normalize_key(k)
-            if f and f not in fields:
-                fields[f] = _value(v)
-                if k != f: repairs.append(f"key {k!r} -> {f!r}")
-                elif not isinstance(v, str): repairs.append(f"{f} was not a string")
-            elif not f: repairs.append(f"unknown key {k!r} ignored")
-    if len(fields) < len(ES_FIELDS):       # fall back to / complete from 'Label: value' lines
-        lines = {f: v for f, v in _from_lines(body if data is None else text).items() if f not in fields and v}
-        if lines:
-            fields.update(lines); repairs.append("fields read from 'label: value' lines" + ("" if data is not None else " (no parsable JSON)"))
-    if not fields:
-        return ParseResult(None, "failed", "no JSON object or labelled field found" + (f" (tried repairs: {', '.join(repairs)})" if repairs else ""))
-    missing = [f for f in ES_FIELDS if f not in fields]
-    if missing: repairs.append(f"missing {missing} (left empty)")
-    return ParseResult({f: fields.get(f, "") for f in ES_FIELDS}, "repaired" if repairs else "ok", "; ".join(repairs) or None)
+    body, around = _json_body(text)
+    data, fixes = _json_object(body, bool(around))
+    fields, key_fixes = _json_fields(data)
+    lines, line_fixes = _label_fields(text, body, data, fields)
+    return _es_result({**fields, **lines}, around + fixes + key_fixes + line_fixes)
 
 # %% ../nbs/02_prompt_design.ipynb #0d06f9f6
-def comparison_row(template: str, preds: list[dict]) -> dict:
-    "Answer-format statistics of one variant's predictions, re-parsed with the current `parse_summary` (errors stay errors)."
+def _reparsed(preds: list[dict]) -> tuple[object, list[bool]]:
+    "Each prediction's status as `parse_summary` gives it now (errors stay errors), and whether all fields are filled."
     import pandas as pd
     st, complete = [], []
     for p in preds:
         r = parse_summary(p["raw"]) if p["status"] != "error" else ParseResult(None, "error")
         st.append(r.status); complete.append(bool(r.fields) and all(r.fields.values()))
-    st = pd.Series(st); n = len(preds)
-    return dict(template=template, n=n, ok=int((st == "ok").sum()), repaired=int((st == "repaired").sum()), failed=int((st == "failed").sum()),
-                error=int((st == "error").sum()), json_valid_rate=round(float((st == "ok").mean()), 3),
-                parsed_rate=round(float(st.isin(["ok", "repaired"]).mean()), 3), complete_rate=round(sum(complete) / n, 3),
-                prompt_tokens_mean=round(sum(p["prompt_tokens"] for p in preds) / n),
-                truncated_tokens_mean=round(sum(p["truncated_tokens"] for p in preds) / n),
-                new_tokens_mean=round(sum(p["new_tokens"] for p in preds) / n),
-                seconds_per_record=round(sum(p["seconds"] for p in preds) / n, 1))
+    return pd.Series(st), complete
 
+# %% ../nbs/02_prompt_design.ipynb #74a5f75d
+def comparison_row(template: str, preds: list[dict]) -> dict:
+    "Answer-format statistics of one variant's predictions, re-parsed with the current `parse_summary`."
+    st, complete = _reparsed(preds); n = len(preds)
+    mean = lambda k, nd=None: round(sum(p[k] for p in preds) / n, nd)
+    return dict(template=template, n=n, ok=int((st == "ok").sum()), repaired=int((st == "repaired").sum()),
+                failed=int((st == "failed").sum()), error=int((st == "error").sum()),
+                json_valid_rate=round(float((st == "ok").mean()), 3),
+                parsed_rate=round(float(st.isin(["ok", "repaired"]).mean()), 3),
+                complete_rate=round(sum(complete) / n, 3),
+                prompt_tokens_mean=mean("prompt_tokens"), truncated_tokens_mean=mean("truncated_tokens"),
+                new_tokens_mean=mean("new_tokens"), seconds_per_record=mean("seconds", 1))
+
+# %% ../nbs/02_prompt_design.ipynb #eb8ff5ba
+def _reference_metrics(preds: list[dict], records) -> dict:
+    "ROUGE-L and semantic similarity against the references (emosum.evaluation), fields re-parsed; failed ones score 0."
+    from emosum.evaluation import evaluate
+    for p in preds:   # score the fields as re-parsed now
+        if p["status"] != "error": r = parse_summary(p["raw"]); p.update(status=r.status, fields=r.fields)
+    m, _ = evaluate(preds, records, n_boot=200)
+    return dict(rougeL=round(m["overall"]["rougeL"], 3), semsim=round(m["overall"]["semsim"], 3))
+
+# %% ../nbs/02_prompt_design.ipynb #cf54ed6b
 def compare_variants(records, model_name, templates, max_length, max_new_tokens, out_dir, metrics=True) -> pd.DataFrame:
-    "Generate zero-shot with each template (resumable, one predictions file per template); a row of `comparison_row` per template, plus reference metrics."
+    "Generate zero-shot with each template (resumable); a `comparison_row` per template, plus reference metrics."
     import pandas as pd
     from emosum.inference import load_model_and_tokenizer, generate
     model, tokenizer = load_model_and_tokenizer(model_name)
     rows = []
     for t in templates:
-        preds = generate(model, tokenizer, records, out_dir/t/"predictions.jsonl", task="es", template=t, max_length=max_length,
-                         max_new_tokens=max_new_tokens, batch_size=1, model_name=model_name)
+        preds = generate(model, tokenizer, records, out_dir/t/"predictions.jsonl", task="es", template=t,
+                         max_length=max_length, max_new_tokens=max_new_tokens, batch_size=1, model_name=model_name)
         row = comparison_row(t, preds)
-        if metrics:   # ROUGE-L and semantic similarity against the references (emosum.evaluation); failed fields score 0
-            from emosum.evaluation import evaluate
-            for p in preds:   # score the fields as re-parsed now
-                if p["status"] != "error": r = parse_summary(p["raw"]); p.update(status=r.status, fields=r.fields)
-            m, _ = evaluate(preds, records, n_boot=200)
-            row.update(rougeL=round(m["overall"]["rougeL"], 3), semsim=round(m["overall"]["semsim"], 3))
+        if metrics: row.update(_reference_metrics(preds, records))
         rows.append(row)
     return pd.DataFrame(rows)
