@@ -34,38 +34,53 @@ def tokens(text: str | None) -> list[str]:
     "Lower-cased word tokens; each CJK character is one token."
     return _TOK.findall((text or "").lower())
 
+# %% ../nbs/06_error_analysis.ipynb #66a7ca7f
 def _ngrams(toks, n): return [tuple(toks[i:i+n]) for i in range(len(toks) - n + 1)]
 
-
 # %% ../nbs/06_error_analysis.ipynb #7f56e9ca
-_NAMES = ["Anna", "Ben", "Clara", "David", "Elena", "Farid", "Grace", "Hugo", "Iris", "Jonas", "Kemal", "Lena", "Mara", "Noah"]
-_CAUSES = ["pressure at work after a promotion", "the end of a long relationship", "conflict with her parents over her career",
-           "the death of a close friend", "debts after losing his job", "bullying at school", "caring alone for a sick mother"]
+_NAMES = ["Anna", "Ben", "Clara", "David", "Elena", "Farid", "Grace", "Hugo", "Iris", "Jonas", "Kemal", "Lena", "Mara",
+          "Noah"]
+_CAUSES = ["pressure at work after a promotion", "the end of a long relationship",
+           "conflict with her parents over her career", "the death of a close friend", "debts after losing his job",
+           "bullying at school", "caring alone for a sick mother"]
 _SYMPTOMS = ["poor sleep and early waking", "panic attacks on crowded trains", "low mood and loss of interest",
              "constant worry about the future", "irritability and outbursts of anger", "headaches and stomach pain",
              "avoiding friends and staying at home"]
-_METHODS = ["cognitive restructuring of catastrophic thoughts", "breathing and relaxation training", "graded exposure to feared places",
-            "behavioural activation with a weekly plan", "empathic listening and reflection of feelings", "problem solving for the debts"]
-_EFFECTS = ["sleep improved and the panic attacks stopped", "the client returned to work and felt calmer", "mood lifted and she met friends again",
-            "worry decreased from eight to three out of ten", "he could talk about the loss without breaking down"]
+_METHODS = ["cognitive restructuring of catastrophic thoughts", "breathing and relaxation training",
+            "graded exposure to feared places", "behavioural activation with a weekly plan",
+            "empathic listening and reflection of feelings", "problem solving for the debts"]
+_EFFECTS = ["sleep improved and the panic attacks stopped", "the client returned to work and felt calmer",
+            "mood lifted and she met friends again", "worry decreased from eight to three out of ten",
+            "he could talk about the loss without breaking down"]
 
+# %% ../nbs/06_error_analysis.ipynb #10e24643
+def _synthetic_summary(name, cause, sym1, sym2, m1, m2, eff, n_s) -> dict:
+    "The reflection and the five reference fields of a synthetic record, written from its phrases."
+    return {"experience_and_reflection": f"The counsellor reflects that working on {cause} early was the key.",
+            "causes": f"The main cause was {cause}, which overwhelmed {name}.",
+            "symptoms": f"{name} showed {sym1} and {sym2}.",
+            "treatment_process": f"Over {n_s} sessions the counsellor used {m1} and {m2}.",
+            "characteristics_of_illness": f"An anxiety and mood reaction to {cause}, with {sym1}.",
+            "treatment_effect": f"After treatment {eff}."}
+
+# %% ../nbs/06_error_analysis.ipynb #94a26a24
 def _synthetic_record(i: int, rng: random.Random) -> dict:
     name, age = rng.choice(_NAMES), rng.randint(19, 58)
     cause, sym1, sym2 = rng.choice(_CAUSES), *rng.sample(_SYMPTOMS, 2)
     m1, m2 = rng.sample(_METHODS, 2); eff = rng.choice(_EFFECTS); n_s = rng.randint(4, 12)
     filler = [f"In session {k} the counsellor and {name} went over the week, the diary of thoughts and the homework; "
-              f"{name} described small changes and the counsellor reflected them back." for k in range(1, rng.randint(2, 9))]
-    case = [f"{name}, {age} years old, came to counselling because of {cause}. Over the last months {name} suffered from {sym1} and {sym2}."]
-    process = [f"The counsellor built trust with empathic listening, then used {m1} and later {m2} over {n_s} sessions.", *filler,
-               f"By the end {eff}."]
+              f"{name} described small changes and the counsellor reflected them back."
+              for k in range(1, rng.randint(2, 9))]
+    case = [f"{name}, {age} years old, came to counselling because of {cause}. "
+            f"Over the last months {name} suffered from {sym1} and {sym2}."]
+    process = [f"The counsellor built trust with empathic listening, then used {m1} and later {m2} "
+               f"over {n_s} sessions.",
+               *filler, f"By the end {eff}."]
     return {"id": f"s{i:02d}", "case_description": case, "consultation_process": process,
-            "experience_and_reflection": f"The counsellor reflects that working on {cause} early was the key.",
-            "causes": f"The main cause was {cause}, which overwhelmed {name}.",
-            "symptoms": f"{name} showed {sym1} and {sym2}.",
-            "treatment_process": f"Over {n_s} sessions the counsellor used {m1} and {m2}.",
-            "characteristics_of_illness": f"An anxiety and mood reaction to {cause}, with {sym1}.",
-            "treatment_effect": f"After treatment {eff}.", "language": "en", "source": f"synthetic:{i + 1}"}
+            **_synthetic_summary(name, cause, sym1, sym2, m1, m2, eff, n_s),
+            "language": "en", "source": f"synthetic:{i + 1}"}
 
+# %% ../nbs/06_error_analysis.ipynb #aec8885a
 def _degrade(text: str, rng: random.Random, drop: float) -> str:
     "Drop a fraction of the words of `text` (a crude 'imperfect paraphrase')."
     words = text.split()
@@ -74,53 +89,69 @@ def _degrade(text: str, rng: random.Random, drop: float) -> str:
 
 # %% ../nbs/06_error_analysis.ipynb #df37b2f2
 def _input_text(rec: dict, exclude: str | None = None) -> str:
-    "The model's input text of a record (case description, consultation process, and the reflection unless it is the target)."
+    "A record's input text: case description, consultation process, and the reflection unless it is `exclude`d."
     parts = list(rec.get("case_description") or []) + list(rec.get("consultation_process") or [])
-    if exclude != "experience_and_reflection" and rec.get("experience_and_reflection"): parts.append(rec["experience_and_reflection"])
+    if exclude != "experience_and_reflection" and rec.get("experience_and_reflection"):
+        parts.append(rec["experience_and_reflection"])
     return "\n".join(parts)
 
+# %% ../nbs/06_error_analysis.ipynb #9932e3fa
 def _planted(variant: str) -> dict:
     "id -> (failure, field) planted in each synthetic variant."
-    base = {"s00": ("invalid_json", None), "s01": ("empty_field", "treatment_effect"), "s02": ("copy_of_input", "symptoms"),
-            "s03": ("repetition_loop", "treatment_process"), "s04": ("hallucinated_entity", "causes"), "s05": ("language_mismatch", "causes")}
+    base = {"s00": ("invalid_json", None), "s01": ("empty_field", "treatment_effect"),
+            "s02": ("copy_of_input", "symptoms"), "s03": ("repetition_loop", "treatment_process"),
+            "s04": ("hallucinated_entity", "causes"), "s05": ("language_mismatch", "causes")}
     if variant == "zero-shot":
-        base.update({"s06": ("invalid_json", None), "s07": ("copy_of_input", "treatment_process"), "s08": ("repetition_loop", "symptoms")})
+        base.update({"s06": ("invalid_json", None), "s07": ("copy_of_input", "treatment_process"),
+                     "s08": ("repetition_loop", "symptoms")})
     return base
 
+# %% ../nbs/06_error_analysis.ipynb #fa1a7823
+def _plant(kind: str | None, fld: str | None, r: dict, fields: dict) -> tuple[dict | None, str, str | None]:
+    "Plant failure `kind` in field `fld` of a prediction's `fields` for record `r`: (fields, status, raw or None)."
+    status, raw = "ok", None
+    if kind == "invalid_json":
+        fields, status = None, "failed"
+        raw = "Sure! Here is the summary of the case: {causes: " + r["causes"] + ", symptoms: " + r["symptoms"]
+    elif kind == "empty_field": fields[fld] = ""
+    elif kind == "copy_of_input": fields[fld] = " ".join(_input_text(r).split()[:60])
+    elif kind == "repetition_loop": fields[fld] = "The counsellor used relaxation training and " * 8
+    elif kind == "hallucinated_entity":
+        fields[fld] = ("The cause was 17 years of conflict with Mr Thornbury, "
+                       f"which overwhelmed {r['causes'].split()[-1]}")
+    elif kind == "language_mismatch": fields[fld] = "来访者因为工作压力和家庭矛盾感到焦虑和失眠。"
+    return fields, status, raw
+
+# %% ../nbs/06_error_analysis.ipynb #ab0da033
+def _synthetic_prediction(r: dict, variant: str, rng: random.Random, drop: float, planted: dict) -> dict:
+    "The prediction row of record `r`: its reference fields degraded, plus the failure planted in it (if any)."
+    fields = {f: _degrade(r[f], rng, drop) for f in ES_FIELDS}
+    fields, status, raw = _plant(*planted.get(r["id"], (None, None)), r, fields)
+    if raw is None: raw = json.dumps(fields, ensure_ascii=False)
+    ptoks = len(tokens(_input_text(r))) + 120
+    return prediction_row(r["id"], template="benchmark", model=f"synthetic-{variant}", status=status, fields=fields,
+                          raw=raw, prompt_tokens=min(ptoks, 400), truncated_tokens=max(0, ptoks - 400),
+                          new_tokens=len(tokens(raw)), error="no JSON object found" if status == "failed" else None)
+
+# %% ../nbs/06_error_analysis.ipynb #f3c1a0d2
 def make_synthetic_run(run_dir: str | Path,          # folder to write (created)
-                       variant: str = "fine-tuned",  # "fine-tuned" (good, a few planted failures) or "zero-shot" (worse)
+                       variant: str = "fine-tuned",  # "fine-tuned" (good, a few planted failures) or "zero-shot"
                        n: int = 12,                  # number of records
                        seed: int = 0,
-                       semantic_model=None,          # for `semsim`: a SentenceTransformer, a name, or None (the packaged MiniLM)
+                       semantic_model=None,          # `semsim`'s model: a SentenceTransformer, a name, None: MiniLM
                       ) -> Path:
-    "Write a synthetic run folder (data/test.jsonl, predictions.jsonl, scores.jsonl, metrics.json, baselines/) with planted failures."
-    if variant not in ("fine-tuned", "zero-shot"): raise ValueError(f"variant must be 'fine-tuned' or 'zero-shot', got {variant!r}")
+    "Write a synthetic run folder (data/test.jsonl, predictions, scores, metrics, baselines/) with planted failures."
+    if variant not in ("fine-tuned", "zero-shot"):
+        raise ValueError(f"variant must be 'fine-tuned' or 'zero-shot', got {variant!r}")
     rd = Path(run_dir); (rd/"data").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     recs = [_synthetic_record(i, rng) for i in range(n)]
     rng = random.Random(seed + (1 if variant == "fine-tuned" else 2))
-    drop = 0.12 if variant == "fine-tuned" else 0.45
-    planted, preds = _planted(variant), []
-    for r in recs:
-        fields = {f: _degrade(r[f], rng, drop) for f in ES_FIELDS}
-        kind, fld = planted.get(r["id"], (None, None))
-        status, raw = "ok", None
-        if kind == "invalid_json":
-            fields, status = None, "failed"
-            raw = "Sure! Here is the summary of the case: {causes: " + r["causes"] + ", symptoms: " + r["symptoms"]
-        elif kind == "empty_field": fields[fld] = ""
-        elif kind == "copy_of_input": fields[fld] = " ".join(_input_text(r).split()[:60])
-        elif kind == "repetition_loop": fields[fld] = "The counsellor used relaxation training and " * 8
-        elif kind == "hallucinated_entity": fields[fld] = f"The cause was 17 years of conflict with Mr Thornbury, which overwhelmed {r['causes'].split()[-1]}"
-        elif kind == "language_mismatch": fields[fld] = "来访者因为工作压力和家庭矛盾感到焦虑和失眠。"
-        if raw is None: raw = json.dumps(fields, ensure_ascii=False)
-        ptoks = len(tokens(_input_text(r))) + 120
-        preds.append(prediction_row(r["id"], template="benchmark", model=f"synthetic-{variant}", status=status, fields=fields, raw=raw,
-                                    prompt_tokens=min(ptoks, 400), truncated_tokens=max(0, ptoks - 400), new_tokens=len(tokens(raw)),
-                                    error="no JSON object found" if status == "failed" else None))
+    drop, planted = (0.12 if variant == "fine-tuned" else 0.45), _planted(variant)
+    preds = [_synthetic_prediction(r, variant, rng, drop, planted) for r in recs]
     write_jsonl(rd/"data"/"test.jsonl", recs)
     write_jsonl(rd/"predictions.jsonl", preds)
-    metrics = evaluate_run(rd, records=recs, semantic_model=semantic_model, baselines=("copy",), n_boot=200, seed=seed)   # 05's scores
+    metrics = evaluate_run(rd, records=recs, semantic_model=semantic_model, baselines=("copy",), n_boot=200, seed=seed)
     (rd/"metrics.json").write_text(json.dumps({**metrics, "synthetic": True}, indent=2, ensure_ascii=False))
     return rd
 
@@ -137,55 +168,86 @@ class RunData:
     def name(self) -> str: return self.run_dir.name
     @property
     def fields(self) -> list[str]: return list(dict.fromkeys(self.scores["field"]))
-    def __repr__(self): return f"RunData({self.name!r}: {len(self.predictions)} predictions, {len(self.scores)} scores, {len(self.records)} records)"
+    def __repr__(self):
+        return (f"RunData({self.name!r}: {len(self.predictions)} predictions, {len(self.scores)} scores, "
+                f"{len(self.records)} records)")
 
+# %% ../nbs/06_error_analysis.ipynb #6a4a1ea1
 def has_outputs(run_dir: str | Path | None) -> bool:
     "True when `run_dir` holds predictions.jsonl and scores.jsonl with rows in them."
     if run_dir is None: return False
     rd = Path(run_dir)
     return all((rd/f).is_file() and (rd/f).stat().st_size > 0 for f in ("predictions.jsonl", "scores.jsonl"))
 
-def load_run(run_dir: str | Path) -> RunData:
-    "Read a run folder's predictions, scores, metrics and records."
-    rd = Path(run_dir)
-    if not rd.is_dir(): raise FileNotFoundError(f"Run folder {rd} does not exist")
-    need = {"predictions.jsonl": "04_inference (emosum predict)", "scores.jsonl": "05_evaluation (emosum evaluate)"}
-    for f, step in need.items():
+# %% ../nbs/06_error_analysis.ipynb #e1ac3d8f
+_STEPS = {"predictions.jsonl": "04_inference (emosum predict)", "scores.jsonl": "05_evaluation (emosum evaluate)"}
+_KEYS = {"predictions.jsonl": {"id"}, "scores.jsonl": {"id", "field"}}
+_PRED_DEFAULTS = (("status", "ok"), ("fields", None), ("raw", ""), ("prompt_tokens", np.nan), ("truncated_tokens", 0))
+
+# %% ../nbs/06_error_analysis.ipynb #b73912c9
+def _read_outputs(rd: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "predictions.jsonl (one row per id, the last wins; missing columns filled) and scores.jsonl, ids as str."
+    for f, step in _STEPS.items():
         if not (rd/f).is_file(): raise FileNotFoundError(f"{rd/f} is missing: run step {step} for this run first")
-    preds = pd.DataFrame(read_jsonl(rd/"predictions.jsonl", torn_tail="skip"))
-    scores = pd.DataFrame(read_jsonl(rd/"scores.jsonl", torn_tail="skip"))
+    preds, scores = (pd.DataFrame(read_jsonl(rd/f, torn_tail="skip")) for f in _STEPS)
     if preds.empty or scores.empty: raise ValueError(f"{rd}: predictions.jsonl or scores.jsonl has no rows")
-    for df, f in ((preds, "predictions.jsonl"), (scores, "scores.jsonl")):
-        miss = {"id"} - set(df) if f == "predictions.jsonl" else {"id", "field"} - set(df)
-        if miss: raise ValueError(f"{rd/f}: rows lack {sorted(miss)} (see the run-folder schemas in the contract)")
+    for df, f in zip((preds, scores), _STEPS):
+        if (miss := _KEYS[f] - set(df)):
+            raise ValueError(f"{rd/f}: rows lack {sorted(miss)} (see the run-folder schemas in the contract)")
         df["id"] = df["id"].astype(str)
     preds = preds.drop_duplicates("id", keep="last").reset_index(drop=True)
-    for c, d in (("status", "ok"), ("fields", None), ("raw", ""), ("prompt_tokens", np.nan), ("truncated_tokens", 0)):
+    for c, d in _PRED_DEFAULTS:
         if c not in preds: preds[c] = d
+    return preds, scores
+
+# %% ../nbs/06_error_analysis.ipynb #c61455c0
+def _run_records(rd: Path) -> dict:
+    "id (str) -> record, from the run's data/{train,valid,test}.jsonl."
     records = {}
     for split in ("train", "valid", "test"):       # later splits win: predictions are usually made on test / valid
         f = rd/"data"/f"{split}.jsonl"
         if f.is_file(): records.update({str(r["id"]): r for r in read_jsonl(f, torn_tail="skip")})
+    return records
+
+# %% ../nbs/06_error_analysis.ipynb #c9e2b417
+def load_run(run_dir: str | Path) -> RunData:
+    "Read a run folder's predictions, scores, metrics and records."
+    rd = Path(run_dir)
+    if not rd.is_dir(): raise FileNotFoundError(f"Run folder {rd} does not exist")
+    preds, scores = _read_outputs(rd)
+    records = _run_records(rd)
     metrics = json.loads((rd/"metrics.json").read_text()) if (rd/"metrics.json").is_file() else {}
     return RunData(rd.resolve(), preds, scores, metrics, records)
 
 # %% ../nbs/06_error_analysis.ipynb #91e8b66f
 def score_table(run: RunData) -> pd.DataFrame:
     "One row per (id, field): the scores plus status, input_chars, prompt_tokens, truncated_tokens."
-    info = run.predictions[["id", "status", "prompt_tokens", "truncated_tokens"]].rename(columns={"status": "pred_status"})
+    info = run.predictions[["id", "status", "prompt_tokens", "truncated_tokens"]]
+    info = info.rename(columns={"status": "pred_status"})
     info = info.assign(input_chars=[len(_input_text(run.records.get(i, {}))) or np.nan for i in info["id"]])
     t = run.scores.merge(info, on="id", how="left")
     t["truncated_tokens"] = t["truncated_tokens"].fillna(0)
     return t
 
+# %% ../nbs/06_error_analysis.ipynb #e3ceb94f
 def field_stats(table: pd.DataFrame, metric: str = "rougeL") -> pd.DataFrame:
-    "Distribution of `metric` per field (mean, std, quartiles, share of zeros), plus an `overall` row (per-record means)."
+    "Distribution of `metric` per field (mean, std, quartiles, share of zeros), and `overall` (per-record means)."
     g = table.groupby("field", sort=False)[metric]
     st = g.describe()[["count", "mean", "std", "min", "25%", "50%", "75%", "max"]]
     st["zero_share"] = g.apply(lambda s: float((s == 0).mean()))
     per_rec = table.groupby("id")[metric].mean()
-    st.loc["overall"] = [per_rec.count(), per_rec.mean(), per_rec.std(), per_rec.min(), *per_rec.quantile([.25, .5, .75]), per_rec.max(), float((per_rec == 0).mean())]
+    st.loc["overall"] = [per_rec.count(), per_rec.mean(), per_rec.std(), per_rec.min(),
+                         *per_rec.quantile([.25, .5, .75]), per_rec.max(), float((per_rec == 0).mean())]
     return st.round(4)
+
+# %% ../nbs/06_error_analysis.ipynb #abf72fa1
+def _box_with_dots(ax, data: list, fields: list[str], m: str):
+    "One box per field of metric `m`, every record as a (jittered, seeded) dot."
+    ax.boxplot(data, showfliers=False)
+    jit = np.random.default_rng(0)
+    for i, d in enumerate(data, 1): ax.plot(i + jit.uniform(-.15, .15, len(d)), d, "o", alpha=.5, ms=4)
+    ax.set_xticks(range(1, len(fields) + 1), [f.replace("_", "\n") for f in fields], fontsize=8)
+    ax.set_ylabel(m); ax.set_ylim(-0.02, 1.02 if m != "bleu" else None); ax.set_title(f"{m} per field")
 
 # %% ../nbs/06_error_analysis.ipynb #bdceb832
 def plot_field_distributions(table: pd.DataFrame, metrics=("rougeL", "semsim")) -> plt.Figure:
@@ -194,33 +256,41 @@ def plot_field_distributions(table: pd.DataFrame, metrics=("rougeL", "semsim")) 
     fields = list(dict.fromkeys(table["field"]))
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
     for ax, m in zip(axes[0], metrics):
-        data = [table.loc[table["field"] == f, m].dropna().values for f in fields]
-        ax.boxplot(data, showfliers=False)
-        jit = np.random.default_rng(0)
-        for i, d in enumerate(data, 1): ax.plot(i + jit.uniform(-.15, .15, len(d)), d, "o", alpha=.5, ms=4)
-        ax.set_xticks(range(1, len(fields) + 1), [f.replace("_", "\n") for f in fields], fontsize=8)
-        ax.set_ylabel(m); ax.set_ylim(-0.02, 1.02 if m != "bleu" else None); ax.set_title(f"{m} per field")
+        _box_with_dots(ax, [table.loc[table["field"] == f, m].dropna().values for f in fields], fields, m)
     fig.tight_layout()
     return fig
 
+# %% ../nbs/06_error_analysis.ipynb #e3fa49e4
+def _per_record(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    "One row per id: the mean `metric` over fields (`score`), `input_chars` and `truncated` prompt tokens."
+    return table.groupby("id").agg(score=(metric, "mean"), input_chars=("input_chars", "first"),
+                                   truncated=("truncated_tokens", "first"))
+
+# %% ../nbs/06_error_analysis.ipynb #e13dc0ef
+def _scatter_with_trend(ax, rec: pd.DataFrame, col: str, label: str, metric: str):
+    "`score` against `col`, with a least-squares line and its correlation when there is a trend to fit."
+    ax.scatter(rec[col], rec["score"], alpha=.7)
+    ok = rec[[col, "score"]].dropna()
+    if len(ok) > 2 and ok[col].nunique() > 1:
+        k, b = np.polyfit(ok[col], ok["score"], 1); xs = np.linspace(ok[col].min(), ok[col].max(), 20)
+        ax.plot(xs, k * xs + b, "--", color="grey", label=f"trend, r={ok[col].corr(ok['score']):.2f}"); ax.legend()
+    ax.set_xlabel(label); ax.set_ylabel(f"mean {metric}")
+
+# %% ../nbs/06_error_analysis.ipynb #6e3aa955
 def plot_score_vs_length(table: pd.DataFrame, metric: str = "rougeL") -> plt.Figure:
     "Per-record mean `metric` against input length (characters) and against truncated prompt tokens."
-    rec = table.groupby("id").agg(score=(metric, "mean"), input_chars=("input_chars", "first"), truncated=("truncated_tokens", "first"))
+    rec = _per_record(table, metric)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, col, lab in ((axes[0], "input_chars", "input length (characters)"), (axes[1], "truncated", "truncated prompt tokens")):
-        ax.scatter(rec[col], rec["score"], alpha=.7)
-        ok = rec[[col, "score"]].dropna()
-        if len(ok) > 2 and ok[col].nunique() > 1:
-            k, b = np.polyfit(ok[col], ok["score"], 1); xs = np.linspace(ok[col].min(), ok[col].max(), 20)
-            ax.plot(xs, k * xs + b, "--", color="grey", label=f"trend, r={ok[col].corr(ok['score']):.2f}"); ax.legend()
-        ax.set_xlabel(lab); ax.set_ylabel(f"mean {metric}")
+    _scatter_with_trend(axes[0], rec, "input_chars", "input length (characters)", metric)
+    _scatter_with_trend(axes[1], rec, "truncated", "truncated prompt tokens", metric)
     axes[0].set_title(f"{metric} vs input length"); axes[1].set_title(f"{metric} vs truncation")
     fig.tight_layout()
     return fig
 
+# %% ../nbs/06_error_analysis.ipynb #c2be632e
 def length_buckets(table: pd.DataFrame, metric: str = "rougeL", bins: int = 3) -> pd.DataFrame:
     "Mean per-record `metric` by input-length bucket (quantiles) and by whether the prompt was truncated."
-    rec = table.groupby("id").agg(score=(metric, "mean"), input_chars=("input_chars", "first"), truncated=("truncated_tokens", "first"))
+    rec = _per_record(table, metric)
     rec["length"] = pd.qcut(rec["input_chars"], q=min(bins, max(rec["input_chars"].nunique(), 1)), duplicates="drop")
     rec["was_truncated"] = rec["truncated"] > 0
     return rec.groupby(["length", "was_truncated"], observed=True)["score"].agg(["count", "mean"]).round(4)
@@ -235,36 +305,54 @@ def input_excerpt(text: str, reference: str | None, chars: int = 300) -> str:
         if sc > best: best, best_at = sc, start
     return ("…" if best_at else "") + text[best_at:best_at + chars] + ("…" if best_at + chars < len(text) else "")
 
+# %% ../nbs/06_error_analysis.ipynb #65c24cd9
 def _pred_field(row, fld):
     f = row.get("fields") if isinstance(row.get("fields"), dict) else None
     return f.get(fld) if f else None
 
-def worst_records(run: RunData, metric: str = "rougeL", k: int = 3, fields=None, excerpt_chars: int = 300) -> pd.DataFrame:
-    "The `k` worst records per field by `metric`: id, score, status, input excerpt, reference, prediction (raw output if unparsed)."
+# %% ../nbs/06_error_analysis.ipynb #49f0e86d
+def _worst_row(run: RunData, preds: pd.DataFrame, r, fld: str, metric: str, excerpt_chars: int) -> dict:
+    "One row of `worst_records`: score `r` of field `fld` with its input excerpt, reference and prediction."
+    rec, p = run.records.get(r["id"], {}), (preds.loc[r["id"]].to_dict() if r["id"] in preds.index else {})
+    ref = rec.get(fld); pred = _pred_field(p, fld)
+    if pred is None: pred = f"[no field; raw output] {str(p.get('raw') or '')[:excerpt_chars]}"
+    return {"field": fld, "id": r["id"], metric: r[metric], "status": p.get("status"),
+            "input_excerpt": input_excerpt(_input_text(rec, exclude=fld), ref, excerpt_chars),
+            "reference": ref, "prediction": pred}
+
+# %% ../nbs/06_error_analysis.ipynb #ed378bcb
+def worst_records(run: RunData, metric: str = "rougeL", k: int = 3, fields=None, excerpt_chars: int = 300
+                 ) -> pd.DataFrame:
+    "The `k` worst records per field by `metric`: id, score, status, input excerpt, reference, prediction (or raw)."
     preds = run.predictions.set_index("id")
     rows = []
     for fld in fields or run.fields:
         s = run.scores[run.scores["field"] == fld].sort_values([metric, "id"]).head(k)
-        for _, r in s.iterrows():
-            rec, p = run.records.get(r["id"], {}), (preds.loc[r["id"]].to_dict() if r["id"] in preds.index else {})
-            ref = rec.get(fld); pred = _pred_field(p, fld)
-            rows.append({"field": fld, "id": r["id"], metric: r[metric], "status": p.get("status"),
-                         "input_excerpt": input_excerpt(_input_text(rec, exclude=fld), ref, excerpt_chars),
-                         "reference": ref, "prediction": pred if pred is not None else f"[no field; raw output] {str(p.get('raw') or '')[:excerpt_chars]}"})
+        rows += [_worst_row(run, preds, r, fld, metric, excerpt_chars) for _, r in s.iterrows()]
     return pd.DataFrame(rows)
 
+# %% ../nbs/06_error_analysis.ipynb #6918104b
+def _td(v, style: str = "") -> str:
+    "One escaped, top-aligned, wrapping HTML cell."
+    import html
+    text = html.escape(str(v if v is not None else ''))
+    return f"<td style='vertical-align:top;text-align:left;white-space:pre-wrap;{style}'>{text}</td>"
+
+# %% ../nbs/06_error_analysis.ipynb #5a7d0c3e
 def side_by_side_html(df: pd.DataFrame, cols=("input_excerpt", "reference", "prediction")) -> str:
     "An HTML table with the long text columns wrapped side by side (for `IPython.display.HTML`)."
     import html
     head = [c for c in df.columns if c not in cols]
     th = "".join(f"<th>{html.escape(c)}</th>" for c in [*head, *cols])
-    td = lambda v, w: f"<td style='vertical-align:top;text-align:left;white-space:pre-wrap;{w}'>{html.escape(str(v if v is not None else ''))}</td>"
-    trs = "".join("<tr>" + "".join(td(r[c], "") for c in head) + "".join(td(r[c], "min-width:18em") for c in cols) + "</tr>" for _, r in df.iterrows())
+    trs = "".join("<tr>" + "".join(_td(r[c]) for c in head) + "".join(_td(r[c], "min-width:18em") for c in cols)
+                  + "</tr>" for _, r in df.iterrows())
     return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
 # %% ../nbs/06_error_analysis.ipynb #bbaa00ca
-FAILURES = ("invalid_json", "repaired_json", "empty_field", "copy_of_input", "repetition_loop", "hallucinated_entity", "language_mismatch")
+FAILURES = ("invalid_json", "repaired_json", "empty_field", "copy_of_input", "repetition_loop", "hallucinated_entity",
+            "language_mismatch")
 
+# %% ../nbs/06_error_analysis.ipynb #9abcecb4
 def copied_span(pred_toks: list[str], input_grams: set, n: int = 8) -> tuple[int, float]:
     "(longest run of `pred_toks` made of `n`-grams found in the input, share of tokens covered by such n-grams)."
     if len(pred_toks) < n: return 0, 0.0
@@ -277,11 +365,13 @@ def copied_span(pred_toks: list[str], input_grams: set, n: int = 8) -> tuple[int
         else: run_ = 0
     return longest, sum(covered) / len(pred_toks)
 
+# %% ../nbs/06_error_analysis.ipynb #faf52425
 def repetition(toks: list[str]) -> tuple[int, float]:
     "(highest count of any 4-gram, share of distinct 3-grams)."
     g4, g3 = Counter(_ngrams(toks, 4)), _ngrams(toks, 3)
     return (max(g4.values()) if g4 else 0), (len(set(g3)) / len(g3) if g3 else 1.0)
 
+# %% ../nbs/06_error_analysis.ipynb #527bc656
 _NUM = re.compile(r"\d+(?:[.,]\d+)?")
 _CAP = re.compile(r"(?<![.!?:;]\s)(?<!^)\b[A-Z][a-zA-Z'-]{2,}(?:\s+[A-Z][a-zA-Z'-]{2,})*")
 
@@ -294,49 +384,69 @@ def unsupported_entities(text: str, input_text: str) -> list[str]:
         out += words
     return list(dict.fromkeys(out))
 
+# %% ../nbs/06_error_analysis.ipynb #3fa4acab
+def _loop(toks: list[str], loop_repeats: int = 4, loop_distinct: float = 0.5) -> str | None:
+    "Why `toks` reads as a repetition loop, or None."
+    rep, distinct = repetition(toks)
+    if rep >= loop_repeats: return f"a 4-gram repeated {rep}x"
+    if len(toks) >= 14 and distinct < loop_distinct: return f"only {distinct:.0%} distinct 3-grams"
+
+# %% ../nbs/06_error_analysis.ipynb #95262757
+def _source_failures(v: str, toks: list[str], src: str, copy_span: int, copy_ratio: float) -> list[tuple[str, str]]:
+    "(failure, detail) of a field against its input `src`: copy_of_input, hallucinated_entity."
+    out = []
+    span, share = copied_span(toks, set(_ngrams(tokens(src), 8)))
+    if span >= copy_span or (len(toks) >= 16 and share >= copy_ratio):
+        out.append(("copy_of_input", f"{span}-token span, {share:.0%} of tokens copied"))
+    ents = unsupported_entities(v, src)
+    if ents: out.append(("hallucinated_entity", ", ".join(ents[:8])))
+    return out
+
+# %% ../nbs/06_error_analysis.ipynb #cfa2a1ec
+def _field_failures(v, src: str, lang: str | None, copy_span: int, copy_ratio: float, loop_repeats: int,
+                    loop_distinct: float) -> list[tuple[str, str]]:
+    "(failure, detail) of one field's value `v`, given its input `src` and the record's language `lang`."
+    if v is None or not str(v).strip(): return [("empty_field", "missing" if v is None else "blank")]
+    v = str(v); toks = tokens(v)
+    out = _source_failures(v, toks, src, copy_span, copy_ratio) if src else []
+    if (d := _loop(toks, loop_repeats, loop_distinct)): out.append(("repetition_loop", d))
+    pl = detect_language(v, default=None)
+    if lang and pl and pl != lang: out.append(("language_mismatch", f"{pl} output for a {lang} record"))
+    return out
+
 # %% ../nbs/06_error_analysis.ipynb #651d8eb7
 def classify_prediction(pred: dict,                  # a prediction row (contract schema)
                         record: dict | None,         # its record (input and reference), or None if unknown
                         fields=ES_FIELDS,
                         copy_span: int = 30,         # tokens copied verbatim in one span
-                        copy_ratio: float = 0.8,     # share of the field's tokens inside copied 8-grams (fields of >= 16 tokens)
+                        copy_ratio: float = 0.8,     # share of the tokens in copied 8-grams (fields of >= 16 tokens)
                         loop_repeats: int = 4,       # one 4-gram this many times
                         loop_distinct: float = 0.5,  # fewer distinct 3-grams than this share (texts of >= 12 3-grams)
                        ) -> list[dict]:
     "Failure labels of one prediction: dicts {id, field ('*' for the whole output), failure, detail}."
-    pid, out = str(pred.get("id")), []
-    add = lambda f, kind, detail="": out.append({"id": pid, "field": f, "failure": kind, "detail": detail})
-    status, pf, raw = pred.get("status"), pred.get("fields"), pred.get("raw") or ""
-    record = record or {}
-    def loop(toks):
-        rep, distinct = repetition(toks)
-        if rep >= loop_repeats: return f"a 4-gram repeated {rep}x"
-        if len(toks) >= 14 and distinct < loop_distinct: return f"only {distinct:.0%} distinct 3-grams"
+    pid, status, pf, raw = str(pred.get("id")), pred.get("status"), pred.get("fields"), pred.get("raw") or ""
+    label = lambda f, kind, detail="": {"id": pid, "field": f, "failure": kind, "detail": detail}
     if status in ("failed", "error") or not isinstance(pf, dict):
-        add("*", "invalid_json", (pred.get("error") or "no parsed fields") + f"; raw starts {raw[:60]!r}")
-        if (d := loop(tokens(raw))): add("*", "repetition_loop", d)
+        out = [label("*", "invalid_json", (pred.get("error") or "no parsed fields") + f"; raw starts {raw[:60]!r}")]
+        if (d := _loop(tokens(raw), loop_repeats, loop_distinct)): out.append(label("*", "repetition_loop", d))
         return out
-    if status == "repaired": add("*", "repaired_json", pred.get("error") or "")
+    out = [label("*", "repaired_json", pred.get("error") or "")] if status == "repaired" else []
+    record = record or {}
     lang = record.get("language") or detect_language(_input_text(record), default=None)
     for f in fields:
-        v = pf.get(f)
-        if v is None or not str(v).strip(): add(f, "empty_field", "missing" if v is None else "blank"); continue
-        v = str(v); toks = tokens(v); src = _input_text(record, exclude=f)
-        if src:
-            span, share = copied_span(toks, set(_ngrams(tokens(src), 8)))
-            if span >= copy_span or (len(toks) >= 16 and share >= copy_ratio): add(f, "copy_of_input", f"{span}-token span, {share:.0%} of tokens copied")
-            ents = unsupported_entities(v, src)
-            if ents: add(f, "hallucinated_entity", ", ".join(ents[:8]))
-        if (d := loop(toks)): add(f, "repetition_loop", d)
-        pl = detect_language(v, default=None)
-        if lang and pl and pl != lang: add(f, "language_mismatch", f"{pl} output for a {lang} record")
+        found = _field_failures(pf.get(f), _input_text(record, exclude=f), lang, copy_span, copy_ratio, loop_repeats,
+                                loop_distinct)
+        out += [label(f, kind, detail) for kind, detail in found]
     return out
 
+# %% ../nbs/06_error_analysis.ipynb #72d75479
 def failure_table(run: RunData, **kw) -> pd.DataFrame:
     "Every failure label of every prediction of a run (see `classify_prediction`)."
-    rows = [x for p in run.predictions.to_dict("records") for x in classify_prediction(p, run.records.get(p["id"]), fields=run.fields or ES_FIELDS, **kw)]
+    rows = [x for p in run.predictions.to_dict("records")
+            for x in classify_prediction(p, run.records.get(p["id"]), fields=run.fields or ES_FIELDS, **kw)]
     return pd.DataFrame(rows, columns=["id", "field", "failure", "detail"])
 
+# %% ../nbs/06_error_analysis.ipynb #c572f2b2
 def failure_counts(failures: pd.DataFrame, n_records: int) -> pd.DataFrame:
     "Failures × fields: number of records affected, plus `records` (any field) and `rate` (share of records)."
     if failures.empty: return pd.DataFrame(columns=["records", "rate"])
@@ -352,7 +462,8 @@ def plot_failures(counts: pd.DataFrame) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6, 0.45 * max(len(counts), 1) + 1))
     if len(counts):
         ax.barh(list(counts.index)[::-1], list(counts["rate"])[::-1], color="tab:red", alpha=.7)
-        for y, v in enumerate(list(counts["records"])[::-1]): ax.text(0.005, y, str(v), va="center", color="white" if v else "black")
+        for y, v in enumerate(list(counts["records"])[::-1]):
+            ax.text(0.005, y, str(v), va="center", color="white" if v else "black")
     ax.set_xlabel("share of records"); ax.set_xlim(0, 1); ax.set_title("failure taxonomy")
     fig.tight_layout()
     return fig
@@ -363,19 +474,39 @@ def _per_id(run: RunData, metric: str) -> pd.DataFrame:
     if metric in ("json_valid", "json_parsed"):
         ok = ["ok"] if metric == "json_valid" else ["ok", "repaired"]
         return pd.DataFrame({"overall": run.predictions.set_index("id")["status"].isin(ok).astype(float)})
-    if metric not in run.scores: raise KeyError(f"{run.run_dir}/scores.jsonl has no metric {metric!r}; it has {[c for c in run.scores if c not in ('id', 'field', 'status')]}")
+    if metric not in run.scores:
+        have = [c for c in run.scores if c not in ('id', 'field', 'status')]
+        raise KeyError(f"{run.run_dir}/scores.jsonl has no metric {metric!r}; it has {have}")
     t = run.scores.pivot_table(index="id", columns="field", values=metric, aggfunc="mean")
     t = t[[f for f in run.fields if f in t]]
     t["overall"] = t.mean(axis=1)
     return t
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+# %% ../nbs/06_error_analysis.ipynb #c0b5985e
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
+                    ) -> tuple[float, float, float]:
     "Mean of `b - a` and its percentile bootstrap CI (`emosum.evaluation.mean_ci`), resampling the pairs."
     d = np.asarray(b, float) - np.asarray(a, float)
     if len(d) == 0: return float("nan"), float("nan"), float("nan")
     lo, hi = mean_ci(d, n_boot, ci, seed)
     return float(d.mean()), lo, hi
 
+# %% ../nbs/06_error_analysis.ipynb #1a586349
+def _delta_row(x: np.ndarray, y: np.ndarray, n_boot: int, ci: float, seed: int) -> dict:
+    "n, both means, the paired delta `y - x` and its CI, over the pairs where neither is NaN."
+    ok = ~(np.isnan(x) | np.isnan(y))
+    d, lo, hi = paired_bootstrap(x[ok], y[ok], n_boot, ci, seed)
+    return {"n": int(ok.sum()), "base_mean": float(x[ok].mean()) if ok.any() else np.nan,
+            "run_mean": float(y[ok].mean()) if ok.any() else np.nan,
+            "delta": d, "ci_low": lo, "ci_high": hi, "significant": bool(lo > 0 or hi < 0)}
+
+# %% ../nbs/06_error_analysis.ipynb #8b1b1374
+def _run_names(runs: list) -> list[str]:
+    "The runs' folder names, or their full paths when two share a name."
+    names = [r.name for r in runs]
+    return names if len(set(names)) == len(names) else [str(r.run_dir) for r in runs]
+
+# %% ../nbs/06_error_analysis.ipynb #8e1f4b6a
 def compare_runs(runs: list,                          # run folders or RunData; the first is the base
                  metrics=("rougeL", "semsim"),         # metrics of scores.jsonl, or "json_valid" / "json_parsed"
                  n_boot: int = 1000, ci: float = 0.95, seed: int = 0,
@@ -383,50 +514,61 @@ def compare_runs(runs: list,                          # run folders or RunData; 
     "Per-field deltas of each run against the first, paired by id, with bootstrap CIs."
     runs = [r if isinstance(r, RunData) else load_run(r) for r in runs]
     if len(runs) < 2: raise ValueError("compare_runs needs at least two runs (the first is the base)")
-    base, rows, unpaired = runs[0], [], {}
-    names = [r.name for r in runs]
-    if len(set(names)) < len(names): names = [str(r.run_dir) for r in runs]
+    base, rows, unpaired, names = runs[0], [], {}, _run_names(runs)
     for other, oname in zip(runs[1:], names[1:]):
         for m in metrics:
             a, b = _per_id(base, m), _per_id(other, m)
             ids = sorted(set(a.index) & set(b.index))
             unpaired[oname] = len(set(a.index) ^ set(b.index))
-            for f in [c for c in a.columns if c in b.columns]:
-                x, y = a.loc[ids, f].to_numpy(float), b.loc[ids, f].to_numpy(float)
-                ok = ~(np.isnan(x) | np.isnan(y))
-                d, lo, hi = paired_bootstrap(x[ok], y[ok], n_boot, ci, seed)
-                rows.append({"base": names[0], "run": oname, "metric": m, "field": f, "n": int(ok.sum()),
-                             "base_mean": float(x[ok].mean()) if ok.any() else np.nan, "run_mean": float(y[ok].mean()) if ok.any() else np.nan,
-                             "delta": d, "ci_low": lo, "ci_high": hi, "significant": bool(lo > 0 or hi < 0)})
+            rows += [{"base": names[0], "run": oname, "metric": m, "field": f,
+                      **_delta_row(a.loc[ids, f].to_numpy(float), b.loc[ids, f].to_numpy(float), n_boot, ci, seed)}
+                     for f in a.columns if f in b.columns]
     out = pd.DataFrame(rows)
     out.attrs.update(unpaired=unpaired, ci=ci, n_boot=n_boot)
     return out
 
+# %% ../nbs/06_error_analysis.ipynb #2388f93b
+def _comparison_block(run_: str, m: str, g: pd.DataFrame, pct: int, digits: int) -> list[str]:
+    "The lines of one (run, metric) block of `format_comparison`."
+    lines = [f"{m}: {run_} vs {g['base'].iloc[0]}   (paired by id, n={g['n'].max()}, {pct}% bootstrap CI)",
+             f"  {'field':<28}{'base':>8}{'run':>8}{'delta':>9}   CI"]
+    for r in g.itertuples():
+        lines.append(f"  {r.field:<28}{r.base_mean:>8.{digits}f}{r.run_mean:>8.{digits}f}{r.delta:>+9.{digits}f}   "
+                     f"[{r.ci_low:+.{digits}f}, {r.ci_high:+.{digits}f}]{' *' if r.significant else ''}")
+    return lines
+
+# %% ../nbs/06_error_analysis.ipynb #fe3e31eb
 def format_comparison(cmp: pd.DataFrame, digits: int = 3) -> str:
     "Plain-text table of `compare_runs` (for the command line)."
     if cmp.empty: return "(nothing to compare)"
     lines, pct = [], int(round(cmp.attrs.get("ci", .95) * 100))
     for (run_, m), g in cmp.groupby(["run", "metric"], sort=False):
-        lines.append(f"{m}: {run_} vs {g['base'].iloc[0]}   (paired by id, n={g['n'].max()}, {pct}% bootstrap CI)")
-        lines.append(f"  {'field':<28}{'base':>8}{'run':>8}{'delta':>9}   CI")
-        for r in g.itertuples():
-            lines.append(f"  {r.field:<28}{r.base_mean:>8.{digits}f}{r.run_mean:>8.{digits}f}{r.delta:>+9.{digits}f}   "
-                         f"[{r.ci_low:+.{digits}f}, {r.ci_high:+.{digits}f}]{' *' if r.significant else ''}")
-    if any(cmp.attrs.get("unpaired", {}).values()): lines.append(f"ids not in both runs (left out): {cmp.attrs['unpaired']}")
+        lines += _comparison_block(run_, m, g, pct, digits)
+    if any(cmp.attrs.get("unpaired", {}).values()):
+        lines.append(f"ids not in both runs (left out): {cmp.attrs['unpaired']}")
     if cmp["significant"].any(): lines.append("* the CI excludes 0")
     return "\n".join(lines)
 
+# %% ../nbs/06_error_analysis.ipynb #abe3a771
+def _delta_bars(ax, c: pd.DataFrame, runs_: list[str], fields: list[str], w: float):
+    "One group of bars per field, one bar per compared run, each with its CI as an error bar."
+    for i, r in enumerate(runs_):
+        g = c[c["run"] == r].set_index("field").loc[fields]
+        x = np.arange(len(fields)) + i * w
+        ax.bar(x, g["delta"], w, label=f"{r} - {g['base'].iloc[0]}", alpha=.8)
+        err = [g["delta"] - g["ci_low"], g["ci_high"] - g["delta"]]
+        ax.errorbar(x, g["delta"], yerr=err, fmt="none", ecolor="black", capsize=3)
+
+# %% ../nbs/06_error_analysis.ipynb #c497a94e
 def plot_comparison(cmp: pd.DataFrame, metric: str | None = None) -> plt.Figure:
     "Per-field deltas (bars) with their CIs, one colour per compared run."
     metric = metric or cmp["metric"].iloc[0]
     c = cmp[cmp["metric"] == metric]; runs_ = list(dict.fromkeys(c["run"])); fields = list(dict.fromkeys(c["field"]))
     fig, ax = plt.subplots(figsize=(1.3 * len(fields) + 2, 3.8)); w = 0.8 / max(len(runs_), 1)
-    for i, r in enumerate(runs_):
-        g = c[c["run"] == r].set_index("field").loc[fields]
-        x = np.arange(len(fields)) + i * w
-        ax.bar(x, g["delta"], w, label=f"{r} - {g['base'].iloc[0]}", alpha=.8)
-        ax.errorbar(x, g["delta"], yerr=[g["delta"] - g["ci_low"], g["ci_high"] - g["delta"]], fmt="none", ecolor="black", capsize=3)
-    ax.axhline(0, color="grey", lw=.8); ax.set_xticks(np.arange(len(fields)) + w * (len(runs_) - 1) / 2, [f.replace("_", "\n") for f in fields], fontsize=8)
-    ax.set_ylabel(f"Δ {metric}"); ax.set_title(f"{metric}: per-field deltas with {int(cmp.attrs.get('ci', .95) * 100)}% CIs"); ax.legend(fontsize=8)
+    _delta_bars(ax, c, runs_, fields, w)
+    ax.axhline(0, color="grey", lw=.8)
+    ax.set_xticks(np.arange(len(fields)) + w * (len(runs_) - 1) / 2, [f.replace("_", "\n") for f in fields], fontsize=8)
+    ax.set_ylabel(f"Δ {metric}"); ax.legend(fontsize=8)
+    ax.set_title(f"{metric}: per-field deltas with {int(cmp.attrs.get('ci', .95) * 100)}% CIs")
     fig.tight_layout()
     return fig
