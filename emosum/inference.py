@@ -22,24 +22,47 @@ __all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_E
            'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'generate',
            'profile_generate_kwargs', 'write_submission', 'Summarizer']
 
-# %% ../nbs/04_inference.ipynb #cde211af
+# %% ../nbs/04_inference.ipynb #2c982687
 MERGE_CHOICES = ("auto", "yes", "no")
 
 def _merge_flag(merge) -> str:
-    m = {True: "yes", False: "no", "true": "yes", "false": "no", "auto": "auto", "yes": "yes", "no": "no"}.get(str(merge).lower() if isinstance(merge, str) else merge)
+    m = {True: "yes", False: "no", "true": "yes", "false": "no", "auto": "auto", "yes": "yes", "no": "no"
+         }.get(str(merge).lower() if isinstance(merge, str) else merge)
     if m is None: raise ValueError(f"merge must be one of {MERGE_CHOICES} (or True / False), got {merge!r}")
     return m
 
+# %% ../nbs/04_inference.ipynb #008b6064
 def _linear4bit_modules(model) -> list:
     try: import bitsandbytes as bnb
     except Exception: return []
     return [(n, m) for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
 
+# %% ../nbs/04_inference.ipynb #e66322a0
+def _dequantised_bytes(q: list, dtype=None) -> tuple[int, int]:
+    "(bytes per weight, bytes) of a de-quantised copy of the 4-bit layers `q` (`_linear4bit_modules`)."
+    import torch
+    itemsize = (dtype or getattr(q[0][1], "compute_dtype", None) or torch.bfloat16).itemsize
+    return itemsize, sum(m.in_features * m.out_features for _, m in q) * itemsize
+
+# %% ../nbs/04_inference.ipynb #c428e0cf
+def _room_for_copy(model, need: int, itemsize: int, reserve: float) -> tuple[bool, str]:
+    "merge=auto on a 4-bit base: (merge?, why): only on a GPU where a copy of `need` bytes leaves `reserve` of it free."
+    import torch
+    dev = next(model.parameters()).device
+    if dev.type != "cuda": return False, "4-bit base off the GPU: the adapter runs unmerged"
+    free, total = torch.cuda.mem_get_info(dev)
+    ok = free - need >= reserve * total
+    return ok, (f"4-bit base de-quantised to a {itemsize * 8}-bit copy ({need / 2**30:.1f} GiB; "
+                f"{free / 2**30:.1f} GiB were free) and merged" if ok else
+                f"4-bit base kept, adapter unmerged: a de-quantised copy ({need / 2**30:.1f} GiB) would leave "
+                f"less than {reserve:.0%} of the GPU's {total / 2**30:.0f} GiB free ({free / 2**30:.1f} GiB free)")
+
+# %% ../nbs/04_inference.ipynb #2f66209d
 def merge_choice(model, merge="auto",            # auto | yes | no
-                 dtype=None,                     # the dtype of a de-quantised copy (default: the 4-bit layers' compute dtype)
-                 reserve: float = 0.25,          # auto: share of the GPU kept free for generation after a de-quantised copy
+                 dtype=None,  # the dtype of a de-quantised copy (default: the 4-bit layers' compute dtype)
+                 reserve: float = 0.25,  # auto: share of the GPU kept free for generation after a de-quantised copy
                 ) -> tuple[bool, str]:
-    "(merge the adapter?, why): always into an unquantised base; into a de-quantised copy of a 4-bit base only where the GPU has room for it."
+    "(merge the adapter?, why): always into an unquantised base; into a de-quantised 4-bit one where the GPU has room."
     merge = _merge_flag(merge)
     if merge == "no": return False, "merge=no: the adapter runs unmerged"
     q = _linear4bit_modules(model)
@@ -47,56 +70,63 @@ def merge_choice(model, merge="auto",            # auto | yes | no
         if merge == "yes": raise ValueError("merge=yes is not possible on an int8 base; use merge=auto or no")
         return False, "int8 base: the adapter runs unmerged"
     if not q: return True, "unquantised base: the adapter is merged into its weights"
-    import torch
-    itemsize = (dtype or getattr(q[0][1], "compute_dtype", None) or torch.bfloat16).itemsize
-    need = sum(m.in_features * m.out_features for _, m in q) * itemsize
+    itemsize, need = _dequantised_bytes(q, dtype)
     if merge == "yes": return True, f"merge=yes: 4-bit base de-quantised ({need / 2**30:.1f} GiB) and merged"
-    dev = next(model.parameters()).device
-    if dev.type != "cuda": return False, "4-bit base off the GPU: the adapter runs unmerged"
-    free, total = torch.cuda.mem_get_info(dev)
-    ok = free - need >= reserve * total
-    return ok, (f"4-bit base de-quantised to a {itemsize * 8}-bit copy ({need / 2**30:.1f} GiB; {free / 2**30:.1f} GiB were free) and merged" if ok else
-                f"4-bit base kept, adapter unmerged: a de-quantised copy ({need / 2**30:.1f} GiB) would leave less than "
-                f"{reserve:.0%} of the GPU's {total / 2**30:.0f} GiB free ({free / 2**30:.1f} GiB free)")
+    return _room_for_copy(model, need, itemsize, reserve)
 
+# %% ../nbs/04_inference.ipynb #9f98e76a
 def _has_tokenizer(folder: Path) -> bool:
     return any((folder/f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
 
+# %% ../nbs/04_inference.ipynb #c82c2ade
+def _check_adapter(adapter: str | Path | None) -> Path | None:
+    if adapter is None: return None
+    adapter = Path(adapter)
+    if not (adapter/"adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json). Pass the folder "
+                                "training wrote (run_dir/'adapter'), or adapter=None for the base model.")
+    return adapter
+
+# %% ../nbs/04_inference.ipynb #c7156710
+def _attach_adapter(model, adapter: Path, merge, quantization: str, compute_dtype: str, info: dict):
+    "The model with the LoRA adapter on top, merged into its weights when `merge_choice` says so (`info` records it)."
+    from peft import PeftModel
+    from emosum.config import torch_dtype
+    merged, info["why"] = merge_choice(model, merge, torch_dtype(compute_dtype))
+    if merged and _linear4bit_modules(model):
+        # transformers' own de-quantisation of a bitsandbytes model
+        model = model.dequantize(torch_dtype(compute_dtype))
+        info["weights"] = f"{compute_dtype} (de-quantised {quantization})"
+    model = PeftModel.from_pretrained(model, str(adapter))
+    if merged: model = model.merge_and_unload()
+    info["merged"] = merged
+    return model
+
+# %% ../nbs/04_inference.ipynb #a417f2b5
 def load_model_and_tokenizer(base: str,                        # hub id, folder, .gguf file or embedded:<name>
                              adapter: str | Path | None = None, # a PEFT (LoRA) adapter folder
                              quantization: str = "none",       # nf4 | int8 | none
                              compute_dtype: str = "float32",
                              gguf_file: str | None = None,
-                             merge="auto",                     # auto | yes | no (or True / False): fold the adapter into the weights
+                             merge="auto",                     # auto | yes | no (or True / False): fold the adapter in
                              double_quant: bool = True,
                              attn_implementation: str = "sdpa",
                              device_map=None,
                             ):
-    "(model in eval mode, tokenizer with left padding) for generation; `model.emosum_load` records how (adapter merged or not, and why)."
-    from emosum.config import torch_dtype
-    if adapter is not None:
-        adapter = Path(adapter)
-        if not (adapter/"adapter_config.json").is_file():
-            raise FileNotFoundError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json). Pass the folder training wrote "
-                                    "(run_dir/'adapter'), or adapter=None for the base model.")
-    tok = load_tokenizer(str(adapter)) if adapter is not None and _has_tokenizer(adapter) else load_tokenizer(base, gguf_file)
-    model = load_model(base, quantization=quantization, compute_dtype=compute_dtype, double_quant=double_quant, gguf_file=gguf_file,
-                       attn_implementation=attn_implementation, device_map=device_map)
-    info = dict(adapter=None if adapter is None else str(adapter), merged=False, weights=quantization if quantization != "none" else compute_dtype,
-                why=None)
-    if adapter is not None:
-        from peft import PeftModel
-        merged, info["why"] = merge_choice(model, merge, torch_dtype(compute_dtype))
-        if merged and _linear4bit_modules(model):
-            model = model.dequantize(torch_dtype(compute_dtype))     # transformers' own de-quantisation of a bitsandbytes model
-            info["weights"] = f"{compute_dtype} (de-quantised {quantization})"
-        model = PeftModel.from_pretrained(model, str(adapter))
-        if merged: model = model.merge_and_unload()
-        info["merged"] = merged
+    "(model in eval mode, tokenizer with left padding); `model.emosum_load` records how (adapter merged or not, why)."
+    adapter = _check_adapter(adapter)
+    own_tok = adapter is not None and _has_tokenizer(adapter)          # training saves the tokenizer beside the adapter
+    tok = load_tokenizer(str(adapter)) if own_tok else load_tokenizer(base, gguf_file)
+    model = load_model(base, quantization=quantization, compute_dtype=compute_dtype, double_quant=double_quant,
+                       gguf_file=gguf_file, attn_implementation=attn_implementation, device_map=device_map)
+    info = dict(adapter=None if adapter is None else str(adapter), merged=False,
+                weights=quantization if quantization != "none" else compute_dtype, why=None)
+    if adapter is not None: model = _attach_adapter(model, adapter, merge, quantization, compute_dtype, info)
     model.eval()
     model.emosum_load = info
     return model, tok
 
+# %% ../nbs/04_inference.ipynb #ae63b51a
 def load_for_inference(cfg: Profile, adapter: str | Path | None = None, **kw):
     "`load_model_and_tokenizer` with a profile's model, quantisation and `gen_merge` settings."
     kw.setdefault("merge", getattr(cfg, "gen_merge", "auto"))
@@ -104,27 +134,14 @@ def load_for_inference(cfg: Profile, adapter: str | Path | None = None, **kw):
                                     gguf_file=cfg.gguf_file, double_quant=cfg.double_quant,
                                     attn_implementation=cfg.attn_implementation, **kw)
 
-# %% ../nbs/04_inference.ipynb #77644802
+# %% ../nbs/04_inference.ipynb #9d7762f1
 def _stop_ids(tokenizer, stop_ids=None) -> list[int]:
     return end_of_turn_ids(tokenizer) if stop_ids is None else list(stop_ids)
 
-def generate_batch(model, tokenizer,
-                   prompts: list[list[int]],    # token ids of each prompt
-                   max_new_tokens: int = 512,
-                   do_sample: bool = False,     # False: greedy
-                   temperature: float = 0.7,
-                   top_p: float = 0.9,
-                   stop_ids: list[int] | None = None, # tokens that end an answer (None: the chat template's end of turn and EOS; []: none)
-                   constraint: dict | None = None, # a `json_constraint`: every answer kept to the ES JSON schema
-                   **gen_kwargs,                # more `model.generate` settings, e.g. repetition_penalty=1.1
-                  ) -> list[tuple[str, int]]:
-    "(answer text, number of new tokens including the stop token) for each prompt: one left-padded `model.generate` call."
-    import torch
-    stop = _stop_ids(tokenizer, stop_ids)
-    if tokenizer.pad_token_id is None: tokenizer.pad_token_id = (stop or end_of_turn_ids(tokenizer))[0]   # load_tokenizer always sets one
-    pad = tokenizer.pad_token_id
-    batch = tokenizer.pad({"input_ids": [list(p) for p in prompts]}, padding=True, padding_side="left", return_tensors="pt")
-    ids, mask = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)
+# %% ../nbs/04_inference.ipynb #a0848d2f
+def _generate_kwargs(max_new_tokens: int, do_sample: bool, temperature: float, top_p: float, stop: list[int], pad: int,
+                     constraint: dict | None, gen_kwargs: dict) -> dict:
+    "`model.generate`'s settings for `generate_batch`: stop tokens, greedy or sampled, the JSON constraint last."
     kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=stop or None, pad_token_id=pad)
     if not stop: kw["min_new_tokens"] = max_new_tokens          # no stop token: always the full length
     if do_sample: kw.update(temperature=temperature, top_p=top_p)
@@ -132,31 +149,54 @@ def generate_batch(model, tokenizer,
     kw.update(gen_kwargs)
     if constraint is not None:                                  # after the caller's own logits processors
         from transformers import LogitsProcessorList
-        if not stop: raise ValueError("a constrained answer ends with a stop token: stop_ids=[] cannot be used with a constraint")
-        kw["logits_processor"] = LogitsProcessorList([*(kw.get("logits_processor") or []), JsonLogitsProcessor(constraint, max_new_tokens)])
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, **kw)
+        if not stop:
+            raise ValueError("a constrained answer ends with a stop token: "
+                             "stop_ids=[] cannot be used with a constraint")
+        kw["logits_processor"] = LogitsProcessorList([*(kw.get("logits_processor") or []),
+                                                      JsonLogitsProcessor(constraint, max_new_tokens)])
+    return kw
+
+# %% ../nbs/04_inference.ipynb #2a889f4e
+def _cut_at_stop(tokenizer, rows: list[list[int]], stop: list[int]) -> list[tuple[str, int]]:
+    "(answer text, new tokens up to and including the first stop token) for each row of new tokens."
     res = []
-    for row in out[:, ids.shape[1]:].tolist():
+    for row in rows:
         n = next((i + 1 for i, t in enumerate(row) if t in stop), len(row))
         res.append((tokenizer.decode(row[:n], skip_special_tokens=True).strip(), n))
     return res
 
-# %% ../nbs/04_inference.ipynb #b2c9e4f0
+# %% ../nbs/04_inference.ipynb #0554edfb
+def generate_batch(model, tokenizer,
+                   prompts: list[list[int]],    # token ids of each prompt
+                   max_new_tokens: int = 512,
+                   do_sample: bool = False,     # False: greedy
+                   temperature: float = 0.7,
+                   top_p: float = 0.9,
+                   stop_ids: list[int] | None = None, # tokens that end an answer (None: end of turn and EOS; []: none)
+                   constraint: dict | None = None, # a `json_constraint`: every answer kept to the ES JSON schema
+                   **gen_kwargs,                # more `model.generate` settings, e.g. repetition_penalty=1.1
+                  ) -> list[tuple[str, int]]:
+    "(answer text, new tokens including the stop token) for each prompt: one left-padded `model.generate` call."
+    import torch
+    stop = _stop_ids(tokenizer, stop_ids)
+    # load_tokenizer sets one
+    if tokenizer.pad_token_id is None: tokenizer.pad_token_id = (stop or end_of_turn_ids(tokenizer))[0]
+    pad = tokenizer.pad_token_id
+    batch = tokenizer.pad({"input_ids": [list(p) for p in prompts]}, padding=True, padding_side="left",
+                          return_tensors="pt")
+    ids, mask = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)
+    kw = _generate_kwargs(max_new_tokens, do_sample, temperature, top_p, stop, pad, constraint, gen_kwargs)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, **kw)
+    return _cut_at_stop(tokenizer, out[:, ids.shape[1]:].tolist(), stop)
+
+# %% ../nbs/04_inference.ipynb #a13f8ea1
 PAGED_ATTENTION = "paged|emosum_varlen"
 
-def varlen_attention(q, k, v,                 # packed: q [Tq, H, D]; k, v [Tk, Hkv, D] (Hkv divides H)
-                     cu_q, cu_k,              # [n + 1]: where each sequence's queries / keys start (and the end)
-                     max_q: int, max_k: int, scale: float | None = None,
-                     seqused_k=None,          # [n]: keys of each sequence (then cu_k only gives starts, in any order)
-                    ):
-    "Causal attention over packed sequences: each sequence's queries are its last tokens (bottom-right causal mask)."
+def _varlen_reference(q, k, v, cu_q, cu_k, scale=None, seqused_k=None):
+    "`varlen_attention` off the GPU (CPU, fp32): one sequence at a time with SDPA."
     import torch
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):   # FlashAttention-2's varlen kernel, as shipped in torch
-        kw = {} if seqused_k is None else {"seqused_k": seqused_k.to(torch.int32)}
-        return torch.ops.aten._flash_attention_forward(q, k, v, cu_q.to(torch.int32), cu_k.to(torch.int32), max_q, max_k, 0.0, True, False,
-                                                       scale=scale, **kw)[0]
-    out = torch.zeros_like(q)                  # reference path (CPU, fp32): one sequence at a time
+    out = torch.zeros_like(q)
     rep, cq, ck = q.shape[1] // k.shape[1], cu_q.tolist(), cu_k.tolist()
     used = None if seqused_k is None else seqused_k.tolist()
     for i in range(len(cq) - 1):
@@ -165,29 +205,59 @@ def varlen_attention(q, k, v,                 # packed: q [Tq, H, D]; k, v [Tk, 
         qi = q[cq[i]:cq[i + 1]].transpose(0, 1)
         ki, vi = (t[ck[i]:ck[i] + lk].transpose(0, 1).repeat_interleave(rep, 0) for t in (k, v))
         mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(lk - lq)
-        out[cq[i]:cq[i + 1]] = torch.nn.functional.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, scale=scale).transpose(0, 1)
+        out[cq[i]:cq[i + 1]] = torch.nn.functional.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask,
+                                                                               scale=scale).transpose(0, 1)
     return out
 
-def paged_varlen_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, cache=None,
-                           cu_seq_lens_q=None, cu_seq_lens_k=None, max_seqlen_q=None, max_seqlen_k=None, **kw):
-    "transformers attention function for continuous batching: write the new keys/values to the paged cache, attend with `varlen_attention`."
+# %% ../nbs/04_inference.ipynb #b6bd316a
+def varlen_attention(q, k, v,                 # packed: q [Tq, H, D]; k, v [Tk, Hkv, D] (Hkv divides H)
+                     cu_q, cu_k,              # [n + 1]: where each sequence's queries / keys start (and the end)
+                     max_q: int, max_k: int, scale: float | None = None,
+                     seqused_k=None,          # [n]: keys of each sequence (then cu_k only gives starts, in any order)
+                    ):
+    "Causal attention over packed sequences: each sequence's queries are its last tokens (bottom-right causal mask)."
     import torch
-    if cache is None: raise ValueError(f"{PAGED_ATTENTION} only runs inside continuous batching (it needs the paged cache)")
-    if isinstance(cu_seq_lens_k, dict): cu_seq_lens_k, max_seqlen_k = cu_seq_lens_k["full_attention"], max_seqlen_k["full_attention"]
-    q = query.transpose(1, 2).squeeze(0)                       # [1, H, Tq, D] -> [Tq, H, D]
-    if not getattr(cache, "emosum_contiguous", False):         # paged: gather each request's keys and values into one packed copy
-        k, v = cache.update(key_states=key, value_states=value, layer_idx=module.layer_idx, read_index=kw["read_index"], write_index=kw["write_index"])
-        return varlen_attention(q, k, v, cu_seq_lens_q, cu_seq_lens_k, max_seqlen_q, max_seqlen_k, scaling), None
-    # contiguous: one cache block per request, so its keys lie in one piece: write the new ones, attend where they lie (no copy)
+    # FlashAttention-2's varlen kernel, as shipped in torch
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        kw = {} if seqused_k is None else {"seqused_k": seqused_k.to(torch.int32)}
+        return torch.ops.aten._flash_attention_forward(q, k, v, cu_q.to(torch.int32), cu_k.to(torch.int32), max_q,
+                                                       max_k, 0.0, True, False, scale=scale, **kw)[0]
+    # reference path (CPU, fp32): one sequence at a time
+    return _varlen_reference(q, k, v, cu_q, cu_k, scale, seqused_k)
+
+# %% ../nbs/04_inference.ipynb #8f799ab9
+def _contiguous_attention(module, q, key, value, cache, cu_seq_lens_q, cu_seq_lens_k, max_seqlen_q, max_seqlen_k,
+                          scaling, write_index):
+    "One cache block per request, so its keys lie in one piece: write the new ones, attend where they lie (no copy)."
+    import torch
     group, j = cache.layer_index_to_group_indices[module.layer_idx]
-    wi, kc, vc = kw["write_index"][group], cache.key_cache[j], cache.value_cache[j]
+    wi, kc, vc = write_index[group], cache.key_cache[j], cache.value_cache[j]
     kc.index_copy_(0, wi, key.transpose(1, 2).squeeze(0)); vc.index_copy_(0, wi, value.transpose(1, 2).squeeze(0))
     lq, lk = cu_seq_lens_q.diff(), cu_seq_lens_k.diff()
-    starts = wi[cu_seq_lens_q[:-1].long()] - (lk - lq)          # a request's first new token is written right after its past
-    return varlen_attention(q, kc, vc, cu_seq_lens_q, torch.cat([starts, starts[-1:] + lk[-1:]]), max_seqlen_q, max_seqlen_k, scaling, lk), None
+    starts = wi[cu_seq_lens_q[:-1].long()] - (lk - lq)  # a request's first new token is written right after its past
+    return varlen_attention(q, kc, vc, cu_seq_lens_q, torch.cat([starts, starts[-1:] + lk[-1:]]), max_seqlen_q,
+                            max_seqlen_k, scaling, lk), None
 
+# %% ../nbs/04_inference.ipynb #7d662e42
+def paged_varlen_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, cache=None,
+                           cu_seq_lens_q=None, cu_seq_lens_k=None, max_seqlen_q=None, max_seqlen_k=None, **kw):
+    "transformers attention for continuous batching: the new keys/values to the paged cache, then `varlen_attention`."
+    if cache is None:
+        raise ValueError(f"{PAGED_ATTENTION} only runs inside continuous batching (it needs the paged cache)")
+    if isinstance(cu_seq_lens_k, dict):
+        cu_seq_lens_k, max_seqlen_k = cu_seq_lens_k["full_attention"], max_seqlen_k["full_attention"]
+    q = query.transpose(1, 2).squeeze(0)                       # [1, H, Tq, D] -> [Tq, H, D]
+    # paged: gather each request's keys and values into one packed copy
+    if not getattr(cache, "emosum_contiguous", False):
+        k, v = cache.update(key_states=key, value_states=value, layer_idx=module.layer_idx, read_index=kw["read_index"],
+                            write_index=kw["write_index"])
+        return varlen_attention(q, k, v, cu_seq_lens_q, cu_seq_lens_k, max_seqlen_q, max_seqlen_k, scaling), None
+    return _contiguous_attention(module, q, key, value, cache, cu_seq_lens_q, cu_seq_lens_k, max_seqlen_q, max_seqlen_k,
+                                 scaling, kw["write_index"])
+
+# %% ../nbs/04_inference.ipynb #cba54daa
 def paged_attention_implementation(model) -> str:
-    "The attention continuous batching uses: FlashAttention's own paged kernels when the model asks for them, else `paged|emosum_varlen`."
+    "Continuous batching's attention: FlashAttention's own paged kernels when the model asks for them, else ours."
     from transformers import AttentionInterface
     impl = model.config._attn_implementation or "sdpa"
     if "flash" in impl: return impl if impl.startswith("paged|") else f"paged|{impl}"
@@ -195,93 +265,113 @@ def paged_attention_implementation(model) -> str:
     AttentionInterface.register(PAGED_ATTENTION, paged_varlen_attention)
     return PAGED_ATTENTION
 
-# %% ../nbs/04_inference.ipynb #e5c6f3b4
+# %% ../nbs/04_inference.ipynb #ad65473c
 def _hf_model(model):
     "The transformers model under a peft wrapper (its LoRA layers stay in place)."
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
+# %% ../nbs/04_inference.ipynb #3617fb79
 def _free_memory(device) -> int:
     import torch
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
         cap = getattr(torch.cuda, "get_per_process_memory_fraction", lambda d: 1.0)(device)
-        # a cap from torch.cuda.set_per_process_memory_fraction (a shared GPU, or a smaller card emulated) bounds what this process may take
+        # a cap from torch.cuda.set_per_process_memory_fraction (a shared GPU, or a smaller card emulated) bounds it
         if cap < 1.0: free = min(free, int(cap * total) - torch.cuda.memory_allocated(device))
         return max(free, 0)
     try:
         import psutil; return psutil.virtual_memory().available
     except Exception: return 8 * 2**30
 
+# %% ../nbs/04_inference.ipynb #e5693771
 def kv_bytes_per_token(model) -> int:
     "Bytes of keys and values one token holds in the cache, over all layers."
     c = _hf_model(model).config.get_text_config()
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    return 2 * c.num_hidden_layers * (c.num_key_value_heads or c.num_attention_heads) * head_dim * _hf_model(model).dtype.itemsize
+    kv_heads = c.num_key_value_heads or c.num_attention_heads
+    return 2 * c.num_hidden_layers * kv_heads * head_dim * _hf_model(model).dtype.itemsize
 
+# %% ../nbs/04_inference.ipynb #93e2780c
 def _act_bytes_per_token(model) -> int:
     "Transient activation bytes per token of a forward pass (logits, MLP, attention inputs), with a safety factor."
     c = _hf_model(model).config.get_text_config()
     return int(1.5 * _hf_model(model).dtype.itemsize * (c.vocab_size + 3 * c.intermediate_size + 8 * c.hidden_size))
 
-def padded_batch_size(model, prompt_lens: list[int], max_new_tokens: int, upper: int, memory_fraction: float = 0.9) -> int:
-    "How many prompts one padded `generate` call takes: `upper` (the profile's gen_batch_size), fewer where free GPU memory is short."
+# %% ../nbs/04_inference.ipynb #964fff7b
+def padded_batch_size(model, prompt_lens: list[int], max_new_tokens: int, upper: int,
+                      memory_fraction: float = 0.9) -> int:
+    "How many prompts one padded `generate` call takes: `upper` (gen_batch_size), fewer where free GPU memory is short."
     dev = _hf_model(model).device
     if dev.type != "cuda" or not prompt_lens: return max(1, upper)
     L = max(prompt_lens) + max_new_tokens
     per_seq = L * kv_bytes_per_token(model) + max(prompt_lens) * _act_bytes_per_token(model)
     return max(1, min(upper, int(_free_memory(dev) * memory_fraction // per_seq)))
 
+# %% ../nbs/04_inference.ipynb #104926ff
+def _cache_plan(bs: int, per_req: list[int], budget: float, kv: int, M: int, conc: int, free: int,
+                memory_fraction: float) -> dict:
+    "The cache for blocks of `bs` tokens, `per_req` blocks per request (longest first), within `budget` bytes."
+    # transformers reserves an attention-mask term of 2 bytes per (cache token x batch token) for attention it
+    # does not know
+    fit = int(budget // (bs * (kv + 2 * M))) if budget > 0 else 0
+    if fit < per_req[0]:
+        raise MemoryError(f"the longest prompt needs {per_req[0] * bs * kv / 2**30:.2f} GiB of KV cache but only "
+                          f"{max(budget, 0) / 2**30:.2f} GiB of {free / 2**30:.1f} GiB free memory can hold cache "
+                          f"(memory_fraction={memory_fraction}); shorten max_length, free memory, "
+                          "or use engine='padded'")
+    n = min(sum(per_req[:conc]), fit)
+    fits = sum(1 for i in range(len(per_req)) if sum(per_req[:i + 1]) <= n)
+    return dict(block_size=bs, num_blocks=n, max_batch_tokens=M, concurrency=max(1, min(conc, fits)),
+                cache_gib=round(n * bs * kv / 2**30, 2), free_gib=round(free / 2**30, 1))
+
+# %% ../nbs/04_inference.ipynb #edcaeec5
+def _plan_for(M: int, model, prompt_lens: list[int], max_new_tokens: int, max_concurrency: int, memory_fraction: float,
+              layout: str, block_size: int | None, unit: int, free: int, kv: int) -> dict:
+    "`continuous_plan` for forward passes of `M` tokens: contiguous or paged, as `layout` says."
+    budget = free * memory_fraction - M * _act_bytes_per_token(model)
+    longest = max(prompt_lens or [1]) + max_new_tokens
+    conc = max(1, min(max_concurrency, len(prompt_lens) or 1))
+    plan = lambda bs, per_req: _cache_plan(bs, per_req, budget, kv, M, conc, free, memory_fraction)
+    # contiguous: one block per request, as long as the longest, so attention reads each request's keys in place
+    one = plan(block_size or -(-longest // unit) * unit, [1] * (len(prompt_lens) or 1))
+    if layout == "contiguous": return dict(layout="contiguous", **one)
+    bs = block_size or unit
+    paged = plan(bs, sorted((math.ceil((n + max_new_tokens) / bs) for n in prompt_lens), reverse=True) or [1])
+    if layout == "auto" and one["concurrency"] >= paged["concurrency"]: return dict(layout="contiguous", **one)
+    return dict(layout="paged", **paged)
+
+# %% ../nbs/04_inference.ipynb #4fb45051
 def continuous_plan(model, prompt_lens: list[int], max_new_tokens: int,
-                    max_concurrency: int = 64,     # upper bound on the requests decoded together (the profile's gen_batch_size)
-                    memory_fraction: float = 0.9,  # share of the memory free after loading that the cache and activations may take
-                    layout: str = "auto",          # contiguous | paged | auto (contiguous when memory holds as many requests that way)
-                    block_size: int | None = None, # paged: tokens per cache block (default: 256 on a GPU, 32 on the CPU)
-                    max_batch_tokens: int | None = None, # tokens per forward pass (prefill chunks + one per decoding request)
+                    max_concurrency: int = 64,     # most requests decoded together (the profile's gen_batch_size)
+                    memory_fraction: float = 0.9,  # share of the free memory the cache and activations may take
+                    layout: str = "auto",  # contiguous | paged | auto (contiguous when it holds as many requests)
+                    block_size: int | None = None, # paged: tokens per cache block (default: 256 on a GPU, 32 on CPU)
+                    max_batch_tokens: int | None = None, # tokens per forward pass (prefill chunks + 1 per request)
                    ) -> dict:
-    "Size the KV cache for these prompts from free memory: {layout, block_size, num_blocks, max_batch_tokens, concurrency, cache_gib, free_gib}."
-    if layout not in ("auto", "contiguous", "paged"): raise ValueError(f"layout must be auto, contiguous or paged, got {layout!r}")
+    "The KV cache for these prompts from free memory: {layout, block_size, num_blocks, concurrency, ...}."
+    if layout not in ("auto", "contiguous", "paged"):
+        raise ValueError(f"layout must be auto, contiguous or paged, got {layout!r}")
     dev = _hf_model(model).device
     cuda = dev.type == "cuda"
     unit = 256 if cuda else 32
     free, kv = _free_memory(dev), kv_bytes_per_token(model)
     top = 8192 if cuda else 1024
-    # On a small card a forward pass of `top` tokens leaves no room for the cache: fewer tokens per pass (the prompts are
-    # prefilled in more chunks) leave more room for it: the plan that decodes the most requests at once wins, and records its number.
+    # On a small card a forward pass of `top` tokens leaves no room for the cache: fewer tokens per pass (the prompts
+    # are prefilled in more chunks) leave more room for it: the plan that decodes the most requests at once wins, and
+    # records its number.
     Ms = [max_batch_tokens] if max_batch_tokens else [m for m in (8192, 4096, 2048, 1024, 512) if m <= top]
-
-    def attempt(M):
-        budget = free * memory_fraction - M * _act_bytes_per_token(model)
-        longest = max(prompt_lens or [1]) + max_new_tokens
-        conc = max(1, min(max_concurrency, len(prompt_lens) or 1))
-
-        def plan(bs, per_req):   # per_req: blocks each request needs, longest first
-            # transformers reserves an attention-mask term of 2 bytes per (cache token x batch token) for implementations it does not know
-            fit = int(budget // (bs * (kv + 2 * M))) if budget > 0 else 0
-            if fit < per_req[0]:
-                raise MemoryError(f"the longest prompt needs {per_req[0] * bs * kv / 2**30:.2f} GiB of KV cache but only {max(budget, 0) / 2**30:.2f} GiB "
-                                  f"of {free / 2**30:.1f} GiB free memory can hold cache (memory_fraction={memory_fraction}); shorten max_length, "
-                                  "free memory, or use engine='padded'")
-            n = min(sum(per_req[:conc]), fit)
-            fits = sum(1 for i in range(len(per_req)) if sum(per_req[:i + 1]) <= n)
-            return dict(block_size=bs, num_blocks=n, max_batch_tokens=M, concurrency=max(1, min(conc, fits)),
-                        cache_gib=round(n * bs * kv / 2**30, 2), free_gib=round(free / 2**30, 1))
-        # contiguous: one block per request, as long as the longest, so attention reads each request's keys in place
-        one = plan(block_size or -(-longest // unit) * unit, [1] * (len(prompt_lens) or 1))
-        if layout == "contiguous": return dict(layout="contiguous", **one)
-        bs = block_size or unit
-        paged = plan(bs, sorted((math.ceil((n + max_new_tokens) / bs) for n in prompt_lens), reverse=True) or [1])
-        if layout == "auto" and one["concurrency"] >= paged["concurrency"]: return dict(layout="contiguous", **one)
-        return dict(layout="paged", **paged)
     plans, err = [], None
     for M in Ms:
-        try: plans.append(attempt(M))
+        try: plans.append(_plan_for(M, model, prompt_lens, max_new_tokens, max_concurrency, memory_fraction, layout,
+                                    block_size, unit, free, kv))
         except MemoryError as e: err = err or e
     if not plans: raise err
-    return max(plans, key=lambda p: (p["concurrency"], p["max_batch_tokens"]))   # most requests at once, then the biggest passes
+    # most requests at once, then the biggest passes
+    return max(plans, key=lambda p: (p["concurrency"], p["max_batch_tokens"]))
 
-# %% ../nbs/04_inference.ipynb #b8f3c6e7
-def generation_config(model, tokenizer, max_new_tokens: int = 512, do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9,
-                      stop_ids: list[int] | None = None, **gen_kwargs):
+# %% ../nbs/04_inference.ipynb #4d2b2118
+def generation_config(model, tokenizer, max_new_tokens: int = 512, do_sample: bool = False, temperature: float = 0.7,
+                      top_p: float = 0.9, stop_ids: list[int] | None = None, **gen_kwargs):
     "The `GenerationConfig` `generate_batch` ends up with: the model's own defaults updated with these settings."
     import copy
     from transformers import GenerationConfig
@@ -294,6 +384,7 @@ def generation_config(model, tokenizer, max_new_tokens: int = 512, do_sample: bo
     gc.update(**{**kw, **gen_kwargs})
     return gc
 
+# %% ../nbs/04_inference.ipynb #1526c794
 def _without_penalty(gc):
     "(gc without its repetition penalty, the penalty or None): `RepetitionPenalty` applies it in continuous batching."
     import copy
@@ -302,10 +393,11 @@ def _without_penalty(gc):
     gc = copy.deepcopy(gc); gc.repetition_penalty = None
     return gc, float(p)
 
+# %% ../nbs/04_inference.ipynb #a8763764
 class RepetitionPenalty:
-    "transformers' repetition penalty for continuous batching: each request's own prompt and answer so far, in the batch's order."
+    "transformers' repetition penalty for continuous batching: each request's own prompt and answer so far."
     supports_continuous_batching = True
-    def __init__(self, penalty: float, io):     # io: the engine's (synchronous) inputs-and-outputs, which know the batch's requests
+    def __init__(self, penalty: float, io):  # io: the engine's (synchronous) inputs-and-outputs: the batch's requests
         self.penalty, self.io, self.prompt_ids = penalty, io, {}
 
     def __call__(self, input_ids, scores):       # scores [requests with a new token, vocab]
@@ -314,73 +406,109 @@ class RepetitionPenalty:
         for i, fs in enumerate(f for f in self.io.requests_in_batch if f.has_new_token):
             st, dev = fs.state, scores.device
             p = self.prompt_ids.get(st.request_id)
-            if p is None: p = self.prompt_ids[st.request_id] = torch.tensor(sorted(set(st.initial_tokens)), dtype=torch.long, device=dev)
-            c = torch.cat([p, torch.tensor(st.generated_tokens, dtype=torch.long, device=dev)]) if st.generated_tokens else p
+            if p is None:
+                p = torch.tensor(sorted(set(st.initial_tokens)), dtype=torch.long, device=dev)
+                self.prompt_ids[st.request_id] = p
+            new = torch.tensor(st.generated_tokens, dtype=torch.long, device=dev) if st.generated_tokens else None
+            c = torch.cat([p, new]) if st.generated_tokens else p
             cols.append(c); rows.append(torch.full_like(c, i))
         r, c = torch.cat(rows), torch.cat(cols)
         s = scores[r, c]
         scores[r, c] = torch.where(s < 0, s * self.penalty, s / self.penalty)
         return scores
 
+# %% ../nbs/04_inference.ipynb #900feb00
 def continuous_blockers(model, gc) -> list[str]:
     "Settings of `gc` that continuous batching cannot honour (empty when it can run them; a repetition penalty it can)."
     bad = [f"num_beams={gc.num_beams}"] if (gc.num_beams or 1) > 1 else []
     procs = _hf_model(model)._get_logits_processor(_without_penalty(gc)[0])
     return bad + [type(p).__name__ for p in procs if not getattr(p, "supports_continuous_batching", False)]
 
+# %% ../nbs/04_inference.ipynb #d6be7e71
+def _continuous_gc(hf, tokenizer, max_new_tokens, do_sample, temperature, top_p, stop_ids, cb_options, gen_kwargs):
+    "(generation config without its repetition penalty, the penalty); an error for settings the engine cannot apply."
+    gc = generation_config(hf, tokenizer, max_new_tokens, do_sample, temperature, top_p, stop_ids, **gen_kwargs)
+    bad = continuous_blockers(hf, gc)
+    if bad: raise ValueError(f"continuous batching cannot apply {bad} (from the generation settings or the model's "
+                             "generation_config); use engine='padded', or turn them off in gen_kwargs")
+    gc, penalty = _without_penalty(gc)
+    if penalty and (cb_options or {}).get("use_async_batching"):
+        raise ValueError("a repetition penalty needs use_async_batching=False")
+    return gc, penalty
+
+# %% ../nbs/04_inference.ipynb #fd2f962f
+def _cb_config(plan: dict, contiguous: bool, cb_options: dict | None):
+    "transformers' `ContinuousBatchingConfig` for a `continuous_plan` (`cb_options` override it)."
+    import torch
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+    return ContinuousBatchingConfig(**{**dict(block_size=plan["block_size"], num_blocks=plan["num_blocks"],
+                                              max_batch_tokens=plan["max_batch_tokens"],
+                                              max_requests_per_batch=plan["concurrency"], max_memory_percent=1.0,
+                                              use_cuda_graph=False, allow_block_sharing=not contiguous,
+                                              seed=torch.initial_seed() % 2**31,
+                                              # contiguous: a request's whole block is taken at its start: no margin
+                                              **({"safety_margin": 0.0} if contiguous else {})), **(cb_options or {})})
+
+# %% ../nbs/04_inference.ipynb #f93f23db
+def _prepare_manager(manager, hf, penalty: float | None, contiguous: bool):
+    "Before the engine starts: the repetition penalty per request, and the contiguous cache read in place."
+    if penalty or contiguous: manager.warmup()             # makes the cache and the batch's inputs now, to adjust them
+    if penalty:
+        io = manager.batch_processor.inputs_and_outputs
+        manager.logit_processor.logits_processor.insert(0, RepetitionPenalty(penalty, io))
+        manager.logit_processor.do_processing = True
+    if contiguous and hf.config._attn_implementation == PAGED_ATTENTION:
+        cache = manager.batch_processor.cache
+        cache.emosum_contiguous = True                     # attention reads each request's block in place ...
+        # ... so no per-token read indices
+        for cm in cache.group_cache_managers: cm.get_read_indices = lambda *a, **k: []
+
+# %% ../nbs/04_inference.ipynb #78b3ce82
+def _finished(manager, res) -> bool:
+    "Whether `res` (from `manager.get_result`) is a finished answer; an error when the engine or the request failed."
+    if res is None:
+        err = manager.background_thread_status.fatal_error
+        if err is not None: raise RuntimeError(f"continuous batching stopped: {type(err).__name__}: {err}") from err
+        if not manager.is_running():
+            raise RuntimeError("the continuous batching thread ended before every prompt finished")
+        return False
+    if not res.is_finished(): return False
+    if res.error is not None:
+        raise RuntimeError(f"continuous batching failed on prompt {res.request_id[1:]}: {res.error}")
+    return True
+
+# %% ../nbs/04_inference.ipynb #ca354892
 def stream_continuous(model, tokenizer,
                       prompts: list[list[int]],        # token ids of each prompt
                       max_new_tokens: int = 512, do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9,
                       max_concurrency: int = 64,       # upper bound on the requests decoded together
                       memory_fraction: float = 0.9,    # see `continuous_plan`
                       stop_ids: list[int] | None = None,
-                      cb_options: dict | None = None,  # more `ContinuousBatchingConfig` settings (e.g. use_async_batching=True)
+                      cb_options: dict | None = None,  # more `ContinuousBatchingConfig` settings
                       plan: dict | None = None,        # a `continuous_plan` (default: made for these prompts)
                       **gen_kwargs):
-    "Yield (prompt index, answer text, new tokens) as each prompt finishes, generating with continuous batching over a paged KV cache."
-    import torch
-    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+    "Yield (prompt index, answer text, new tokens) as each prompt finishes: continuous batching over a paged KV cache."
     if not prompts: return
     hf = _hf_model(model)
-    gc = generation_config(hf, tokenizer, max_new_tokens, do_sample, temperature, top_p, stop_ids, **gen_kwargs)
-    bad = continuous_blockers(hf, gc)
-    if bad: raise ValueError(f"continuous batching cannot apply {bad} (from the generation settings or the model's generation_config); "
-                             "use engine='padded', or turn them off in gen_kwargs")
-    gc, penalty = _without_penalty(gc)
-    if penalty and (cb_options or {}).get("use_async_batching"): raise ValueError("a repetition penalty needs use_async_batching=False")
+    gc, penalty = _continuous_gc(hf, tokenizer, max_new_tokens, do_sample, temperature, top_p, stop_ids, cb_options,
+                                 gen_kwargs)
     plan = plan or continuous_plan(hf, [len(p) for p in prompts], max_new_tokens, max_concurrency, memory_fraction)
     contiguous = plan.get("layout") == "contiguous"
-    cbc = ContinuousBatchingConfig(**{**dict(block_size=plan["block_size"], num_blocks=plan["num_blocks"], max_batch_tokens=plan["max_batch_tokens"],
-                                             max_requests_per_batch=plan["concurrency"], max_memory_percent=1.0, use_cuda_graph=False,
-                                             allow_block_sharing=not contiguous, seed=torch.initial_seed() % 2**31,
-                                             # contiguous: a request's whole block is taken when it starts, so no margin is kept for growth
-                                             **({"safety_margin": 0.0} if contiguous else {})), **(cb_options or {})})
+    cbc = _cb_config(plan, contiguous, cb_options)
     old_attn = hf.config._attn_implementation
     hf.set_attn_implementation(paged_attention_implementation(hf))
     manager, done, added = None, 0, 0
-    window = max(8, 2 * plan["concurrency"])     # requests queued ahead: the engine always has work, the queue stays short
+    window = max(8, 2 * plan["concurrency"])  # requests queued ahead: the engine always has work, the queue stays short
     try:
         manager = hf.init_continuous_batching(generation_config=gc, continuous_batching_config=cbc)
-        if penalty or contiguous: manager.warmup()             # makes the cache and the batch's inputs now, to adjust them
-        if penalty:
-            manager.logit_processor.logits_processor.insert(0, RepetitionPenalty(penalty, manager.batch_processor.inputs_and_outputs))
-            manager.logit_processor.do_processing = True
-        if contiguous and hf.config._attn_implementation == PAGED_ATTENTION:
-            cache = manager.batch_processor.cache
-            cache.emosum_contiguous = True                     # attention reads each request's block in place ...
-            for cm in cache.group_cache_managers: cm.get_read_indices = lambda *a, **k: []   # ... so no per-token read indices
+        _prepare_manager(manager, hf, penalty, contiguous)
         manager.start()
         while done < len(prompts):
             while added < len(prompts) and added - done < window:
-                manager.add_request(list(prompts[added]), request_id=f"p{added}", max_new_tokens=max_new_tokens); added += 1
+                manager.add_request(list(prompts[added]), request_id=f"p{added}", max_new_tokens=max_new_tokens)
+                added += 1
             res = manager.get_result(timeout=0.5)
-            if res is None:
-                err = manager.background_thread_status.fatal_error
-                if err is not None: raise RuntimeError(f"continuous batching stopped: {type(err).__name__}: {err}") from err
-                if not manager.is_running(): raise RuntimeError("the continuous batching thread ended before every prompt finished")
-                continue
-            if not res.is_finished(): continue
-            if res.error is not None: raise RuntimeError(f"continuous batching failed on prompt {res.request_id[1:]}: {res.error}")
+            if not _finished(manager, res): continue
             done += 1
             toks = list(res.generated_tokens)
             yield int(res.request_id[1:]), tokenizer.decode(toks, skip_special_tokens=True).strip(), len(toks)
@@ -390,144 +518,181 @@ def stream_continuous(model, tokenizer,
             manager.destroy()
         hf.set_attn_implementation(old_attn)
 
+# %% ../nbs/04_inference.ipynb #22bab053
 def generate_continuous(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 512, do_sample: bool = False,
                         temperature: float = 0.7, top_p: float = 0.9, **kw) -> list[tuple[str, int]]:
-    "`generate_batch`'s result (answer text, new tokens) for each prompt, in order, from continuous batching (`stream_continuous`)."
+    "`generate_batch`'s result (answer text, new tokens) for each prompt, in order, from continuous batching."
     out = [None] * len(prompts)
-    for i, text, n in stream_continuous(model, tokenizer, prompts, max_new_tokens, do_sample, temperature, top_p, **kw): out[i] = (text, n)
+    for i, text, n in stream_continuous(model, tokenizer, prompts, max_new_tokens, do_sample, temperature, top_p, **kw):
+        out[i] = (text, n)
     return out
 
-# %% ../nbs/04_inference.ipynb #09c24fb0
+# %% ../nbs/04_inference.ipynb #d2449a9c
 JSON_SEPARATORS = (", ", ": ")   # a constrained answer's item and key separators (json.dumps' own); no other whitespace
-CONSTRAINED_EXTRA = "pip install -e '.[constrained]'"   # installs llguidance (`make install` does, through the dev extra)
+# installs llguidance (`make install` does, through the dev extra)
+CONSTRAINED_EXTRA = "pip install -e '.[constrained]'"
 
 def es_json_schema() -> dict:
     "The ES answer as a JSON schema: an object with exactly the five string fields, in their order."
     return {"type": "object", "properties": {f: {"type": "string"} for f in ES_FIELDS}, "required": list(ES_FIELDS),
             "additionalProperties": False}
 
+# %% ../nbs/04_inference.ipynb #55765a2e
 def _llguidance():
     try: import llguidance, llguidance.hf, llguidance.torch
-    except ImportError as e: raise ImportError(f"constrained JSON decoding needs llguidance, which is not installed: {CONSTRAINED_EXTRA}") from e
+    except ImportError as e:
+        raise ImportError("constrained JSON decoding needs llguidance, which is not installed: "
+                          f"{CONSTRAINED_EXTRA}") from e
     return llguidance
 
-# %% ../nbs/04_inference.ipynb #6ad19671
+# %% ../nbs/04_inference.ipynb #e61b20d8
 def _ll_tokenizer(tokenizer, vocab_size: int, stop: list[int]):
-    "llguidance's copy of a fast tokenizer. A byte-level BPE whose decoder is a sequence (as GGUF conversions write it) gets its plain ByteLevel decoder: llguidance would otherwise read 'Ġ' as a character, not a space."
+    """llguidance's copy of a fast tokenizer. A byte-level BPE whose decoder is a sequence (as GGUF conversions write
+    it) gets its plain ByteLevel decoder: llguidance would otherwise read 'Ġ' as a character, not a space."""
     d = json.loads(tokenizer.backend_tokenizer.to_str()); d.update(padding=None, truncation=None)
     dec = d.get("decoder") or {}
     if dec.get("type") == "Sequence" and any(x.get("type") == "ByteLevel" for x in dec.get("decoders", [])):
         d["decoder"] = next(x for x in dec["decoders"] if x.get("type") == "ByteLevel")
     return _llguidance().LLTokenizer(json.dumps(d), n_vocab=vocab_size, eos_token=stop)
 
-# %% ../nbs/04_inference.ipynb #e50450d5
+# %% ../nbs/04_inference.ipynb #e29c9263
 _LL_TOKENIZERS: dict = {}   # (id(tokenizer), vocabulary size, stop ids) -> (the tokenizer, llguidance's copy of it)
 
+def _closing_costs(tokenizer) -> dict:
+    "Tokens to write each field empty (`cost`), to close the object (`close`); the single tokens that close a string."
+    item, key = JSON_SEPARATORS
+    n = lambda s: len(tokenizer.encode(s, add_special_tokens=False))
+    # + a cut escape or UTF-8 character
+    return dict(cost={f: n(f'{item}"{f}"{key}""') for f in ES_FIELDS}, close=n('"}') + 6,
+                closers=[i[0] for s in ('"', '"}', '",') for i in [tokenizer.encode(s, add_special_tokens=False)]
+                         if len(i) == 1])
+
+# %% ../nbs/04_inference.ipynb #1fcf74a8
 def json_constraint(tokenizer, vocab_size: int,          # the model's vocabulary size (its logits' width)
-                    stop_ids: list[int] | None = None,   # tokens that may end the answer once the object is closed (None: end of turn, EOS)
+                    stop_ids: list[int] | None = None,   # tokens that may end the closed answer (None: EOT, EOS)
                     max_new_tokens: int | None = None,   # checked: the budget must hold the five fields, even empty
                    ) -> dict:
-    "What `JsonLogitsProcessor` needs: llguidance's tokenizer and the ES grammar, the tokens that close a string, each field's closing cost."
+    "What `JsonLogitsProcessor` needs: llguidance's tokenizer and ES grammar, closing tokens, each field's cost."
     llg, stop, (item, key) = _llguidance(), _stop_ids(tokenizer, stop_ids), JSON_SEPARATORS
     k = (id(tokenizer), vocab_size, tuple(stop))
     if k not in _LL_TOKENIZERS: _LL_TOKENIZERS[k] = (tokenizer, _ll_tokenizer(tokenizer, vocab_size, stop))
-    grammar = llg.LLMatcher.grammar_from_json_schema(es_json_schema(), overrides=dict(whitespace_flexible=False, item_separator=item, key_separator=key))
-    n = lambda s: len(tokenizer.encode(s, add_special_tokens=False))
+    grammar = llg.LLMatcher.grammar_from_json_schema(
+        es_json_schema(), overrides=dict(whitespace_flexible=False, item_separator=item, key_separator=key))
     c = dict(tokenizer=_LL_TOKENIZERS[k][1], grammar=grammar, vocab=vocab_size, decode=tokenizer.decode, stop=stop,
-             cost={f: n(f'{item}"{f}"{key}""') for f in ES_FIELDS}, close=n('"}') + 6,     # + a cut escape or UTF-8 character
-             closers=[i[0] for s in ('"', '"}', '",') for i in [tokenizer.encode(s, add_special_tokens=False)] if len(i) == 1])
+             **_closing_costs(tokenizer))
     need = sum(c["cost"].values()) + c["close"] + 1
     if max_new_tokens is not None and max_new_tokens < need:
-        raise ValueError(f"max_new_tokens={max_new_tokens} cannot hold a constrained answer's five fields even empty: it needs >= {need}")
+        raise ValueError(f"max_new_tokens={max_new_tokens} cannot hold a constrained answer's five fields even empty: "
+                         f"it needs >= {need}")
     return c
 
-# %% ../nbs/04_inference.ipynb #7cc025c5
+# %% ../nbs/04_inference.ipynb #834166dc
+def _consume_last(matchers: list, texts: list[str], last: list[int], decode):
+    "Each row's newest token into its matcher and its text so far (a row that left the grammar ends, with a warning)."
+    for i, (m, t) in enumerate(zip(matchers, last)):
+        if m.is_stopped(): continue
+        m.consume_token(t); texts[i] += decode([t])
+        if m.is_error():
+            warnings.warn(f"constrained decoding: row {i} left the grammar ({m.get_error()[:200]}); "
+                          "its answer ends here")
+
+# %% ../nbs/04_inference.ipynb #bdb2b9d4
+def _allowed_tokens(llg, matchers: list, vocab: int, scores):
+    "[rows, scores' width] bool: the tokens each row's grammar allows next (llguidance's bitmask, unpacked)."
+    import torch
+    bits = llg.torch.allocate_token_bitmask(len(matchers), vocab)
+    for i, m in enumerate(matchers): llg.torch.fill_next_token_bitmask(m, bits, i)
+    bits = bits.to(scores.device)
+    unpacked = (bits.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32, device=bits.device)) & 1
+    return unpacked.flatten(1)[:, :scores.shape[1]].bool()
+
+# %% ../nbs/04_inference.ipynb #cf81cd90
 class JsonLogitsProcessor:
-    "Each row's next token kept to the ES schema (llguidance); when the tokens left only just hold the closing, the answer is closed."
+    "Each row's next token kept to the ES schema (llguidance); when the tokens left just hold the closing, it closes."
     def __init__(self, c: dict, max_new_tokens: int): self.c, self.budget, self.m = c, max_new_tokens, None
 
     def __call__(self, input_ids, scores):
-        import torch
         llg, c, key = _llguidance(), self.c, JSON_SEPARATORS[1]
-        if self.m is None: self.m, self.start, self.text = [llg.LLMatcher(c["tokenizer"], c["grammar"]) for _ in input_ids], input_ids.shape[1], [""] * len(input_ids)
-        else:
-            for i, (m, t) in enumerate(zip(self.m, input_ids[:, -1].tolist())):
-                if m.is_stopped(): continue
-                m.consume_token(t); self.text[i] += c["decode"]([t])
-                if m.is_error(): warnings.warn(f"constrained decoding: row {i} left the grammar ({m.get_error()[:200]}); its answer ends here")
-        bits = llg.torch.allocate_token_bitmask(len(self.m), c["vocab"])
-        for i, m in enumerate(self.m): llg.torch.fill_next_token_bitmask(m, bits, i)
-        bits = bits.to(scores.device)
-        allowed = ((bits.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32, device=bits.device)) & 1).flatten(1)[:, :scores.shape[1]].bool()
+        if self.m is None:
+            self.m, self.start = [llg.LLMatcher(c["tokenizer"], c["grammar"]) for _ in input_ids], input_ids.shape[1]
+            self.text = [""] * len(input_ids)
+        else: _consume_last(self.m, self.text, input_ids[:, -1].tolist(), c["decode"])
+        allowed = _allowed_tokens(llg, self.m, c["vocab"], scores)
         left = self.budget - (input_ids.shape[1] - self.start)
         for i, m in enumerate(self.m):
-            if m.is_stopped() or left > c["close"] + sum(v for f, v in c["cost"].items() if f'"{f}"{key}' not in self.text[i]): continue
-            keep = [t for t in m.compute_ff_tokens()[:1] + c["closers"] if allowed[i, t]][:1]   # the forced token, else one that closes
+            if m.is_stopped() or left > c["close"] + sum(v for f, v in c["cost"].items()
+                                                          if f'"{f}"{key}' not in self.text[i]): continue
+            # the forced token, else a closer
+            keep = [t for t in m.compute_ff_tokens()[:1] + c["closers"] if allowed[i, t]][:1]
             if keep: allowed[i] = False; allowed[i, keep] = True
-        for i in (~allowed.any(1)).nonzero().flatten().tolist(): allowed[i, c["stop"]] = True   # a finished row: its stop tokens
+        # a finished row: its stop tokens
+        for i in (~allowed.any(1)).nonzero().flatten().tolist(): allowed[i, c["stop"]] = True
         return scores.masked_fill(~allowed, float("-inf"))
 
-# %% ../nbs/04_inference.ipynb #39c80100
+# %% ../nbs/04_inference.ipynb #3f678a56
 _ADAPTER_HASHES: dict = {}
 
+def _hash_files(p: Path, files: list[Path]) -> str:
+    "sha256 over `files` of folder `p`: each one's name relative to `p`, then its contents."
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(p).as_posix().encode() + b"\0")
+        with open(f, "rb") as fp:
+            for chunk in iter(lambda: fp.read(1 << 20), b""): h.update(chunk)
+    return h.hexdigest()
+
+# %% ../nbs/04_inference.ipynb #fa6b4273
 def adapter_sha256(adapter: str | Path | None) -> str | None:
-    "sha256 over an adapter folder's files (relative names and contents), None for no adapter; what the resume key records."
+    "sha256 over an adapter folder's files (relative names and contents), None for no adapter: the resume key's part."
     if adapter is None: return None
     p = Path(adapter)
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
     if not files: raise FileNotFoundError(f"adapter folder {p} does not exist or is empty")
     stamp = (str(p.resolve()), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
-    if stamp not in _ADAPTER_HASHES:
-        h = hashlib.sha256()
-        for f in files:
-            h.update(f.relative_to(p).as_posix().encode() + b"\0")
-            with open(f, "rb") as fp:
-                for chunk in iter(lambda: fp.read(1 << 20), b""): h.update(chunk)
-        _ADAPTER_HASHES[stamp] = h.hexdigest()
+    if stamp not in _ADAPTER_HASHES: _ADAPTER_HASHES[stamp] = _hash_files(p, files)
     return _ADAPTER_HASHES[stamp]
 
-def prediction_key(model_name, adapter, task: str, template: str, max_length: int, max_new_tokens: int, language: str | None,
-                   do_sample: bool, temperature: float, top_p: float, gen_kwargs: dict | None = None, constrained: bool = False) -> dict:
-    "What produced a prediction row; a resumed run reuses only rows with the same key (the engine that ran them is not part of it)."
-    gen = {"do_sample": bool(do_sample), **({"temperature": temperature, "top_p": top_p} if do_sample else {}), **dict(sorted((gen_kwargs or {}).items())),
-           **({"constrained_json": True} if constrained else {})}
-    key = dict(model=model_name, adapter_sha256=adapter_sha256(adapter), task=task, template=template, max_length=max_length,
-               max_new_tokens=max_new_tokens, language=language, generation=gen)
+# %% ../nbs/04_inference.ipynb #14b96d26
+def prediction_key(model_name, adapter, task: str, template: str, max_length: int, max_new_tokens: int,
+                   language: str | None, do_sample: bool, temperature: float, top_p: float,
+                   gen_kwargs: dict | None = None, constrained: bool = False) -> dict:
+    "What produced a prediction row; a resumed run reuses only rows with the same key (the engine is not part of it)."
+    gen = {"do_sample": bool(do_sample), **({"temperature": temperature, "top_p": top_p} if do_sample else {}),
+           **dict(sorted((gen_kwargs or {}).items())), **({"constrained_json": True} if constrained else {})}
+    key = dict(model=model_name, adapter_sha256=adapter_sha256(adapter), task=task, template=template,
+               max_length=max_length, max_new_tokens=max_new_tokens, language=language, generation=gen)
     return json.loads(json.dumps(key, default=str))          # as it reads back from the file
 
+# %% ../nbs/04_inference.ipynb #39bb318b
 def key_differences(old: dict | None, new: dict) -> list[str]:
     "'name: old -> new' for each part of a resume key that differs."
     if not isinstance(old, dict): return ["the rows carry no resume key (written before emosum recorded one)"]
     short = lambda v: (v[:12] + "…") if isinstance(v, str) and len(v) == 64 else v
-    return [f"{k}: {short(old.get(k))!r} -> {short(new.get(k))!r}" for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
+    return [f"{k}: {short(old.get(k))!r} -> {short(new.get(k))!r}" for k in dict.fromkeys([*new, *old])
+            if old.get(k) != new.get(k)]
 
+# %% ../nbs/04_inference.ipynb #49a3921c
 def read_predictions(path: str | Path) -> list[dict]:
     "Rows of a predictions file ([] if it does not exist); a last line cut short by a crash is removed from the file."
     # an interrupted append is cut from the file, so that record is generated again
     return read_jsonl(path, torn_tail="truncate") if Path(path).exists() else []
 
+# %% ../nbs/04_inference.ipynb #9c996a9a
 def _append(path: Path, row: dict):
     with open(path, "a", encoding="utf-8") as f:
         f.write(json_line(row)); f.flush(); os.fsync(f.fileno())     # the one JSONL format (emosum.data)
 
-def _row(rec, task, template, model_name, adapter, status, fields=None, raw="", prompt=None, new_tokens=0, seconds=0.0, error=None,
-         key=None, engine=None, constrained=False) -> dict:
+# %% ../nbs/04_inference.ipynb #a8fdc49f
+def _row(rec, task, template, model_name, adapter, status, fields=None, raw="", prompt=None, new_tokens=0, seconds=0.0,
+         error=None, key=None, engine=None, constrained=False) -> dict:
     "A prediction row (`emosum.vocab.prediction_row`) for `rec` and the `Prompt` it was generated from."
-    return prediction_row(rec.id if hasattr(rec, "id") else rec["id"], task, template, model_name, adapter, status, fields, raw,
-                          prompt.prompt_tokens if prompt else 0, prompt.truncated_tokens if prompt else 0, new_tokens, seconds,
-                          error, key, engine, bool(constrained))
+    return prediction_row(rec.id if hasattr(rec, "id") else rec["id"], task, template, model_name, adapter, status,
+                          fields, raw, prompt.prompt_tokens if prompt else 0, prompt.truncated_tokens if prompt else 0,
+                          new_tokens, seconds, error, key, engine, bool(constrained))
 
-def _reuse_rows(out_path: Path, key: dict, overwrite) -> dict:
-    "The rows of `out_path` this run may keep, by id; rows of other settings are an error, or moved aside (overwrite=True / 'stale')."
-    if overwrite not in (False, True, "stale"): raise ValueError(f"overwrite must be False, True or 'stale', got {overwrite!r}")
-    rows = read_predictions(out_path)
-    stale = [r for r in rows if r.get("key") != key]
-    if not rows or (not stale and overwrite is not True): return {str(r["id"]): r for r in rows}
-    if stale and overwrite is False:
-        raise ValueError(f"{out_path} already holds {len(stale)} predictions made with other settings ("
-                         + "; ".join(key_differences(stale[0].get("key"), key)) + "); resuming would mix them with new ones. "
-                         "Write to a fresh file, or pass overwrite=True (emosum predict --force) to start it afresh.")
-    keep = [] if overwrite is True else [r for r in rows if r.get("key") == key]
+# %% ../nbs/04_inference.ipynb #c182ae20
+def _set_aside(out_path: Path, rows: list[dict], keep: list[dict], stale: list[dict], key: dict):
+    "Copy `out_path` to `*.replaced.jsonl` and keep only `keep` in it (atomically); says what was set aside and why."
     aside = out_path.with_name(out_path.stem + ".replaced" + out_path.suffix)
     shutil.copyfile(out_path, aside)
     if keep: write_jsonl(out_path, keep)               # atomic: a crash leaves the old file or the new one
@@ -535,23 +700,113 @@ def _reuse_rows(out_path: Path, key: dict, overwrite) -> dict:
     why = "; ".join(key_differences(stale[0].get("key"), key)) if stale else "overwrite=True"
     print(f"{out_path.name}: {len(rows) - len(keep)} earlier predictions set aside in {aside.name} ({why}); "
           f"{len(keep)} kept, the rest generated again")
+
+# %% ../nbs/04_inference.ipynb #dc5d34e2
+def _reuse_rows(out_path: Path, key: dict, overwrite) -> dict:
+    "The rows of `out_path` this run may keep, by id; rows of other settings: an error, or set aside (True / 'stale')."
+    if overwrite not in (False, True, "stale"):
+        raise ValueError(f"overwrite must be False, True or 'stale', got {overwrite!r}")
+    rows = read_predictions(out_path)
+    stale = [r for r in rows if r.get("key") != key]
+    if not rows or (not stale and overwrite is not True): return {str(r["id"]): r for r in rows}
+    if stale and overwrite is False:
+        raise ValueError(f"{out_path} already holds {len(stale)} predictions made with other settings ("
+                         + "; ".join(key_differences(stale[0].get("key"), key))
+                         + "); resuming would mix them with new ones. "
+                         "Write to a fresh file, or pass overwrite=True (emosum predict --force) to start it afresh.")
+    keep = [] if overwrite is True else [r for r in rows if r.get("key") == key]
+    _set_aside(out_path, rows, keep, stale, key)
     return {str(r["id"]): r for r in keep}
 
-# %% ../nbs/04_inference.ipynb #7fa5f0a5
+# %% ../nbs/04_inference.ipynb #86c67e4b
 ENGINES = ("auto", "continuous", "padded")
 
 def choose_engine(model, engine: str = "auto") -> str:
-    "`continuous` or `padded`: auto takes continuous batching on a GPU and the padded path on the CPU (faster there, see below)."
+    "`continuous` or `padded`: auto takes continuous batching on a GPU and the padded path on the CPU (faster there)."
     if engine not in ENGINES: raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine != "auto": return engine
     return "continuous" if _hf_model(model).device.type == "cuda" else "padded"
 
+# %% ../nbs/04_inference.ipynb #45ff3590
+def _record_ids(records: list) -> list[str]:
+    ids = [str(r.id if hasattr(r, "id") else r["id"]) for r in records]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"record ids must be unique; duplicates: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
+    return ids
+
+# %% ../nbs/04_inference.ipynb #2f512039
+def _engine_row(model, tokenizer, engine: str, adapter, constrained: bool, max_new_tokens: int, do_sample: bool,
+                temperature: float, top_p: float, gen_kwargs: dict) -> dict:
+    "The `engine` a row records: its name (and `why` when not the one asked for), adapter merged or not, weights."
+    loaded = getattr(model, "emosum_load", None) or {}
+    eng = dict(name=choose_engine(model, engine), merged=loaded.get("merged") if adapter is not None else None,
+               weights=loaded.get("weights"))
+    if constrained and eng["name"] == "continuous":
+        if engine == "continuous":
+            raise ValueError("engine='continuous' cannot keep answers to a JSON schema (it takes no per-request "
+                             "grammar); use engine='auto' or 'padded' with constrained=True")
+        eng.update(name="padded", why="constrained JSON decoding runs on the padded path "
+                                      "(continuous batching takes no per-request grammar)")
+    if eng["name"] == "continuous":
+        gc = generation_config(model, tokenizer, max_new_tokens, do_sample, temperature, top_p, **gen_kwargs)
+        blockers = continuous_blockers(model, gc)
+        if blockers and engine == "continuous":
+            raise ValueError(f"engine='continuous' cannot apply {blockers}; use engine='padded' or 'auto', "
+                             "or turn them off in gen_kwargs")
+        if blockers: eng.update(name="padded", why=f"continuous batching cannot apply {blockers}")
+    return eng
+
+# %% ../nbs/04_inference.ipynb #b33adcd5
+def _pending_prompts(records: list, ids: list[str], done: dict, tokenizer, task, template, max_length, max_new_tokens,
+                     language, write_error) -> list:
+    "(record, `Prompt`) for each record not yet `done`, longest first; a prompt that cannot fit goes to `write_error`."
+    prompts = []
+    for r, i in zip(records, ids):
+        if i in done: continue
+        p = build_prompt(r, tokenizer, task, template, max_length, max_new_tokens, language)
+        if p.fits: prompts.append((r, p))
+        else: write_error(r, p)
+    prompts.sort(key=lambda rp: -rp[1].prompt_tokens)     # longest first: an out-of-memory shows up at once
+    return prompts
+
+# %% ../nbs/04_inference.ipynb #5149bd34
+def _run_continuous(model, tokenizer, prompts: list, eng: dict, emit, bar, max_new_tokens, batch_size, memory_fraction,
+                    do_sample, temperature, top_p, gen_kwargs):
+    "Continuous batching over `prompts`: each row emitted the moment its answer is finished."
+    lens = [p.prompt_tokens for _, p in prompts]
+    plan = continuous_plan(model, lens, max_new_tokens, batch_size, memory_fraction)
+    eng.update(concurrency=plan["concurrency"], layout=plan["layout"])
+    stream = stream_continuous(model, tokenizer, [p.input_ids for _, p in prompts], max_new_tokens, do_sample,
+                               temperature, top_p, plan=plan, **gen_kwargs)
+    t0 = time.perf_counter()
+    try:
+        for j, text, n in stream:          # rows are appended as requests finish, while the engine keeps going
+            t = time.perf_counter(); emit(*prompts[j], text, n, t - t0); t0 = t; bar.update(1)
+    finally: stream.close()
+
+# %% ../nbs/04_inference.ipynb #def6de24
+def _run_padded(model, tokenizer, prompts: list, eng: dict, emit, bar, max_new_tokens, batch_size, memory_fraction,
+                do_sample, temperature, top_p, constraint, gen_kwargs):
+    "The padded path over `prompts`, a batch per `generate_batch` call; each batch's rows emitted together."
+    lens = [p.prompt_tokens for _, p in prompts]
+    bs = padded_batch_size(model, lens, max_new_tokens, batch_size, memory_fraction)
+    eng["concurrency"] = bs
+    for b in range(0, len(prompts), bs):
+        batch = prompts[b:b + bs]
+        t0 = time.perf_counter()
+        outs = generate_batch(model, tokenizer, [p.input_ids for _, p in batch], max_new_tokens, do_sample, temperature,
+                              top_p, constraint=constraint, **gen_kwargs)
+        dt = (time.perf_counter() - t0) / len(batch)
+        for (r, p), (text, n) in zip(batch, outs): emit(r, p, text, n, dt)
+        bar.update(len(batch))
+
+# %% ../nbs/04_inference.ipynb #84e44714
 def generate(model, tokenizer,
              records: list,                  # Records (or dicts with their keys)
              out_path: str | Path,           # predictions.jsonl (appended to; resumed)
              task: str = "es", template: str = "benchmark",
              max_length: int = 8192, max_new_tokens: int = 512,
-             batch_size: int = 4,            # most prompts generated together (padded: per call; continuous: decoded at once), fewer if memory is short
+             batch_size: int = 4,            # most prompts generated together (fewer where memory is short)
              do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9,
              language: str | None = None,    # None/auto: each record's
              model_name: str | None = None,  # recorded in each row (default: the model's name_or_path)
@@ -560,99 +815,70 @@ def generate(model, tokenizer,
              on_row=None,                    # called with each row after it is written
              gen_kwargs: dict | None = None, # more `model.generate` settings, e.g. {"repetition_penalty": 1.1}
              engine: str = "auto",           # auto | continuous | padded (see `choose_engine`)
-             overwrite=False,                # rows made by other settings: False an error; True start the file afresh; "stale" regenerate those
+             overwrite=False,  # rows of other settings: False an error; True start afresh; "stale" regenerate those
              memory_fraction: float = 0.9,   # share of the memory free after loading that generation may take
-             constrained: bool = False,      # keep every answer to the ES JSON schema (`JsonLogitsProcessor`; the padded engine)
+             constrained: bool = False,      # keep answers to the ES JSON schema (`JsonLogitsProcessor`; padded engine)
             ) -> list[dict]:
-    "Generate for every record not yet in `out_path` (with the same resume key), appending one row per record as it finishes; returns the rows of `records`, in their order."
+    "Generate for each record not yet in `out_path` (same resume key), a row appended as each ends; `records`' rows."
     from tqdm.auto import tqdm
     out_path = Path(out_path); out_path.parent.mkdir(parents=True, exist_ok=True)
     model_name = model_name or getattr(getattr(model, "config", None), "name_or_path", None)
     language = None if language == "auto" else language
     gen_kwargs = dict(gen_kwargs or {})
-    ids = [str(r.id if hasattr(r, "id") else r["id"]) for r in records]
-    if len(set(ids)) != len(ids): raise ValueError(f"record ids must be unique; duplicates: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
-    key = prediction_key(model_name, adapter, task, template, max_length, max_new_tokens, language, do_sample, temperature, top_p, gen_kwargs,
-                         constrained)
-    if constrained and task != "es": raise ValueError(f"constrained=True keeps answers to the ES JSON schema; task={task!r} answers in free text")
-    constraint = json_constraint(tokenizer, _hf_model(model).config.vocab_size, max_new_tokens=max_new_tokens) if constrained else None
+    ids = _record_ids(records)
+    key = prediction_key(model_name, adapter, task, template, max_length, max_new_tokens, language, do_sample,
+                         temperature, top_p, gen_kwargs, constrained)
+    if constrained and task != "es":
+        raise ValueError(f"constrained=True keeps answers to the ES JSON schema; task={task!r} answers in free text")
+    vocab = _hf_model(model).config.vocab_size
+    constraint = json_constraint(tokenizer, vocab, max_new_tokens=max_new_tokens) if constrained else None
     done = _reuse_rows(out_path, key, overwrite)
-    loaded = getattr(model, "emosum_load", None) or {}
-    eng = dict(name=choose_engine(model, engine), merged=loaded.get("merged") if adapter is not None else None, weights=loaded.get("weights"))
-    if constrained and eng["name"] == "continuous":
-        if engine == "continuous": raise ValueError("engine='continuous' cannot keep answers to a JSON schema (it takes no per-request "
-                                                     "grammar); use engine='auto' or 'padded' with constrained=True")
-        eng.update(name="padded", why="constrained JSON decoding runs on the padded path (continuous batching takes no per-request grammar)")
-    if eng["name"] == "continuous":
-        blockers = continuous_blockers(model, generation_config(model, tokenizer, max_new_tokens, do_sample, temperature, top_p, **gen_kwargs))
-        if blockers and engine == "continuous":
-            raise ValueError(f"engine='continuous' cannot apply {blockers}; use engine='padded' or 'auto', or turn them off in gen_kwargs")
-        if blockers: eng.update(name="padded", why=f"continuous batching cannot apply {blockers}")
+    eng = _engine_row(model, tokenizer, engine, adapter, constrained, max_new_tokens, do_sample, temperature, top_p,
+                      gen_kwargs)
+    row = lambda rec, status, **kw: _row(rec, task, template, model_name, adapter, status, key=key, engine=eng,
+                                         constrained=constrained, **kw)
+
+    def write(r):
+        _append(out_path, r); done[str(r["id"])] = r
+        if on_row: on_row(r)
 
     def emit(rec, prompt, text, n, seconds):
         parsed = parse_summary(text, task)
-        write(_row(rec, task, template, model_name, adapter, parsed.status, parsed.fields, text, prompt, n, seconds, parsed.error, key, eng, constrained))
+        write(row(rec, parsed.status, fields=parsed.fields, raw=text, prompt=prompt, new_tokens=n, seconds=seconds,
+                  error=parsed.error))
 
-    def write(row):
-        _append(out_path, row); done[str(row["id"])] = row
-        if on_row: on_row(row)
-
-    prompts = []
-    for r, i in zip(records, ids):
-        if i in done: continue
-        p = build_prompt(r, tokenizer, task, template, max_length, max_new_tokens, language)
-        if p.fits: prompts.append((r, p))
-        else: write(_row(r, task, template, model_name, adapter, "error", prompt=p, error=p.error, key=key, engine=eng, constrained=constrained))
-    prompts.sort(key=lambda rp: -rp[1].prompt_tokens)     # longest first: an out-of-memory shows up at once
-    lens = [p.prompt_tokens for _, p in prompts]
+    prompts = _pending_prompts(records, ids, done, tokenizer, task, template, max_length, max_new_tokens, language,
+                               lambda r, p: write(row(r, "error", prompt=p, error=p.error)))
     bar = tqdm(total=len(prompts), desc=f"generate ({template}, {eng['name']})", disable=not progress or not prompts)
+    run = (model, tokenizer, prompts, eng, emit, bar, max_new_tokens, batch_size, memory_fraction, do_sample,
+           temperature, top_p)
     try:
-        if eng["name"] == "continuous" and prompts:
-            plan = continuous_plan(model, lens, max_new_tokens, batch_size, memory_fraction)
-            eng.update(concurrency=plan["concurrency"], layout=plan["layout"])
-            stream = stream_continuous(model, tokenizer, [p.input_ids for _, p in prompts], max_new_tokens, do_sample, temperature, top_p,
-                                       plan=plan, **gen_kwargs)
-            t0 = time.perf_counter()
-            try:
-                for j, text, n in stream:          # rows are appended as requests finish, while the engine keeps going
-                    t = time.perf_counter(); emit(*prompts[j], text, n, t - t0); t0 = t; bar.update(1)
-            finally: stream.close()
-        elif prompts:
-            bs = padded_batch_size(model, lens, max_new_tokens, batch_size, memory_fraction)
-            eng["concurrency"] = bs
-            for b in range(0, len(prompts), bs):
-                batch = prompts[b:b + bs]
-                t0 = time.perf_counter()
-                outs = generate_batch(model, tokenizer, [p.input_ids for _, p in batch], max_new_tokens, do_sample, temperature, top_p,
-                                      constraint=constraint, **gen_kwargs)
-                dt = (time.perf_counter() - t0) / len(batch)
-                for (r, p), (text, n) in zip(batch, outs): emit(r, p, text, n, dt)
-                bar.update(len(batch))
+        if eng["name"] == "continuous" and prompts: _run_continuous(*run, gen_kwargs)
+        elif prompts: _run_padded(*run, constraint, gen_kwargs)
     finally: bar.close()
     return [done[i] for i in ids]
 
+# %% ../nbs/04_inference.ipynb #2fbf281c
 def profile_generate_kwargs(cfg: Profile) -> dict:
-    "`generate`'s settings from a profile: task, template, budget, sampling, batch size, engine, memory share and JSON constraint."
-    return dict(task=cfg.task, template=cfg.template, max_length=cfg.max_length, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size,
-                do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p, language=None if cfg.language == "auto" else cfg.language,
-                model_name=cfg.model, engine=getattr(cfg, "gen_engine", "auto"), memory_fraction=getattr(cfg, "gen_memory_fraction", 0.9),
+    "`generate`'s settings from a profile: task, template, budget, sampling, batch, engine, memory, JSON constraint."
+    return dict(task=cfg.task, template=cfg.template, max_length=cfg.max_length, max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.gen_batch_size, do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
+                language=None if cfg.language == "auto" else cfg.language, model_name=cfg.model,
+                engine=getattr(cfg, "gen_engine", "auto"), memory_fraction=getattr(cfg, "gen_memory_fraction", 0.9),
                 constrained=getattr(cfg, "constrained_json", False))
 
-# %% ../nbs/04_inference.ipynb #d1ba6ab5
+# %% ../nbs/04_inference.ipynb #3dca9559
 SUBMISSION_KEYS = {
     "longemotion": {f: f for f in ES_FIELDS},
-    "cloudcom": {"causes": "predicted_cause", "symptoms": "predicted_symptoms", "treatment_process": "predicted_treatment_process",
-                 "characteristics_of_illness": "predicted_illness_Characteristics", "treatment_effect": "predicted_treatment_effect"},
+    "cloudcom": {"causes": "predicted_cause", "symptoms": "predicted_symptoms",
+                 "treatment_process": "predicted_treatment_process",
+                 "characteristics_of_illness": "predicted_illness_Characteristics",
+                 "treatment_effect": "predicted_treatment_effect"},
 }
 
-def write_submission(predictions: list[dict],     # rows of predictions.jsonl
-                     path: str | Path,           # the submission file (JSONL) to write
-                     format: str = "longemotion",  # longemotion | cloudcom
-                     ids: list | None = None,    # write these ids in this order (missing ones with empty fields); None: all rows
-                    ) -> dict:
-    "Write an ES submission file; returns counts {'n', 'empty', 'missing', 'status_counts'}."
-    if format not in SUBMISSION_KEYS: raise ValueError(f"format must be one of {tuple(SUBMISSION_KEYS)}, got {format!r}")
-    keys = SUBMISSION_KEYS[format]
+# %% ../nbs/04_inference.ipynb #77ef6b54
+def _submission_rows(predictions: list[dict], keys: dict, ids: list | None) -> tuple[list[dict], dict, int, int]:
+    "(rows, status counts, rows with empty fields, ids with no prediction): a row per id, empty strings if none parsed."
     by_id = {str(r["id"]): r for r in predictions}
     order = [r["id"] for r in predictions] if ids is None else list(ids)
     rows, counts, empty, missing = [], {}, 0, 0
@@ -664,17 +890,46 @@ def write_submission(predictions: list[dict],     # rows of predictions.jsonl
         if not fields: empty += 1
         missing += p is None
         rows.append({"id": i, **{keys[f]: fields.get(f, "") or "" for f in ES_FIELDS}})
+    return rows, counts, empty, missing
+
+# %% ../nbs/04_inference.ipynb #41034707
+def write_submission(predictions: list[dict],     # rows of predictions.jsonl
+                     path: str | Path,           # the submission file (JSONL) to write
+                     format: str = "longemotion",  # longemotion | cloudcom
+                     ids: list | None = None,    # these ids in this order (missing ones: empty fields); None: all rows
+                    ) -> dict:
+    "Write an ES submission file; returns counts {'n', 'empty', 'missing', 'status_counts'}."
+    if format not in SUBMISSION_KEYS:
+        raise ValueError(f"format must be one of {tuple(SUBMISSION_KEYS)}, got {format!r}")
+    rows, counts, empty, missing = _submission_rows(predictions, SUBMISSION_KEYS[format], ids)
     write_jsonl(path, rows)
     return dict(n=len(rows), empty=empty, missing=missing, status_counts=counts)
 
-# %% ../nbs/04_inference.ipynb #e762b95c
+# %% ../nbs/04_inference.ipynb #a293af65
+def _summarizer_settings(cfg: Profile) -> dict:
+    "A profile's generation settings, as `Summarizer` takes them."
+    return dict(task=cfg.task, template=cfg.template, max_length=cfg.max_length, max_new_tokens=cfg.max_new_tokens,
+                language=None if cfg.language == "auto" else cfg.language, do_sample=cfg.do_sample,
+                temperature=cfg.temperature, top_p=cfg.top_p, constrained=cfg.constrained_json)
+
+# %% ../nbs/04_inference.ipynb #da647cbe
+def _empty_summary(task: str, error) -> dict:
+    "What `generate_summary` returns for an answer that could not be parsed: empty fields, with a warning."
+    warnings.warn(f"the model's answer could not be parsed ({error}); returning empty fields. "
+                  "Raw answer in .last['raw'].")
+    return {f: "" for f in ES_FIELDS} if task == "es" else {"experience_and_reflection": ""}
+
+# %% ../nbs/04_inference.ipynb #99bd76c5
 class Summarizer:
     "Summarise counselling case reports with a base model, optionally plus a LoRA adapter."
     def __init__(self, model, tokenizer, task: str = "es", template: str = "benchmark", max_length: int = 8192,
-                 max_new_tokens: int = 512, language: str | None = None, do_sample: bool = False, temperature: float = 0.7,
-                 top_p: float = 0.9, model_name: str | None = None, adapter=None, gen_kwargs: dict | None = None,
+                 max_new_tokens: int = 512, language: str | None = None, do_sample: bool = False,
+                 temperature: float = 0.7, top_p: float = 0.9, model_name: str | None = None, adapter=None,
+                 gen_kwargs: dict | None = None,
                  constrained: bool = False):       # keep answers to the ES JSON schema (see `JsonLogitsProcessor`)
-        if constrained and task != "es": raise ValueError(f"constrained=True keeps answers to the ES JSON schema; task={task!r} answers in free text")
+        if constrained and task != "es":
+            raise ValueError("constrained=True keeps answers to the ES JSON schema; "
+                             f"task={task!r} answers in free text")
         self.model, self.tokenizer, self.task, self.template = model, tokenizer, task, template
         self.max_length, self.max_new_tokens, self.language = max_length, max_new_tokens, language
         self.do_sample, self.temperature, self.top_p = do_sample, temperature, top_p
@@ -682,12 +937,12 @@ class Summarizer:
         self.constrained = constrained
 
     @classmethod
-    def from_pretrained(cls, base: str,                 # hub id, folder (e.g. a merged model), .gguf file or embedded:<name>
+    def from_pretrained(cls, base: str,  # hub id, folder (e.g. a merged model), .gguf file or embedded:<name>
                         adapter: str | Path | None = None,  # a LoRA adapter folder
                         quantization: str = "none",     # nf4 | int8 | none
                         compute_dtype: str = "float32", gguf_file: str | None = None,
-                        merge="auto",                   # auto | yes | no: fold the adapter into the weights (see Loading)
-                        **kw) -> Summarizer:            # Summarizer settings: task, template, max_length, max_new_tokens, ...
+                        merge="auto",                   # auto | yes | no: fold the adapter into the weights
+                        **kw) -> Summarizer:            # Summarizer settings: task, template, max_length, ...
         model, tok = load_model_and_tokenizer(base, adapter, quantization, compute_dtype, gguf_file, merge)
         return cls(model, tok, model_name=base, adapter=adapter, **kw)
 
@@ -695,15 +950,13 @@ class Summarizer:
     def from_profile(cls, cfg: Profile, adapter=None, **kw) -> Summarizer:
         "A Summarizer with a profile's model and generation settings."
         model, tok = load_for_inference(cfg, adapter)
-        s = dict(task=cfg.task, template=cfg.template, max_length=cfg.max_length, max_new_tokens=cfg.max_new_tokens,
-                 language=None if cfg.language == "auto" else cfg.language, do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
-                 constrained=cfg.constrained_json)
-        return cls(model, tok, model_name=cfg.model, adapter=adapter, **{**s, **kw})
+        return cls(model, tok, model_name=cfg.model, adapter=adapter, **{**_summarizer_settings(cfg), **kw})
 
     def _record(self, case_description, consultation_process, experience_and_reflection=None, id="input") -> Record:
         as_list = lambda x: [x] if isinstance(x, str) else list(x or [])
         cd, cp = as_list(case_description), as_list(consultation_process)
-        return Record(id=id, case_description=cd, consultation_process=cp, experience_and_reflection=experience_and_reflection,
+        return Record(id=id, case_description=cd, consultation_process=cp,
+                      experience_and_reflection=experience_and_reflection,
                       language=self.language or detect_language(cd + cp))
 
     def generate_summary(self, case_description,              # str or list of paragraphs
@@ -711,23 +964,24 @@ class Summarizer:
                          experience_and_reflection: str | None = None) -> dict:
         "The parsed summary of one report (es: the five fields; reflection: {'experience_and_reflection': ...})."
         rec = self._record(case_description, consultation_process, experience_and_reflection)
-        p = build_prompt(rec, self.tokenizer, self.task, self.template, self.max_length, self.max_new_tokens, rec.language)
+        p = build_prompt(rec, self.tokenizer, self.task, self.template, self.max_length, self.max_new_tokens,
+                         rec.language)
         if not p.fits: raise BudgetError(p.error)
-        c = json_constraint(self.tokenizer, _hf_model(self.model).config.vocab_size, max_new_tokens=self.max_new_tokens) if self.constrained else None
+        vocab = _hf_model(self.model).config.vocab_size
+        c = json_constraint(self.tokenizer, vocab, max_new_tokens=self.max_new_tokens) if self.constrained else None
         t0 = time.perf_counter()
-        (text, n), = generate_batch(self.model, self.tokenizer, [p.input_ids], self.max_new_tokens, self.do_sample, self.temperature, self.top_p,
-                                    constraint=c, **self.gen_kwargs)
+        (text, n), = generate_batch(self.model, self.tokenizer, [p.input_ids], self.max_new_tokens, self.do_sample,
+                                    self.temperature, self.top_p, constraint=c, **self.gen_kwargs)
         parsed = parse_summary(text, self.task)
-        self.last = _row(rec, self.task, self.template, self.model_name, self.adapter, parsed.status, parsed.fields, text, p, n,
-                         time.perf_counter() - t0, parsed.error, constrained=self.constrained)
-        if parsed.fields is None:
-            warnings.warn(f"the model's answer could not be parsed ({parsed.error}); returning empty fields. Raw answer in .last['raw'].")
-            return {f: "" for f in ES_FIELDS} if self.task == "es" else {"experience_and_reflection": ""}
+        self.last = _row(rec, self.task, self.template, self.model_name, self.adapter, parsed.status, parsed.fields,
+                         text, p, n, time.perf_counter() - t0, parsed.error, constrained=self.constrained)
+        if parsed.fields is None: return _empty_summary(self.task, parsed.error)
         return parsed.fields
 
     def summarize(self, records, out_path, batch_size: int = 4,
                   **kw) -> list[dict]:                  # more `generate` settings: engine, overwrite, progress, ...
         "Batched, resumable generation for `records` into `out_path` (see `generate`)."
-        return generate(self.model, self.tokenizer, records, out_path, self.task, self.template, self.max_length, self.max_new_tokens,
-                        batch_size, self.do_sample, self.temperature, self.top_p, self.language, self.model_name, self.adapter,
-                        gen_kwargs=self.gen_kwargs, **{"constrained": self.constrained, **kw})
+        return generate(self.model, self.tokenizer, records, out_path, self.task, self.template, self.max_length,
+                        self.max_new_tokens, batch_size, self.do_sample, self.temperature, self.top_p, self.language,
+                        self.model_name, self.adapter, gen_kwargs=self.gen_kwargs,
+                        **{"constrained": self.constrained, **kw})
