@@ -21,13 +21,20 @@ __all__ = ['PADDING_FREE_ATTENTION', 'TRAINING_KEY', 'NOT_TRAINING', 'check_quan
            'chunked_head_loss', 'head_returns_hidden', 'chunk_mlps', 'apply_liger', 'lora_config', 'prepare_model',
            'trainable_parameters', 'estimate_memory', 'causal_lm_loss', 'compare_loss_paths', 'SFTDataset',
            'build_dataset', 'PaddedCollator', 'make_collator', 'EmosumTrainer', 'JsonlLogCallback', 'SaveAtEpochEnd',
-           'training_arguments', 'make_trainer', 'records_hash', 'versions', 'save_adapter', 'CheckpointMismatch',
-           'last_checkpoint', 'training_key', 'resume_checkpoint', 'train', 'export_merged', 'read_train_log',
-           'plot_losses', 'prompt_ids', 'greedy_generate', 'is_distributed_worker', 'launch_distributed']
+           'training_arguments', 'make_trainer', 'records_hash', 'versions', 'save_adapter', 'training_key',
+           'last_checkpoint', 'CheckpointMismatch', 'resume_checkpoint', 'is_distributed_worker', 'train',
+           'export_merged', 'read_train_log', 'plot_losses', 'prompt_ids', 'greedy_generate', 'launch_distributed']
 
 # %% ../nbs/03_qlora_training.ipynb #b153a2a6
+def _keep_4bit_trainable(model):
+    "Switch off bitsandbytes' repacking of 4-bit weights for CPU inference: a repacked layer cannot be trained."
+    for mod in model.modules():
+        if hasattr(mod, "support_avx512bf16_for_cpu"): mod.support_avx512bf16_for_cpu = False
+    return model
+
+# %% ../nbs/03_qlora_training.ipynb #d8140021
 def _tiny_4bit_training_step(device: str, compute_dtype: str):
-    "One forward/backward through a 4-bit layer with a bias, after an inference pass, as training after a sample generation does."
+    "One forward/backward through a 4-bit layer with a bias, after an inference pass, as training after a sample does."
     import bitsandbytes as bnb
     lin = bnb.nn.Linear4bit(64, 64, bias=True, compute_dtype=torch_dtype(compute_dtype), quant_type="nf4")
     lin = lin.to(device)
@@ -39,66 +46,73 @@ def _tiny_4bit_training_step(device: str, compute_dtype: str):
     x = x.clone().requires_grad_(True)
     y = lin(x).float().square().mean()
     y.backward()
-    if x.grad is None or not torch.isfinite(x.grad).all(): raise RuntimeError("no finite gradient through the 4-bit layer")
+    if x.grad is None or not torch.isfinite(x.grad).all():
+        raise RuntimeError("no finite gradient through the 4-bit layer")
 
+# %% ../nbs/03_qlora_training.ipynb #7e267ef7
+def _bnb_round_trip_error(quantization: str, device: str) -> float:
+    "The largest error of a random 64 × 64 matrix quantised by bitsandbytes on `device` (nf4 or int8) and restored."
+    import bitsandbytes as bnb
+    import bitsandbytes.functional as bnbF
+    w = torch.randn(64, 64, device=device, dtype=torch.bfloat16)
+    if quantization == "nf4":
+        q, st = bnbF.quantize_4bit(w, quant_type="nf4", compress_statistics=True)
+        return (bnbF.dequantize_4bit(q, st) - w).abs().max().item()
+    q, st = bnbF.quantize_blockwise(w.float())
+    return (bnbF.dequantize_blockwise(q, st) - w.float()).abs().max().item()
+
+# %% ../nbs/03_qlora_training.ipynb #7d3c1a20
 def check_quantization(quantization: str,  # nf4 | int8 | none
                        device: str | None = None, # where the model will run (default: cuda if present, else cpu)
-                       compute_dtype: str | None = None, # also train through a tiny 4-bit layer in this dtype (nf4 only; None: don't)
+                       compute_dtype: str | None = None, # also train a tiny 4-bit layer in it (nf4; None: don't)
                       ):
-    "Raise `RuntimeError` when bitsandbytes cannot quantise on `device` (import failure or a failing 4-/8-bit kernel), or cannot train there."
+    "Raise `RuntimeError` when bitsandbytes cannot quantise, or train, on `device` (import or kernel failure)."
     if quantization == "none": return
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        import bitsandbytes as bnb
-        import bitsandbytes.functional as bnbF
-        w = torch.randn(64, 64, device=device, dtype=torch.bfloat16)
-        if quantization == "nf4":
-            q, st = bnbF.quantize_4bit(w, quant_type="nf4", compress_statistics=True)
-            err = (bnbF.dequantize_4bit(q, st) - w).abs().max().item()
-        else:
-            q, st = bnbF.quantize_blockwise(w.float())
-            err = (bnbF.dequantize_blockwise(q, st) - w.float()).abs().max().item()
+        err = _bnb_round_trip_error(quantization, device)
         if not math.isfinite(err) or err > 1.0: raise RuntimeError(f"round-trip error {err}")
     except Exception as e:
-        raise RuntimeError(f"quantization={quantization!r} needs bitsandbytes working on {device!r}, and it does not here "
-                           f"({type(e).__name__}: {e}). Install bitsandbytes==0.50.2 for this platform, or set "
+        raise RuntimeError(f"quantization={quantization!r} needs bitsandbytes working on {device!r}, and it does not "
+                           f"here ({type(e).__name__}: {e}). Install bitsandbytes==0.50.2 for this platform, or set "
                            f"quantization='none' (bf16 LoRA) in the profile.") from e
     if quantization == "nf4" and compute_dtype:
         try: _tiny_4bit_training_step(device, compute_dtype)
         except Exception as e:
-            raise RuntimeError(f"quantization='nf4' loads on {device!r} but bitsandbytes cannot train through 4-bit layers there "
-                               f"(compute_dtype={compute_dtype!r}; a tiny forward/backward failed with {type(e).__name__}: {e}). "
-                               f"Train on a GPU, or set quantization='none' in the profile (-p quantization=none).") from e
+            raise RuntimeError(f"quantization='nf4' loads on {device!r} but bitsandbytes cannot train through 4-bit "
+                               f"layers there (compute_dtype={compute_dtype!r}; a tiny forward/backward failed with "
+                               f"{type(e).__name__}: {e}). Train on a GPU, or set quantization='none' in the profile "
+                               f"(-p quantization=none).") from e
 
-def _keep_4bit_trainable(model):
-    "Switch off bitsandbytes' CPU inference repacking of 4-bit weights (AVX512-BF16 CPUs): once repacked, a layer can no longer be trained."
-    for mod in model.modules():
-        if hasattr(mod, "support_avx512bf16_for_cpu"): mod.support_avx512bf16_for_cpu = False
-    return model
-
+# %% ../nbs/03_qlora_training.ipynb #5018f113
 def check_trainable_4bit(model):
-    "Raise `RuntimeError` when a 4-bit layer of `model` holds weights bitsandbytes repacked for CPU inference (they cannot be trained)."
+    "Raise `RuntimeError` when a 4-bit layer of `model` holds weights bitsandbytes repacked for CPU inference."
     packed = [n for n, mod in model.named_modules()
               if getattr(getattr(getattr(mod, "weight", None), "quant_state", None), "packing_format_for_cpu", False)]
     if packed:
-        raise RuntimeError(f"{len(packed)} 4-bit layers (e.g. {packed[0]}) hold weights that bitsandbytes repacked for CPU inference "
-                           "when the model generated on the CPU, and cannot be trained. Prepare the model with `prepare_model` "
-                           "(it switches that repacking off) or generate only after training.")
+        raise RuntimeError(f"{len(packed)} 4-bit layers (e.g. {packed[0]}) hold weights that bitsandbytes repacked "
+                           "for CPU inference when the model generated on the CPU, and cannot be trained. Prepare the "
+                           "model with `prepare_model` (it switches that repacking off) or generate only after "
+                           "training.")
 
+# %% ../nbs/03_qlora_training.ipynb #900b51fe
 def model_max_length(model_config) -> int | None:
     "The longest sequence the model's position embeddings cover (rope scaling included), or None if it doesn't say."
     n = getattr(model_config, "max_position_embeddings", None)
     rs = getattr(model_config, "rope_scaling", None) or {}
-    if n and isinstance(rs, dict) and rs.get("factor") and rs.get("rope_type", rs.get("type")) in ("yarn", "dynamic", "linear"):
+    if (n and isinstance(rs, dict) and rs.get("factor")
+            and rs.get("rope_type", rs.get("type")) in ("yarn", "dynamic", "linear")):
         n = int(n * rs["factor"])
     return n
 
+# %% ../nbs/03_qlora_training.ipynb #3621dbf0
 def check_max_length(cfg: Profile, model_config):
     "Raise `ValueError` when `cfg.max_length` is beyond what the model can take."
     limit = model_max_length(model_config)
     if limit and cfg.max_length > limit:
-        raise ValueError(f"Profile {cfg.name!r}: max_length={cfg.max_length} is beyond {cfg.model}'s limit of {limit} tokens "
-                         f"(max_position_embeddings); set max_length <= {limit}, or configure rope scaling (e.g. YaRN) for the model.")
+        raise ValueError(f"Profile {cfg.name!r}: max_length={cfg.max_length} is beyond {cfg.model}'s limit of {limit} "
+                         f"tokens (max_position_embeddings); set max_length <= {limit}, or configure rope scaling "
+                         f"(e.g. YaRN) for the model.")
 
 # %% ../nbs/03_qlora_training.ipynb #3a9cbaf2
 def use_expandable_segments(on: bool = True, # False: leave the allocator as it is
@@ -195,7 +209,7 @@ def chunk_mlps(model, chunk: int) -> int:
 
 # %% ../nbs/03_qlora_training.ipynb #57bb384d
 def apply_liger(model) -> bool:
-    "Patch a Qwen2/Llama-family model in place with Liger's RMSNorm, RoPE and SwiGLU Triton kernels; False if unavailable."
+    "Patch a Qwen2/Llama-family model in place with Liger's RMSNorm, RoPE and SwiGLU kernels; False if unavailable."
     try:
         import liger_kernel.transformers as lk
     except Exception: return False
@@ -206,9 +220,10 @@ def apply_liger(model) -> bool:
     mod = importlib.import_module(f"transformers.models.{mt}.modeling_{mt}")
     saved = {k: v for k, v in vars(mod).items() if k.endswith(("RMSNorm", "MLP"))}
     fn(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False)
-    for k, v in saved.items(): setattr(mod, k, v)   # only this instance's modules are patched; RoPE is patched process-wide
+    for k, v in saved.items(): setattr(mod, k, v)   # only this instance's modules are patched; RoPE is process-wide
     return True
 
+# %% ../nbs/03_qlora_training.ipynb #3ac6a3bc
 def lora_config(cfg: Profile):
     "peft's `LoraConfig` from the profile (r, alpha, dropout, target modules, rsLoRA, DoRA)."
     from peft import LoraConfig
@@ -217,46 +232,70 @@ def lora_config(cfg: Profile):
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets,
                       use_rslora=cfg.use_rslora, use_dora=cfg.use_dora, bias="none", task_type="CAUSAL_LM")
 
+# %% ../nbs/03_qlora_training.ipynb #e07d950a
+def _load_base(cfg: Profile, model, tokenizer, device_map):
+    "The tokenizer and the base model (loaded unless given), checked, kept trainable, its embedding moved if asked."
+    tok = tokenizer if tokenizer is not None else load_tokenizer(cfg.model, cfg.gguf_file)
+    if model is None: model = load_profile_model(cfg, device_map=device_map)
+    check_max_length(cfg, model.config)
+    _keep_4bit_trainable(model)      # a CPU sample before training must not make 4-bit layers untrainable
+    model.config.use_cache = False
+    if cfg.embedding_on_cpu: embedding_to_host(model)   # before enable_input_require_grads hooks the embedding
+    return model, tok
+
+# %% ../nbs/03_qlora_training.ipynb #ad4e8e3d
+def _freeze_for_lora(cfg: Profile, model, offload_checkpoints: bool):
+    "Freeze the base and switch on gradient checkpointing: peft's recipe (fp32 upcast) or the fast path's (none)."
+    gc_kwargs = {"use_reentrant": False}
+    if cfg.quantization != "none" and not cfg.fast_path:    # the original recipe, as the peft docs give it
+        from peft import prepare_model_for_kbit_training
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                               gradient_checkpointing_kwargs=gc_kwargs)
+    for p in model.parameters(): p.requires_grad_(False)    # the same preparation without the fp32 upcast
+    if cfg.gradient_checkpointing:
+        offload = offload_checkpoints and torch.cuda.is_available()   # on the CPU they are in host memory already
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs, offload=offload,
+                                            every_n_layers=cfg.checkpoint_every)
+        model.enable_input_require_grads()
+    return model
+
+# %% ../nbs/03_qlora_training.ipynb #03715d8d
+def _add_kernels(cfg: Profile, model, liger: bool | None):
+    "Liger's kernels (None: on CUDA with the fast path), then the MLP chunking, which wraps their forward."
+    if liger is None: liger = cfg.fast_path and torch.cuda.is_available() and next(model.parameters()).is_cuda
+    model._emosum_liger = bool(liger) and apply_liger(model)
+    if cfg.mlp_chunk: chunk_mlps(model, cfg.mlp_chunk)   # after Liger, whose SwiGLU forward it wraps
+    return model
+
+# %% ../nbs/03_qlora_training.ipynb #901e4064
+def _check_lora_targets(cfg: Profile, model):
+    "Raise `ValueError` when `cfg.lora_target_modules` names modules the model does not have."
+    if cfg.lora_target_modules in (["all-linear"], ["all_linear"]): return
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in cfg.lora_target_modules if t not in names]
+    if missing:
+        linear = sorted(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))[:8]
+        raise ValueError(f"Profile {cfg.name!r}: lora_target_modules {missing} are not modules of {cfg.model} "
+                         f"(its linear layers: {linear}...)")
+
+# %% ../nbs/03_qlora_training.ipynb #d6bd635e
 def prepare_model(cfg: Profile,            # the run's profile
                   model=None,              # an already loaded base model (default: load `cfg.model` the profile's way)
-                  liger: bool | None = None, # Liger kernels: None = the profile's `liger` (auto: on when installed, on CUDA and fast_path)
+                  liger: bool | None = None, # Liger kernels; None: the profile's (auto: installed, CUDA, fast_path)
                   device_map=None,         # passed to `load_model` (default: GPU 0 if present, else CPU)
                   tokenizer=None,          # an already loaded tokenizer (default: the model's own)
-                  offload_checkpoints: bool | None = None, # checkpointed activations in pinned CPU memory (None: the profile's)
+                  offload_checkpoints: bool | None = None, # checkpoints in pinned CPU memory (None: the profile's)
                  ):
     "Load the base model and tokenizer, quantise per the profile, prepare for k-bit training and wrap it with LoRA."
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model
     use_expandable_segments(cfg.expandable_segments)    # before the model allocates anything on the GPU
     check_quantization(cfg.quantization, compute_dtype=cfg.compute_dtype)
     if offload_checkpoints is None: offload_checkpoints = cfg.offload_checkpoints
     if liger is None and cfg.liger != "auto": liger = cfg.liger == "on"
-    tok = tokenizer if tokenizer is not None else load_tokenizer(cfg.model, cfg.gguf_file)
-    if model is None: model = load_profile_model(cfg, device_map=device_map)
-    check_max_length(cfg, model.config)
-    _keep_4bit_trainable(model)            # a sample generated on the CPU before training must not make the 4-bit layers untrainable
-    model.config.use_cache = False
-    if cfg.embedding_on_cpu: embedding_to_host(model)   # before enable_input_require_grads hooks the embedding
-    quantized = cfg.quantization != "none"
-    gc_kwargs = {"use_reentrant": False}
-    if quantized and not cfg.fast_path:    # the original recipe, as the peft docs give it
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
-                                                gradient_checkpointing_kwargs=gc_kwargs)
-    else:                                  # same preparation without the fp32 upcast
-        for p in model.parameters(): p.requires_grad_(False)
-        if cfg.gradient_checkpointing:
-            offload = offload_checkpoints and torch.cuda.is_available()   # on the CPU they are in host memory already
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs, offload=offload,
-                                                every_n_layers=cfg.checkpoint_every)
-            model.enable_input_require_grads()
-    if liger is None: liger = cfg.fast_path and torch.cuda.is_available() and next(model.parameters()).is_cuda
-    model._emosum_liger = bool(liger) and apply_liger(model)
-    if cfg.mlp_chunk: chunk_mlps(model, cfg.mlp_chunk)   # after Liger, whose SwiGLU forward it wraps
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    if cfg.lora_target_modules not in (["all-linear"], ["all_linear"]):
-        missing = [t for t in cfg.lora_target_modules if t not in names]
-        if missing: raise ValueError(f"Profile {cfg.name!r}: lora_target_modules {missing} are not modules of {cfg.model} "
-                                     f"(its linear layers: {sorted(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))[:8]}...)")
-    seed_everything(cfg.seed)              # LoRA weights start from the profile's seed, whatever ran before in this process
+    model, tok = _load_base(cfg, model, tokenizer, device_map)
+    model = _add_kernels(cfg, _freeze_for_lora(cfg, model, offload_checkpoints), liger)
+    _check_lora_targets(cfg, model)
+    seed_everything(cfg.seed)              # LoRA weights start from the profile's seed, whatever ran before
     model = get_peft_model(model, lora_config(cfg))
     model._emosum_fast_path, model._emosum_loss_chunk = cfg.fast_path, cfg.loss_chunk
     return model, tok
@@ -268,6 +307,7 @@ def trainable_parameters(model) -> tuple[int, int]:
     tot = sum(p.numel() * (2 if p.__class__.__name__ == "Params4bit" else 1) for p in model.parameters())
     return tr, tot
 
+# %% ../nbs/03_qlora_training.ipynb #60d7067e
 def estimate_memory(cfg: Profile, model, answer_tokens: int = 600) -> dict:
     "A rough peak-memory estimate (GiB) for one micro-batch of `cfg.batch_size` × `cfg.max_length` tokens."
     c, G = model.config, 2**30
@@ -280,9 +320,21 @@ def estimate_memory(cfg: Profile, model, answer_tokens: int = 600) -> dict:
     layer = T * (8 * h + 4 * i) * act * (1 if cfg.gradient_checkpointing else L)
     logits_tokens = min(T, answer_tokens * cfg.batch_size) if cfg.fast_path else T
     logits = logits_tokens * c.vocab_size * 4 * 2
-    est = dict(weights=weights / G, lora_and_optimizer=tr * 16 / G, checkpoints=ckpt / G, layer_working_set=layer / G, logits=logits / G)
+    est = dict(weights=weights / G, lora_and_optimizer=tr * 16 / G, checkpoints=ckpt / G, layer_working_set=layer / G,
+               logits=logits / G)
     est["total"] = sum(est.values())
     return {k: round(v, 2) for k, v in est.items()}
+
+# %% ../nbs/03_qlora_training.ipynb #a457ef0e
+def _answer_only_loss(model, batch: dict, targets: torch.Tensor, pos: torch.Tensor, loss_chunk: int) -> torch.Tensor:
+    "Summed cross-entropy of the model's next-token logits at positions `pos` against `targets` (B, len(pos))."
+    # the model's own forward (so PEFT, DDP and Liger wrappers all apply), with lm_head applied only at `pos`
+    if loss_chunk:          # the hidden states at `pos`, then lm_head + cross-entropy a chunk at a time
+        with head_returns_hidden(model) as head: h = model(**batch, use_cache=False, logits_to_keep=pos).logits
+        return chunked_head_loss(h.reshape(-1, h.shape[-1]), head.weight, targets.reshape(-1), loss_chunk)
+    logits = model(**batch, use_cache=False, logits_to_keep=pos).logits.float()   # (B, len(pos), vocab)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                           reduction="sum")
 
 # %% ../nbs/03_qlora_training.ipynb #8eb4497d
 def causal_lm_loss(model,                   # a (peft-wrapped) causal LM
@@ -300,22 +352,16 @@ def causal_lm_loss(model,                   # a (peft-wrapped) causal LM
     shift = labels[:, 1:]                                  # position t predicts token t+1
     keep = shift != -100
     pos = keep.any(0).nonzero().squeeze(-1)                # sequence positions labelled in any row
-    # the model's own forward (so PEFT, DDP and Liger wrappers all apply), with lm_head applied only at `pos`
-    if loss_chunk:          # the hidden states at `pos`, then lm_head + cross-entropy a chunk at a time
-        with head_returns_hidden(model) as head: h = model(**batch, use_cache=False, logits_to_keep=pos).logits
-        loss = chunked_head_loss(h.reshape(-1, h.shape[-1]), head.weight, shift[:, pos].reshape(-1), loss_chunk)
-    else:
-        logits = model(**batch, use_cache=False, logits_to_keep=pos).logits.float()   # (B, len(pos), vocab)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), shift[:, pos].reshape(-1), ignore_index=-100,
-                               reduction="sum")
+    loss = _answer_only_loss(model, batch, shift[:, pos], pos, loss_chunk)
     n = num_items_in_batch if num_items_in_batch is not None else keep.sum()
     if torch.is_tensor(n): n = n.to(loss.device)
     return loss / n
 
-# %% ../nbs/03_qlora_training.ipynb #fed0266e
+# %% ../nbs/03_qlora_training.ipynb #b90184f8
 def _grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
 
+# %% ../nbs/03_qlora_training.ipynb #fed0266e
 def compare_loss_paths(model, batch: dict) -> dict:
     "Loss and LoRA gradients of the fast and the plain path on `batch`: {'fast','plain','max_grad_diff','max_grad'}."
     out, was_training = {}, model.training
@@ -346,25 +392,34 @@ class SFTDataset(torch.utils.data.Dataset):
         return (f"SFTDataset({len(self)} examples, {self.n_tokens} tokens, {self.n_answer_tokens} answer tokens, "
                 f"{len(self.truncated)} truncated)")
 
+# %% ../nbs/03_qlora_training.ipynb #dadfd9ab
+def _checked_example(r, tokenizer, cfg: Profile, language: str | None, split: str) -> dict:
+    "`prompts.build_example` for one record, with errors that name it: a target that does not fit, or no target."
+    from emosum.prompts import build_example, BudgetError
+    try:
+        ex = build_example(r, tokenizer, task=cfg.task, template=cfg.template, max_length=cfg.max_length,
+                           language=language)
+    except BudgetError as e:
+        raise BudgetError(f"{split} record {r.id!r} ({getattr(r, 'source', None) or 'no source'}): its target does "
+                          f"not fit max_length={cfg.max_length} ({e}). Raise max_length, or remove the record.") from e
+    if not any(l != -100 for l in ex["labels"]):
+        raise ValueError(f"{split} record {r.id!r}: the example has no labelled (target) tokens")
+    return ex
+
+# %% ../nbs/03_qlora_training.ipynb #7a2ef70c
 def build_dataset(records: list,           # emosum.data.Record objects with targets
                   tokenizer,
                   cfg: Profile,
                   split: str = "train",    # for messages only
                  ) -> SFTDataset:
     "Tokenise `records` with `prompts.build_example` under `cfg.max_length`; errors name the record."
-    from emosum.prompts import build_example, BudgetError
     lang = None if cfg.language == "auto" else cfg.language
     examples, ids, truncated = [], [], []
     for r in records:
-        try:
-            ex = build_example(r, tokenizer, task=cfg.task, template=cfg.template, max_length=cfg.max_length, language=lang)
-        except BudgetError as e:
-            raise BudgetError(f"{split} record {r.id!r} ({getattr(r, 'source', None) or 'no source'}): its target does not fit "
-                              f"max_length={cfg.max_length} ({e}). Raise max_length, or remove the record.") from e
-        if not any(l != -100 for l in ex["labels"]):
-            raise ValueError(f"{split} record {r.id!r}: the example has no labelled (target) tokens")
-        if ex.get("truncated_tokens", 0) > 0: truncated.append({"id": r.id, "truncated_tokens": ex["truncated_tokens"],
-                                                                 "prompt_tokens": ex.get("prompt_tokens")})
+        ex = _checked_example(r, tokenizer, cfg, lang, split)
+        if ex.get("truncated_tokens", 0) > 0:
+            truncated.append({"id": r.id, "truncated_tokens": ex["truncated_tokens"],
+                              "prompt_tokens": ex.get("prompt_tokens")})
         examples.append({"input_ids": list(ex["input_ids"]), "labels": list(ex["labels"])})
         ids.append(r.id)
     return SFTDataset(examples, ids, truncated)
@@ -385,15 +440,30 @@ class PaddedCollator:
             ids[i, :k], lab[i, :k], att[i, :k] = torch.tensor(f["input_ids"]), torch.tensor(f["labels"]), 1
         return {"input_ids": ids, "labels": lab, "attention_mask": att}
 
+# %% ../nbs/03_qlora_training.ipynb #53154048
 def make_collator(cfg: Profile, tokenizer):
     "Padding-free flattening where the attention implementation supports it, else padding (with length grouping)."
     from transformers import DataCollatorWithFlattening
-    if cfg.attn_implementation in PADDING_FREE_ATTENTION: return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
+    if cfg.attn_implementation in PADDING_FREE_ATTENTION:
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
     return PaddedCollator(tokenizer.pad_token_id)
 
-# %% ../nbs/03_qlora_training.ipynb #ca80f47a
+# %% ../nbs/03_qlora_training.ipynb #c5d1b0fb
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+# %% ../nbs/03_qlora_training.ipynb #a83b2400
+@contextlib.contextmanager
+def _torch_load_on_cpu():
+    "Within the block `torch.load` reads a `map_location` of `torch.device('cpu:0')` as 'cpu', which it can restore."
+    orig = torch.load
+    def _load(*a, map_location=None, **kw):
+        if isinstance(map_location, torch.device) and map_location.type == "cpu": map_location = "cpu"
+        return orig(*a, map_location=map_location, **kw)
+    torch.load = _load
+    try: yield
+    finally: torch.load = orig
+
+# %% ../nbs/03_qlora_training.ipynb #ca80f47a
 class EmosumTrainer(Trainer):
     "transformers' `Trainer` whose loss is `causal_lm_loss` (answer-only `lm_head` when `fast_path`)."
     def __init__(self, *args, fast_path: bool = True, loss_chunk: int = 0, **kw):
@@ -403,7 +473,8 @@ class EmosumTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = causal_lm_loss(model, inputs, fast_path=self.fast_path, num_items_in_batch=num_items_in_batch,
                               loss_chunk=self.loss_chunk)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None and self.accelerator.num_processes > 1:
+        if (self.args.average_tokens_across_devices and num_items_in_batch is not None
+                and self.accelerator.num_processes > 1):
             # num_items_in_batch counts the labelled tokens of all processes and DDP averages the gradients,
             # so scale back up by the process count, as Trainer.compute_loss does for its own losses
             loss = loss * self.accelerator.num_processes
@@ -413,34 +484,36 @@ class EmosumTrainer(Trainer):
         # which torch.load cannot restore ("don't know how to restore data location"); map it to "cpu".
         if checkpoint is None or self.args.device.type != "cpu" or self.args.world_size <= 1:
             return super()._load_optimizer_and_scheduler(checkpoint)
-        orig = torch.load
-        def _load(*a, map_location=None, **kw):
-            if isinstance(map_location, torch.device) and map_location.type == "cpu": map_location = "cpu"
-            return orig(*a, map_location=map_location, **kw)
-        torch.load = _load
-        try: return super()._load_optimizer_and_scheduler(checkpoint)
-        finally: torch.load = orig
+        with _torch_load_on_cpu(): return super()._load_optimizer_and_scheduler(checkpoint)
 
+# %% ../nbs/03_qlora_training.ipynb #c75700eb
+def _log_row(state, logs: dict) -> dict:
+    "A train_log.jsonl row's fixed part: step, epoch, loss, eval_loss, lr and grad_norm (None where not logged)."
+    return {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "loss": logs.get("loss"),
+            "eval_loss": logs.get("eval_loss"), "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")}
+
+# %% ../nbs/03_qlora_training.ipynb #0191f66c
 class JsonlLogCallback(TrainerCallback):
     "Append one JSON row per log event to `path` (rows past the resumed step are dropped first)."
     def __init__(self, path): self.path, self.t, self.tokens = Path(path), None, 0
     def on_train_begin(self, args, state, control, **kw):
-        if self.path.exists() and state.is_world_process_zero:   # resuming: forget rows logged after the checkpoint we restart from
+        if self.path.exists() and state.is_world_process_zero:   # resuming: drop rows logged after its checkpoint
             rows = read_jsonl(self.path, torn_tail="skip")
             write_jsonl(self.path, [r for r in rows if r["step"] <= state.global_step])
         self.t, self.tokens = time.time(), state.num_input_tokens_seen
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero: return   # distributed: rank 0 writes the log
         logs, now = logs or {}, time.time()
-        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "loss": logs.get("loss"), "eval_loss": logs.get("eval_loss"),
-               "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")}
+        row = _log_row(state, logs)
         if "loss" in logs:
             dt, dn = now - self.t, state.num_input_tokens_seen - self.tokens
             row["tokens_per_s"] = round(dn / dt, 1) if dt > 0 and dn > 0 else None
             self.t, self.tokens = now, state.num_input_tokens_seen
-        if not any(k in logs for k in ("loss", "eval_loss")): row = {**row, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+        if not any(k in logs for k in ("loss", "eval_loss")):
+            row = {**row, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
         write_jsonl(self.path, [row], append=True)
 
+# %% ../nbs/03_qlora_training.ipynb #912ef72c
 class SaveAtEpochEnd(TrainerCallback):
     "Checkpoint at every epoch end too, right after the epoch's evaluation (so the best checkpoint exists)."
     def on_epoch_end(self, args, state, control, **kw):
@@ -449,15 +522,19 @@ class SaveAtEpochEnd(TrainerCallback):
 # %% ../nbs/03_qlora_training.ipynb #0fbf8f15
 def training_arguments(cfg: Profile, run_dir: Path, has_eval: bool = True, **kw) -> TrainingArguments:
     "`TrainingArguments` from the profile: schedule with warm-up, accumulation, per-epoch eval, checkpoints, seeds."
-    mixed = cfg.compute_dtype if (cfg.compute_dtype != "float32" and (torch.cuda.is_available() or cfg.quantization == "none")) else None
+    mixed = cfg.compute_dtype if (cfg.compute_dtype != "float32"
+                                  and (torch.cuda.is_available() or cfg.quantization == "none")) else None
     args = dict(
-        output_dir=str(Path(run_dir)/"checkpoints"), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps, warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler, weight_decay=cfg.weight_decay,
-        optim=cfg.optim, logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=3,
-        eval_strategy="epoch" if has_eval else "no", metric_for_best_model="eval_loss" if has_eval else None, greater_is_better=False,
+        output_dir=str(Path(run_dir)/"checkpoints"), per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_epochs, max_steps=cfg.max_steps,
+        warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler, weight_decay=cfg.weight_decay,
+        optim=cfg.optim, logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=3, eval_strategy="epoch" if has_eval else "no",
+        metric_for_best_model="eval_loss" if has_eval else None, greater_is_better=False,
         load_best_model_at_end=False, bf16=mixed == "bfloat16", fp16=mixed == "float16", gradient_checkpointing=False,
-        seed=cfg.seed, data_seed=cfg.seed, report_to="none", remove_unused_columns=False, include_num_input_tokens_seen=True,
+        seed=cfg.seed, data_seed=cfg.seed, report_to="none", remove_unused_columns=False,
+        include_num_input_tokens_seen=True,
         train_sampling_strategy="random" if cfg.attn_implementation in PADDING_FREE_ATTENTION else "group_by_length",
         dataloader_num_workers=0, disable_tqdm=False, use_cpu=not torch.cuda.is_available(),
         ddp_find_unused_parameters=False,   # LoRA: every trainable parameter gets a gradient each step
@@ -465,12 +542,15 @@ def training_arguments(cfg: Profile, run_dir: Path, has_eval: bool = True, **kw)
     args.update(kw)
     return TrainingArguments(**args)
 
-def make_trainer(cfg: Profile, model, tokenizer, train_ds, eval_ds=None, run_dir: Path = Path("."), callbacks=(), **args) -> EmosumTrainer:
-    "The project's trainer: `EmosumTrainer` with the profile's arguments, collator, JSONL log and epoch-end checkpoints."
+# %% ../nbs/03_qlora_training.ipynb #cc2ce792
+def make_trainer(cfg: Profile, model, tokenizer, train_ds, eval_ds=None, run_dir: Path = Path("."), callbacks=(),
+                 **args) -> EmosumTrainer:
+    "The project's trainer: `EmosumTrainer` with the profile's arguments, collator, JSONL log, epoch-end saves."
     run_dir = Path(run_dir)
     return EmosumTrainer(model=model, args=training_arguments(cfg, run_dir, has_eval=bool(eval_ds), **args),
-                         train_dataset=train_ds, eval_dataset=eval_ds or None, data_collator=make_collator(cfg, tokenizer),
-                         processing_class=tokenizer, fast_path=getattr(model, "_emosum_fast_path", cfg.fast_path),
+                         train_dataset=train_ds, eval_dataset=eval_ds or None,
+                         data_collator=make_collator(cfg, tokenizer), processing_class=tokenizer,
+                         fast_path=getattr(model, "_emosum_fast_path", cfg.fast_path),
                          loss_chunk=getattr(model, "_emosum_loss_chunk", cfg.loss_chunk),
                          callbacks=[JsonlLogCallback(run_dir/"train_log.jsonl"), SaveAtEpochEnd(), *callbacks])
 
@@ -478,16 +558,20 @@ def make_trainer(cfg: Profile, model, tokenizer, train_ds, eval_ds=None, run_dir
 def records_hash(records) -> str:
     "sha256 of the records' JSON (order and content), so a run's data is identifiable."
     h = hashlib.sha256()
-    for r in records: h.update(json.dumps(r.to_dict() if hasattr(r, "to_dict") else r, sort_keys=True, ensure_ascii=False, default=str).encode())
+    for r in records:
+        h.update(json.dumps(r.to_dict() if hasattr(r, "to_dict") else r, sort_keys=True, ensure_ascii=False,
+                            default=str).encode())
     return h.hexdigest()
 
+# %% ../nbs/03_qlora_training.ipynb #bafe76c7
 def versions() -> dict:
     "Python, the training stack's package versions (None: not installed), the platform, and the GPU."
-    out = {**package_versions(("emosum", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "liger-kernel")),
-           "platform": platform.platform()}
+    out = {**package_versions(("emosum", "torch", "transformers", "peft", "accelerate", "bitsandbytes",
+                               "liger-kernel")), "platform": platform.platform()}
     if torch.cuda.is_available(): out["cuda"], out["gpu"] = torch.version.cuda, torch.cuda.get_device_name(0)
     return out
 
+# %% ../nbs/03_qlora_training.ipynb #e1e380d3
 def save_adapter(model, tokenizer, cfg: Profile, out: Path, meta: dict) -> Path:
     "Write the LoRA adapter, tokenizer, `profile.json` and `meta.json` to `out`."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -497,74 +581,151 @@ def save_adapter(model, tokenizer, cfg: Profile, out: Path, meta: dict) -> Path:
 
 # %% ../nbs/03_qlora_training.ipynb #75c7665d
 TRAINING_KEY = "training_key.json"           # in run_dir/checkpoints/: what made the checkpoints there
-NOT_TRAINING = ("name", "description", "save_steps", "logging_steps", "gradient_checkpointing", "offload_checkpoints", "liger",
-                "embedding_on_cpu", "loss_chunk", "mlp_chunk", "expandable_segments", "checkpoint_every",   # same loss
+NOT_TRAINING = ("name", "description", "save_steps", "logging_steps",
+                "gradient_checkpointing", "offload_checkpoints", "liger", "embedding_on_cpu",            # same loss
+                "loss_chunk", "mlp_chunk", "expandable_segments", "checkpoint_every",                    # same loss
                 "num_threads", "data_path", "data_format", "test_path", "valid_frac", "max_new_tokens", "do_sample",
-                "temperature", "top_p", "gen_batch_size", "gen_engine", "gen_merge", "gen_memory_fraction", "constrained_json", "eval_limit", "judge_model", "judge_base_url", "judge_repeats")
+                "temperature", "top_p", "gen_batch_size", "gen_engine", "gen_merge", "gen_memory_fraction",
+                "constrained_json", "eval_limit", "judge_model", "judge_base_url", "judge_repeats")
 
-class CheckpointMismatch(ValueError):
-    "A run folder's checkpoints cannot be continued by this training (other settings or data, or resume=False)."
+# %% ../nbs/03_qlora_training.ipynb #2c52ed4b
+def training_key(cfg: Profile, train_records: list, valid_records: list) -> dict:
+    "What shapes a training's checkpoints: the profile's settings but `NOT_TRAINING`, and the records' sha256."
+    key = {k: v for k, v in cfg.to_dict().items() if k not in NOT_TRAINING}
+    content = lambda rs: [{k: v for k, v in (r.to_dict() if hasattr(r, "to_dict") else r).items() if k != "source"}
+                          for r in rs or []]
+    key.update(train_records=records_hash(content(train_records)),        # their content, not where they were read
+               valid_records=records_hash(content(valid_records)))
+    return json.loads(json.dumps(key, default=str))       # as it reads back from the file
 
+# %% ../nbs/03_qlora_training.ipynb #65f50f93
 def last_checkpoint(run_dir: Path) -> Path | None:
     "The newest `checkpoint-N` folder under `run_dir/checkpoints`, or None."
     from transformers.trainer_utils import get_last_checkpoint
     d = Path(run_dir)/"checkpoints"
     return Path(get_last_checkpoint(str(d))) if d.is_dir() and get_last_checkpoint(str(d)) else None
 
-def training_key(cfg: Profile, train_records: list, valid_records: list) -> dict:
-    "What shapes a training's checkpoints: the profile's training settings (all but `NOT_TRAINING`) and the records' sha256."
-    key = {k: v for k, v in cfg.to_dict().items() if k not in NOT_TRAINING}
-    content = lambda rs: [{k: v for k, v in (r.to_dict() if hasattr(r, "to_dict") else r).items() if k != "source"} for r in rs or []]
-    key.update(train_records=records_hash(content(train_records)), valid_records=records_hash(content(valid_records)))   # not where they were read
-    return json.loads(json.dumps(key, default=str))       # as it reads back from the file
+# %% ../nbs/03_qlora_training.ipynb #d5aad444
+class CheckpointMismatch(ValueError):
+    "A run folder's checkpoints cannot be continued by this training (other settings or data, or resume=False)."
 
+# %% ../nbs/03_qlora_training.ipynb #5316cab3
 def _key_differences(old: dict, new: dict) -> list[str]:
     out = []
     for k in dict.fromkeys([*old, *new]):
         a, b = old.get(k, "(not set)"), new.get(k, "(not set)")
         if a == b: continue
-        if k.endswith("_records"): out.append(f"the {k.split('_')[0]} records (sha256 {str(a)[:12]} then, {str(b)[:12]} now)")
+        if k.endswith("_records"):
+            out.append(f"the {k.split('_')[0]} records (sha256 {str(a)[:12]} then, {str(b)[:12]} now)")
         else: out.append(f"{k}: {a!r} then, {b!r} now")
     return out
 
-def resume_checkpoint(cfg: Profile, train_records: list, valid_records: list, run_dir: str | Path,
-                      resume: bool = True,      # continue from matching checkpoints
-                      overwrite: bool = False,  # delete earlier checkpoints, train_log.jsonl and adapter/ and start afresh
-                     ) -> Path | None:
-    "Where training starts: the checkpoint to continue from, or None (afresh); records the training key. Errors rather than lose or mix work."
-    run_dir = Path(run_dir); d = run_dir/"checkpoints"
-    key, ckpt = training_key(cfg, train_records, valid_records), last_checkpoint(run_dir)
+# %% ../nbs/03_qlora_training.ipynb #77c08097
+def _delete_training(run_dir: Path):
+    "`overwrite=True`: delete `run_dir`'s checkpoints, train_log.jsonl and adapter/, with a warning."
+    d = run_dir/"checkpoints"
+    warnings.warn(f"overwrite=True (--force): deleting {d}, train_log.jsonl and adapter/ in {run_dir}; "
+                  f"training starts afresh")
+    shutil.rmtree(d, ignore_errors=True); shutil.rmtree(run_dir/"adapter", ignore_errors=True)
+    (run_dir/"train_log.jsonl").unlink(missing_ok=True)
+
+# %% ../nbs/03_qlora_training.ipynb #08edaa6c
+def _check_resumable(d: Path, ckpt: Path, key: dict, resume: bool):
+    "Raise `CheckpointMismatch` unless `resume` and the checkpoints in `d` were made by the training `key` describes."
     how = ("rerun with --force (`emosum run`; `overwrite=True` for `train`) to delete them and train afresh, "
            "or give the run another --name")
+    kf = d/TRAINING_KEY
+    if not resume:
+        raise CheckpointMismatch(f"{d} holds the checkpoints of an earlier training (last: {ckpt.name}) "
+                                 f"and resume=False: they are not deleted silently; {how}, or resume=True to "
+                                 f"continue them.")
+    if not kf.is_file():
+        raise CheckpointMismatch(f"{d} holds checkpoints (last: {ckpt.name}) but no {TRAINING_KEY} saying which "
+                                 f"settings and data made them, so they cannot be continued safely; {how}.")
+    diff = _key_differences(json.loads(kf.read_text()), key)
+    if diff:
+        raise CheckpointMismatch(f"{d} holds checkpoints (last: {ckpt.name}) of a training with other settings or "
+                                 f"data: {'; '.join(diff)}. Continuing them would mix two trainings; {how}.")
+
+# %% ../nbs/03_qlora_training.ipynb #b1a963b6
+def resume_checkpoint(cfg: Profile, train_records: list, valid_records: list, run_dir: str | Path,
+                      resume: bool = True,      # continue from matching checkpoints
+                      overwrite: bool = False,  # delete earlier checkpoints, train_log.jsonl, adapter/; start afresh
+                     ) -> Path | None:
+    "Where training starts: the checkpoint to continue, or None (afresh); records the training key. Never loses work."
+    run_dir = Path(run_dir); d = run_dir/"checkpoints"
+    key, ckpt = training_key(cfg, train_records, valid_records), last_checkpoint(run_dir)
     if overwrite and (d.exists() or (run_dir/"adapter").exists()):
-        warnings.warn(f"overwrite=True (--force): deleting {d}, train_log.jsonl and adapter/ in {run_dir}; training starts afresh")
-        shutil.rmtree(d, ignore_errors=True); shutil.rmtree(run_dir/"adapter", ignore_errors=True)
-        (run_dir/"train_log.jsonl").unlink(missing_ok=True); ckpt = None
+        _delete_training(run_dir); ckpt = None
     elif ckpt is not None:
-        kf = d/TRAINING_KEY
-        if not resume:
-            raise CheckpointMismatch(f"{d} holds the checkpoints of an earlier training (last: {ckpt.name}) and resume=False: "
-                                     f"they are not deleted silently; {how}, or resume=True to continue them.")
-        if not kf.is_file():
-            raise CheckpointMismatch(f"{d} holds checkpoints (last: {ckpt.name}) but no {TRAINING_KEY} saying which settings and "
-                                     f"data made them, so they cannot be continued safely; {how}.")
-        diff = _key_differences(json.loads(kf.read_text()), key)
-        if diff:
-            raise CheckpointMismatch(f"{d} holds checkpoints (last: {ckpt.name}) of a training with other settings or data: "
-                                     f"{'; '.join(diff)}. Continuing them would mix two trainings; {how}.")
-        warnings.warn(f"resuming training from {ckpt} (made with the same training settings and data); --force starts afresh")
+        _check_resumable(d, ckpt, key, resume)
+        warnings.warn(f"resuming training from {ckpt} (made with the same training settings and data); "
+                      f"--force starts afresh")
     d.mkdir(parents=True, exist_ok=True)
     (d/TRAINING_KEY).write_text(json.dumps(key, indent=1, ensure_ascii=False))
     return ckpt
 
+# %% ../nbs/03_qlora_training.ipynb #8cae6eff
+def is_distributed_worker() -> bool:
+    "True inside a process started by `accelerate launch` / torchrun with more than one process."
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+# %% ../nbs/03_qlora_training.ipynb #8117fd77
+def _start_checkpoint(cfg: Profile, train_records: list, valid_records: list, run_dir: Path, resume: bool,
+                      overwrite: bool) -> Path | None:
+    "The checkpoint this process continues from (for a launched worker, the launcher already checked and decided)."
+    if is_distributed_worker(): return last_checkpoint(run_dir) if resume else None
+    return resume_checkpoint(cfg, train_records, valid_records, run_dir, resume, overwrite)
+
+# %% ../nbs/03_qlora_training.ipynb #1e89fb32
+def _warn_truncated(cfg: Profile, name: str, ds: SFTDataset | None):
+    "Warn, naming the first ten, when examples of `ds` had their input truncated to fit `cfg.max_length`."
+    if ds is not None and ds.truncated:
+        warnings.warn(f"{len(ds.truncated)} of {len(ds)} {name} examples had their input truncated to fit "
+                      f"max_length={cfg.max_length}: "
+                      + ", ".join(f"{t['id']} (-{t['truncated_tokens']} tokens)" for t in ds.truncated[:10]))
+
+# %% ../nbs/03_qlora_training.ipynb #000db970
+def _best_checkpoint(state, model, run_dir: Path) -> Path | None:
+    "The checkpoint with the lowest validation loss, its LoRA weights loaded into `model` unless it is the last one."
+    best = run_dir/"checkpoints"/f"checkpoint-{state.best_global_step}"
+    if not (state.best_global_step and best.is_dir()): return None
+    if state.best_global_step != state.global_step:
+        from peft.utils import load_peft_weights, set_peft_model_state_dict
+        set_peft_model_state_dict(model, load_peft_weights(str(best)))
+    return best
+
+# %% ../nbs/03_qlora_training.ipynb #13008574
+def _train_result(state, out, best: Path | None, ckpt: Path | None, t0: float, train_ds, eval_ds) -> dict:
+    "`train`'s summary of a finished training (what meta.json keeps as `result`)."
+    return {"global_step": state.global_step, "train_loss": out.training_loss,
+            "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
+            "eval_losses": [h["eval_loss"] for h in state.log_history if "eval_loss" in h],
+            "best_eval_loss": state.best_metric, "best_checkpoint": str(best) if best else None,
+            "resumed_from": str(ckpt) if ckpt else None, "seconds": round(time.time() - t0, 1),
+            "train_examples": len(train_ds), "train_tokens": train_ds.n_tokens, "truncated_train": train_ds.truncated,
+            "valid_examples": len(eval_ds) if eval_ds else 0}
+
+# %% ../nbs/03_qlora_training.ipynb #b25edfcb
+def _adapter_meta(cfg: Profile, model, result: dict, train_records: list, valid_records: list, run_dir: Path) -> dict:
+    "meta.json: the result, the data's hashes, the library versions and the settings that shaped the model."
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((run_dir/"data").glob("*.jsonl"))}
+    return {"result": result, "data": {"train_sha256": records_hash(train_records),
+                                       "valid_sha256": records_hash(valid_records or []), "files": files},
+            "versions": versions(), "base_model": cfg.model, "quantization": cfg.quantization,
+            "fast_path": cfg.fast_path,
+            "liger": getattr(model.get_base_model(), "_emosum_liger", False),
+            "pytorch_cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF")}
+
+# %% ../nbs/03_qlora_training.ipynb #75c7665e
 def train(cfg: Profile,                 # the run's profile
           train_records: list,          # Records with targets
           valid_records: list,          # Records with targets, for eval loss and best-checkpoint selection ([] = none)
           run_dir: str | Path,          # the run folder: checkpoints/, train_log.jsonl, adapter/ go here
-          resume: bool = True,          # continue from run_dir/checkpoints when they hold this training's checkpoints (see above)
+          resume: bool = True,          # continue from run_dir/checkpoints when they hold this training's (see above)
           callbacks=(),                 # extra TrainerCallbacks
           model_and_tokenizer=None,     # (model, tokenizer) from `prepare_model`, to reuse one
-          overwrite: bool = False,      # delete earlier checkpoints, train_log.jsonl and adapter/ first (`emosum run --force`)
+          overwrite: bool = False,      # delete earlier checkpoints, train_log.jsonl, adapter/ first (`--force`)
          ) -> dict:
     "Fine-tune with LoRA per the profile; writes run_dir/adapter/ and returns a summary dict."
     run_dir = Path(run_dir)
@@ -572,43 +733,24 @@ def train(cfg: Profile,                 # the run's profile
                                            "and that its records have the five target fields.")
     if cfg.num_processes > 1 and not is_distributed_worker():
         if os.environ.get("EMOSUM_DISTRIBUTED_CHILD"):   # never launch from inside a launched worker
-            raise RuntimeError(f"num_processes={cfg.num_processes} but this worker sees WORLD_SIZE={os.environ.get('WORLD_SIZE')}: "
-                               "the launcher did not start a process group")
+            raise RuntimeError(f"num_processes={cfg.num_processes} but this worker sees "
+                               f"WORLD_SIZE={os.environ.get('WORLD_SIZE')}: the launcher did not start a process group")
         return launch_distributed(cfg, train_records, valid_records, run_dir, resume=resume, overwrite=overwrite,
                                   model_and_tokenizer=model_and_tokenizer)
-    if is_distributed_worker(): ckpt = last_checkpoint(run_dir) if resume else None   # the launcher checked and decided
-    else: ckpt = resume_checkpoint(cfg, train_records, valid_records, run_dir, resume, overwrite)
+    ckpt = _start_checkpoint(cfg, train_records, valid_records, run_dir, resume, overwrite)
     seed_everything(cfg.seed)
     model, tok = model_and_tokenizer or prepare_model(cfg)
     check_trainable_4bit(model)
     train_ds = build_dataset(train_records, tok, cfg, "train")
     eval_ds = build_dataset(valid_records, tok, cfg, "valid") if valid_records else None
-    for name, ds in (("train", train_ds), ("valid", eval_ds)):
-        if ds is not None and ds.truncated:
-            warnings.warn(f"{len(ds.truncated)} of {len(ds)} {name} examples had their input truncated to fit max_length={cfg.max_length}: "
-                          + ", ".join(f"{t['id']} (-{t['truncated_tokens']} tokens)" for t in ds.truncated[:10]))
+    for name, ds in (("train", train_ds), ("valid", eval_ds)): _warn_truncated(cfg, name, ds)
     trainer = make_trainer(cfg, model, tok, train_ds, eval_ds, run_dir, callbacks)
     t0 = time.time()
     out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    st = trainer.state
-    best = None
-    if st.best_global_step and (run_dir/"checkpoints"/f"checkpoint-{st.best_global_step}").is_dir():
-        best = run_dir/"checkpoints"/f"checkpoint-{st.best_global_step}"
-        if st.best_global_step != st.global_step:
-            from peft.utils import load_peft_weights, set_peft_model_state_dict
-            set_peft_model_state_dict(model, load_peft_weights(str(best)))
-    evals = [h["eval_loss"] for h in st.log_history if "eval_loss" in h]
-    result = {"global_step": st.global_step, "train_loss": out.training_loss, "final_loss": next((h["loss"] for h in reversed(st.log_history) if "loss" in h), None),
-              "eval_losses": evals, "best_eval_loss": st.best_metric, "best_checkpoint": str(best) if best else None,
-              "resumed_from": str(ckpt) if ckpt else None, "seconds": round(time.time() - t0, 1),
-              "train_examples": len(train_ds), "train_tokens": train_ds.n_tokens, "truncated_train": train_ds.truncated,
-              "valid_examples": len(eval_ds) if eval_ds else 0}
-    meta = {"result": result, "data": {"train_sha256": records_hash(train_records), "valid_sha256": records_hash(valid_records or []),
-            "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((run_dir/"data").glob("*.jsonl"))}},
-            "versions": versions(), "base_model": cfg.model, "quantization": cfg.quantization, "fast_path": cfg.fast_path,
-            "liger": getattr(model.get_base_model(), "_emosum_liger", False),
-            "pytorch_cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF")}
-    result["world_size"] = trainer.args.world_size
+    best = _best_checkpoint(trainer.state, model, run_dir)
+    result = _train_result(trainer.state, out, best, ckpt, t0, train_ds, eval_ds)
+    meta = _adapter_meta(cfg, model, result, train_records, valid_records, run_dir)
+    result["world_size"] = trainer.args.world_size                  # in meta.json too (the same dict)
     if trainer.is_world_process_zero(): save_adapter(model, tok, cfg, run_dir/"adapter", meta)   # rank 0 writes
     result["adapter"] = str(run_dir/"adapter")
     result["trainer"], result["model"], result["tokenizer"] = trainer, model, tok
@@ -622,9 +764,9 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "bf
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     cfg = Profile.load(adapter_dir/"profile.json")
     if cfg.quantization != "none":
-        warnings.warn(f"The adapter in {adapter_dir} was trained on a {cfg.quantization} base; it is merged into the unquantised "
-                      f"{dtype} base, which is not exactly the model that was trained (merging into the quantised weights would "
-                      "lose more). Evaluate the merged model before using it.", UserWarning)
+        warnings.warn(f"The adapter in {adapter_dir} was trained on a {cfg.quantization} base; it is merged into the "
+                      f"unquantised {dtype} base, which is not exactly the model that was trained (merging into the "
+                      "quantised weights would lose more). Evaluate the merged model before using it.", UserWarning)
     base = load_model(cfg.model, quantization="none", compute_dtype=dtype, gguf_file=cfg.gguf_file,
                       attn_implementation=cfg.attn_implementation, device_map={"": "cpu"})
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
@@ -636,6 +778,7 @@ def read_train_log(run_dir) -> list[dict]:
     p = Path(run_dir)/"train_log.jsonl"
     return read_jsonl(p, torn_tail="skip") if p.exists() else []
 
+# %% ../nbs/03_qlora_training.ipynb #24eceb34
 def plot_losses(run_dir, ax=None):
     "Training loss per logged step and validation loss per epoch, from run_dir/train_log.jsonl."
     import matplotlib.pyplot as plt
@@ -648,13 +791,15 @@ def plot_losses(run_dir, ax=None):
     ax.set_xlabel("optimizer step"); ax.set_ylabel("loss"); ax.legend(); ax.grid(alpha=.3)
     return ax
 
+# %% ../nbs/03_qlora_training.ipynb #13e6543e
 def prompt_ids(example: dict) -> list[int]:
     "The prompt part of a tokenised example (everything before the first labelled token)."
     return example["input_ids"][:next(i for i, l in enumerate(example["labels"]) if l != -100)]
 
+# %% ../nbs/03_qlora_training.ipynb #be06e0e5
 @torch.no_grad()
 def greedy_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int = 64) -> str:
-    "Greedy continuation of one tokenised prompt, decoded without special tokens (a quick look, not the inference module)."
+    "Greedy continuation of one tokenised prompt, without special tokens (a quick look, not the inference module)."
     model.eval()
     dev = next(model.parameters()).device
     x = torch.tensor([prompt_ids], device=dev)
@@ -662,47 +807,39 @@ def greedy_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return tokenizer.decode(out[0, x.shape[1]:], skip_special_tokens=True)
 
-# %% ../nbs/03_qlora_training.ipynb #8cae6eff
-def is_distributed_worker() -> bool:
-    "True inside a process started by `accelerate launch` / torchrun with more than one process."
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
+# %% ../nbs/03_qlora_training.ipynb #ba377568
 def _free_port() -> int:
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
-def launch_distributed(cfg: Profile,        # the run's profile; cfg.num_processes workers
-                       train_records: list, valid_records: list,
-                       run_dir: str | Path,
-                       resume: bool = True,     # as `train`'s
-                       model_and_tokenizer=None, # if given, the trained adapter weights are loaded into this model afterwards
-                       overwrite: bool = False,  # as `train`'s
-                      ) -> dict:
-    "Train with `cfg.num_processes` data-parallel processes through `accelerate launch`; returns `train`'s summary."
-    import subprocess
-    from emosum.data import write_jsonl
-    run_dir = Path(run_dir); work = run_dir/"distributed"; work.mkdir(parents=True, exist_ok=True)
+# %% ../nbs/03_qlora_training.ipynb #abe7fb53
+def _write_worker_inputs(cfg: Profile, train_records: list, valid_records: list, work: Path):
+    "The records and the profile the workers read, in `work` (run_dir/distributed/)."
+    work.mkdir(parents=True, exist_ok=True)
     write_jsonl(work/"train.jsonl", [r.to_dict() for r in train_records])
     write_jsonl(work/"valid.jsonl", [r.to_dict() for r in (valid_records or [])])
     cfg.save(work/"profile.json")
-    resume = resume_checkpoint(cfg, train_records, valid_records, run_dir, resume, overwrite) is not None   # the workers follow
-    (run_dir/"adapter"/"meta.json").unlink(missing_ok=True)
-    cuda = torch.cuda.is_available()
-    if cuda and torch.cuda.device_count() < cfg.num_processes:
-        raise RuntimeError(f"num_processes={cfg.num_processes} but only {torch.cuda.device_count()} GPU(s) are visible")
-    # torchrun (torch.distributed.run) starts the workers; the Trainer (through accelerate) picks up the
-    # process group from its environment: NCCL on GPUs, gloo on the CPU.
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(cfg.num_processes),
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "emosum.training", "--run-dir", str(run_dir), *(["--resume"] if resume else [])]
-    env = {**os.environ, "EMOSUM_DISTRIBUTED_CHILD": "1",
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.num_processes)))}
-    print("launching:", "torchrun", " ".join(cmd[3:]), flush=True)
-    r = subprocess.run(cmd, env=env)
+
+# %% ../nbs/03_qlora_training.ipynb #0260b994
+def _torchrun_command(cfg: Profile, run_dir: Path, resume: bool) -> list[str]:
+    "torchrun (torch.distributed.run) starting `cfg.num_processes` workers of `python -m emosum.training` on this host."
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(cfg.num_processes),
+            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+            "-m", "emosum.training", "--run-dir", str(run_dir), *(["--resume"] if resume else [])]
+
+# %% ../nbs/03_qlora_training.ipynb #914fab7e
+def _worker_env(cfg: Profile) -> dict:
+    "The workers' environment: marked as launched, the CPU threads shared out unless OMP_NUM_THREADS says otherwise."
+    threads = os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.num_processes)))
+    return {**os.environ, "EMOSUM_DISTRIBUTED_CHILD": "1", "OMP_NUM_THREADS": threads}
+
+# %% ../nbs/03_qlora_training.ipynb #af1af933
+def _distributed_result(cfg: Profile, run_dir: Path, returncode: int, cmd: list, model_and_tokenizer) -> dict:
+    "`train`'s summary as rank 0 wrote it to meta.json; the adapter is loaded into the caller's model, if given."
     meta_file = run_dir/"adapter"/"meta.json"
-    if r.returncode != 0 or not meta_file.exists():
-        raise RuntimeError(f"distributed training with {cfg.num_processes} processes failed (exit code {r.returncode}); "
+    if returncode != 0 or not meta_file.exists():
+        raise RuntimeError(f"distributed training with {cfg.num_processes} processes failed (exit code {returncode}); "
                            f"see the workers' output above. Command: {' '.join(cmd)}")
     result = json.loads(meta_file.read_text())["result"]
     result["adapter"] = str(run_dir/"adapter")
@@ -712,21 +849,53 @@ def launch_distributed(cfg: Profile,        # the run's profile; cfg.num_process
         set_peft_model_state_dict(result["model"], load_peft_weights(str(run_dir/"adapter")))
     return result
 
+# %% ../nbs/03_qlora_training.ipynb #855e5ae6
+def launch_distributed(cfg: Profile,        # the run's profile; cfg.num_processes workers
+                       train_records: list, valid_records: list,
+                       run_dir: str | Path,
+                       resume: bool = True,     # as `train`'s
+                       model_and_tokenizer=None, # if given, the trained adapter is loaded into this model afterwards
+                       overwrite: bool = False,  # as `train`'s
+                      ) -> dict:
+    "Train with `cfg.num_processes` data-parallel processes through `accelerate launch`; returns `train`'s summary."
+    import subprocess
+    run_dir = Path(run_dir)
+    _write_worker_inputs(cfg, train_records, valid_records, run_dir/"distributed")
+    ckpt = resume_checkpoint(cfg, train_records, valid_records, run_dir, resume, overwrite)
+    resume = ckpt is not None                    # the workers follow this decision
+    (run_dir/"adapter"/"meta.json").unlink(missing_ok=True)
+    if torch.cuda.is_available() and torch.cuda.device_count() < cfg.num_processes:
+        raise RuntimeError(f"num_processes={cfg.num_processes} but only {torch.cuda.device_count()} GPU(s) are visible")
+    # torchrun (torch.distributed.run) starts the workers; the Trainer (through accelerate) picks up the
+    # process group from its environment: NCCL on GPUs, gloo on the CPU.
+    cmd = _torchrun_command(cfg, run_dir, resume)
+    print("launching:", "torchrun", " ".join(cmd[3:]), flush=True)
+    r = subprocess.run(cmd, env=_worker_env(cfg))
+    return _distributed_result(cfg, run_dir, r.returncode, cmd, model_and_tokenizer)
+
+# %% ../nbs/03_qlora_training.ipynb #8a22a754
+def _worker_parser():
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m emosum.training", description="one data-parallel training worker")
+    ap.add_argument("--run-dir", required=True,
+                    help="run folder whose distributed/ holds profile.json, train.jsonl, valid.jsonl")
+    ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    return ap
+
+# %% ../nbs/03_qlora_training.ipynb #ea7acc74
 def _worker_main(argv=None):
     "Entry point of each process under `torchrun -m emosum.training --run-dir DIR [--resume]` (or `accelerate launch`)."
-    import argparse
     from emosum.data import Record, read_jsonl
-    ap = argparse.ArgumentParser(prog="python -m emosum.training", description="one data-parallel training worker")
-    ap.add_argument("--run-dir", required=True, help="run folder whose distributed/ holds profile.json, train.jsonl, valid.jsonl")
-    ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    a = ap.parse_args(argv)
+    a = _worker_parser().parse_args(argv)
     rd = Path(a.run_dir); work = rd/"distributed"
     cfg = Profile.load(work/"profile.json")
     recs = lambda f: [Record.from_dict(d) for d in read_jsonl(work/f)]
     res = train(cfg, recs("train.jsonl"), recs("valid.jsonl"), rd, resume=a.resume)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({k: v for k, v in res.items() if k not in ("trainer", "model", "tokenizer", "truncated_train")}, default=str))
+        skip = ("trainer", "model", "tokenizer", "truncated_train")
+        print(json.dumps({k: v for k, v in res.items() if k not in skip}, default=str))
 
+# %% ../nbs/03_qlora_training.ipynb #345876ff
 def _in_ipython() -> bool:
     try: get_ipython; return True  # noqa: F821
     except NameError: return False
