@@ -12,11 +12,12 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'QUANTIZATIONS', 'DTYPES', 'LIGER', 'GEN_ENGINES', 'GEN_MERGE', 'ALL_LINEAR', 'CHATML_TEMPLATE',
-           'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'project_root', 'project_path', 'shared_data_dir',
-           'cache_dir', 'Profile', 'read_settings', 'list_profiles', 'load_profile', 'runs_root', 'make_run_dir',
-           'seed_everything', 'setup_run', 'build_tiny_qwen2', 'GGUFSource', 'gguf_part_files', 'join_gguf_parts',
-           'embedded_gguf', 'missing_gguf_packages', 'smollm2_gguf', 'convert_gguf', 'resolve_model', 'load_tokenizer',
-           'torch_dtype', 'quantization_config', 'load_model', 'load_profile_model']
+           'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'EMBEDDED_ADAPTERS', 'project_root', 'project_path',
+           'shared_data_dir', 'cache_dir', 'Profile', 'read_settings', 'list_profiles', 'load_profile', 'runs_root',
+           'make_run_dir', 'seed_everything', 'setup_run', 'build_tiny_qwen2', 'GGUFSource', 'gguf_part_files',
+           'join_gguf_parts', 'embedded_gguf', 'missing_gguf_packages', 'smollm2_gguf', 'convert_gguf', 'resolve_model',
+           'resolve_adapter', 'load_tokenizer', 'torch_dtype', 'quantization_config', 'load_model',
+           'load_profile_model']
 
 # %% ../nbs/00_config.ipynb #9adbcfea
 SETTINGS_FILE = "settings.ini"
@@ -135,6 +136,8 @@ class Profile:
     constrained_json: bool = False      # keep answers to the five-field JSON schema while decoding (llguidance; es
                                         # task; the padded engine): every answer parses
     eval_limit: int | None = None       # generate for at most this many records (None: all)
+    reference_adapter: str | None = None  # also predict with this adapter and zero-shot, scored beside the run (steps
+                                        # 04-05): a folder or embedded:<name> (`resolve_adapter`); None: off
     # --- LLM judge (OpenAI-compatible endpoint)
     judge_model: str = "gpt-4o"
     judge_base_url: str | None = None
@@ -645,6 +648,27 @@ def resolve_model(model: str,                # hub id, folder, .gguf file or emb
         if not p.is_file(): raise FileNotFoundError(f"GGUF file {p} does not exist")
         return str(p.parent), p.name
     return model, gguf_file
+
+# %% ../nbs/00_config.ipynb #a27c1a61
+EMBEDDED_ADAPTERS = {   # name -> (folder in the package, the base model it was trained on)
+    "smollm2-135m-es": ("adapters/smollm2-135m-es", "embedded:smollm2-135m-instruct"),
+}
+
+def resolve_adapter(spec: str | Path,   # an adapter folder, or embedded:<name> for one shipped with emosum
+                    base: str | None = None, # the profile's model: an embedded adapter must have been trained on it
+                   ) -> Path:
+    "The folder of a LoRA adapter; a shipped one is checked against the base model it belongs to."
+    if not str(spec).startswith("embedded:"):
+        p = project_path(spec)
+        if not (p/"adapter_config.json").is_file(): raise FileNotFoundError(f"{p} is not a LoRA adapter folder (no adapter_config.json)")
+        return p
+    key = str(spec).split(":", 1)[1]
+    if key not in EMBEDDED_ADAPTERS:
+        raise KeyError(f"Unknown embedded adapter {key!r}; available: {', '.join('embedded:' + k for k in EMBEDDED_ADAPTERS)}")
+    folder, trained_on = EMBEDDED_ADAPTERS[key]
+    if base is not None and base != trained_on: raise ValueError(f"embedded:{key} was trained on {trained_on}, not {base}")
+    import importlib.resources
+    return Path(str(importlib.resources.files("emosum")))/folder      # beside the modules, in a checkout or an installed wheel
 
 # %% ../nbs/00_config.ipynb #f326e5af
 def load_tokenizer(model: str, gguf_file: str | None = None, padding_side: str = "left"):
