@@ -13,8 +13,8 @@ from .config import load_profile, make_run_dir, project_path
 from .data import load_records, read_jsonl, write_jsonl
 
 # %% auto #0
-__all__ = ['CV_FILE', 'ATTENTION', 'RECIPES', 'kfold_split', 'write_folds', 'cross_validate', 'cv_summary', 'leaderboard',
-           'plot_leaderboard', 'recipe_command']
+__all__ = ['CV_FILE', 'ATTENTION', 'RECIPES', 'kfold_split', 'write_folds', 'cross_validate', 'score_finished_folds',
+           'cv_summary', 'leaderboard', 'plot_leaderboard', 'recipe_command']
 
 # %% ../nbs/08_experiments.ipynb #e8000007
 def kfold_split(ids: list,     # record ids
@@ -29,28 +29,62 @@ def kfold_split(ids: list,     # record ids
     random.Random(seed).shuffle(order)
     return [order[i::k] for i in range(k)]
 
-# %% ../nbs/08_experiments.ipynb #e8000010
+# %% ../nbs/08_experiments.ipynb #20ba2be6
+def _write_fold(recs, test_ids, pool: Path, test: Path) -> tuple[Path, Path]:
+    "One fold's files: the records outside `test_ids` (the training pool) and those inside (the test file)."
+    inside = set(map(str, test_ids))
+    write_jsonl(pool, [r.to_dict() for r in recs if str(r.id) not in inside])
+    write_jsonl(test, [r.to_dict() for r in recs if str(r.id) in inside])
+    return pool, test
+
+# %% ../nbs/08_experiments.ipynb #c62161c2
 def write_folds(data_path: str | Path,  # the records to cross-validate on (any format emosum.data reads)
                 out_dir: str | Path,    # where the fold files go
                 k: int = 5, seed: int = 42,
                ) -> list[tuple[Path, Path]]:
     "Write fold `i`'s training pool (every other fold) and test file (fold `i`) as JSONL; returns `[(pool, test), ...]`."
     recs = load_records(project_path(data_path))
-    if recs.problems: raise ValueError(f"{data_path}: {len(recs.problems)} bad records (first: {recs.problems[0]}); fix them first")
-    folds = kfold_split([r.id for r in recs], k, seed)
+    if recs.problems:
+        raise ValueError(f"{data_path}: {len(recs.problems)} bad records (first: {recs.problems[0]}); fix them first")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, test_ids in enumerate(folds):
-        test = set(map(str, test_ids))
-        pool, tst = out/f"fold{i}.pool.jsonl", out/f"fold{i}.test.jsonl"
-        write_jsonl(pool, [r.to_dict() for r in recs if str(r.id) not in test])
-        write_jsonl(tst, [r.to_dict() for r in recs if str(r.id) in test])
-        paths.append((pool, tst))
-    return paths
+    return [_write_fold(recs, ids, out/f"fold{i}.pool.jsonl", out/f"fold{i}.test.jsonl")
+            for i, ids in enumerate(kfold_split([r.id for r in recs], k, seed))]
 
-# %% ../nbs/08_experiments.ipynb #e8000013
+# %% ../nbs/08_experiments.ipynb #379a2fa8
 CV_FILE = "cv.json"
 
+def _fold_jobs(cv_dir: Path, fold_files, overrides: dict, zero_shot: bool) -> list:
+    "(i, fold folder, overrides, notebook parameters, steps) per fold: train on the pool, predict all of fold i."
+    steps = "01,04" if zero_shot else "01,03,04"
+    return [(i, cv_dir/f"fold{i}", {**overrides, "data_path": str(pool), "test_path": str(test), "eval_limit": None},
+             {"split": "test"}, steps) for i, (pool, test) in enumerate(fold_files)]
+
+# %% ../nbs/08_experiments.ipynb #88a1f1e4
+def _gather_oof(jobs) -> list[dict]:
+    "Every fold's prediction rows, tagged with their fold; a fold without predictions is an error naming it."
+    oof = []
+    for i, fd, *_ in jobs:
+        rows = read_jsonl(fd/"predictions.jsonl") if (fd/"predictions.jsonl").is_file() else []
+        if not rows: raise RuntimeError(f"fold {i} ({fd}) produced no predictions: see {fd}/04_inference.ipynb and run.json")
+        oof += [dict(r, fold=i) for r in rows]
+    return oof
+
+# %% ../nbs/08_experiments.ipynb #f1f98563
+def _check_coverage(oof: list[dict], records) -> None:
+    "Out-of-fold predictions must cover every record exactly once."
+    ids, everything = [str(r["id"]) for r in oof], [str(r.id) for r in records]
+    if sorted(ids) != sorted(everything):
+        raise RuntimeError(f"out-of-fold predictions do not cover every record exactly once "
+                           f"(missing {sorted(set(everything) - set(ids))[:5]}, "
+                           f"repeated {sorted({x for x in ids if ids.count(x) > 1})[:5]})")
+
+# %% ../nbs/08_experiments.ipynb #d7c4ac7b
+def _step_seconds(fold_dir: Path, step: str) -> float:
+    "Seconds a fold run's step took (run.json), 0 when it did not run."
+    steps = json.loads((fold_dir/"run.json").read_text()).get("steps") or {} if (fold_dir/"run.json").is_file() else {}
+    return (steps.get(step) or {}).get("seconds") or 0
+
+# %% ../nbs/08_experiments.ipynb #9c4005aa
 def cross_validate(profile: str,                 # a settings.ini profile (a recipe = profile + overrides)
                    name: str | Path | None = None, # the CV folder (under runs/, or a path); default cv-<profile>-<k>fold
                    folds: int = 5,               # k
@@ -61,78 +95,126 @@ def cross_validate(profile: str,                 # a settings.ini profile (a rec
                    progress_bar: bool = False,
                    **overrides,                  # profile overrides of the recipe
                   ) -> dict:
-    "k-fold cross-validation: fold `i` trains on the other folds and predicts fold `i`, so every record gets one out-of-fold prediction."
-    from emosum.pipeline import run as run_pipeline
+    "k-fold cross-validation: fold `i` trains on the other folds and predicts fold `i`: one out-of-fold prediction a record."
     from emosum.evaluation import evaluate_run
     cfg = load_profile(profile, **overrides)
     data = data_path or cfg.data_path
     cv_dir = make_run_dir(name or f"cv-{profile}-{folds}fold" + ("-zs" if zero_shot else ""))
-    fold_files = write_folds(data, cv_dir/"folds", folds, cfg.seed)
-    todo = []
-    for i, (pool, test) in enumerate(fold_files):
-        ov = {**overrides, "data_path": str(pool), "test_path": str(test), "eval_limit": None}   # fold i: train on the pool, predict all of fold i
-        todo.append((i, cv_dir/f"fold{i}", ov, {"split": "test"}, "01,04" if zero_shot else "01,03,04"))
-    t0, status = time.time(), {}
-    if jobs <= 1:
-        for i, fd, ov, params, steps in todo:
-            st = run_pipeline(profile, name=str(fd), steps=steps, force=force, params=params, progress_bar=progress_bar, **ov)
-            status[i] = st["status"]
-    else:
-        status = _run_folds_parallel(profile, todo, jobs, force)
-    oof = []
-    for i, fd, *_ in todo:
-        rows = read_jsonl(fd/"predictions.jsonl") if (fd/"predictions.jsonl").is_file() else []
-        if not rows: raise RuntimeError(f"fold {i} ({fd}) produced no predictions: see {fd}/04_inference.ipynb and run.json")
-        oof += [dict(r, fold=i) for r in rows]
-    ids = [str(r["id"]) for r in oof]
-    records = load_records(project_path(data))
-    everything = [str(r.id) for r in records]
-    if sorted(ids) != sorted(everything):
-        raise RuntimeError(f"out-of-fold predictions do not cover every record exactly once "
-                           f"(missing {sorted(set(everything) - set(ids))[:5]}, repeated {sorted({x for x in ids if ids.count(x) > 1})[:5]})")
+    jobs_ = _fold_jobs(cv_dir, write_folds(data, cv_dir/"folds", folds, cfg.seed), overrides, zero_shot)
+    t0 = time.time()
+    status = _run_folds(profile, jobs_, jobs, force, progress_bar)
+    oof, records = _gather_oof(jobs_), load_records(project_path(data))
+    _check_coverage(oof, records)
     write_jsonl(cv_dir/"predictions.jsonl", oof)
     cfg.replace(data_path=str(project_path(data))).save(cv_dir/"profile.json")
     metrics = evaluate_run(cv_dir, records=records, cfg=cfg)
-    secs = lambda fd, s: ((json.loads((fd/"run.json").read_text()).get("steps") or {}).get(s) or {}).get("seconds")
-    summary = {"profile": profile, "overrides": {k: v for k, v in overrides.items()}, "folds": folds, "zero_shot": zero_shot,
+    summary = {"profile": profile, "overrides": dict(overrides), "folds": folds, "zero_shot": zero_shot,
                "data_path": str(project_path(data)), "seconds": round(time.time() - t0, 1),
-               "train_seconds": sum(secs(fd, "03") or 0 for _, fd, *_ in todo), "generate_seconds": sum(secs(fd, "04") or 0 for _, fd, *_ in todo),
-               "fold_runs": {i: {"run_dir": str(fd), "status": status.get(i)} for i, fd, *_ in todo}}
+               "train_seconds": sum(_step_seconds(fd, "03") for _, fd, *_ in jobs_),
+               "generate_seconds": sum(_step_seconds(fd, "04") for _, fd, *_ in jobs_),
+               "fold_runs": {i: {"run_dir": str(fd), "status": status.get(i)} for i, fd, *_ in jobs_}}
     (cv_dir/CV_FILE).write_text(json.dumps(summary, indent=2, default=str))
     return {**summary, "cv_dir": str(cv_dir), "metrics": metrics}
 
+# %% ../nbs/08_experiments.ipynb #5392cdb0
+def _run_folds(profile, jobs_, jobs: int, force: bool, progress_bar: bool) -> dict:
+    "Each fold run through the pipeline, in this process (jobs <= 1) or as `jobs` subprocesses at a time."
+    from emosum.pipeline import run as run_pipeline
+    if jobs > 1: return _run_folds_parallel(profile, jobs_, jobs, force)
+    return {i: run_pipeline(profile, name=str(fd), steps=steps, force=force, params=params, progress_bar=progress_bar, **ov)["status"]
+            for i, fd, ov, params, steps in jobs_}
+
+# %% ../nbs/08_experiments.ipynb #f5b6d922
+def _fold_command(profile: str, fd: Path, ov: dict, params: dict, steps: str, force: bool) -> list[str]:
+    "The `emosum run` command line of one fold run."
+    cli = [sys.executable, "-c", "import sys; from emosum.pipeline import main; sys.exit(main())", "run", "--profile", profile,
+           "--no-progress"]
+    return [*cli, "--name", str(fd), "--steps", steps, *(["--force"] if force else []),
+            *[x for k, v in ov.items() for x in ("-p", f"{k}={','.join(v) if isinstance(v, list) else v}")],
+            *[x for k, v in params.items() for x in ("-P", f"{k}={v}")]]
+
+# %% ../nbs/08_experiments.ipynb #9b608b9c
 def _run_folds_parallel(profile, todo, jobs, force) -> dict:
     "The fold runs as `emosum run` subprocesses, `jobs` at a time; a failed fold is an error naming its log."
-    cli = [sys.executable, "-c", "import sys; from emosum.pipeline import main; sys.exit(main())", "run", "--profile", profile, "--no-progress"]
     pending, live, status = list(todo), {}, {}
     while pending or live:
         while pending and len(live) < jobs:
             i, fd, ov, params, steps = pending.pop(0)
-            cmd = [*cli, "--name", str(fd), "--steps", steps, *(["--force"] if force else []),
-                   *[x for k, v in ov.items() for x in ("-p", f"{k}={','.join(v) if isinstance(v, list) else v}")],
-                   *[x for k, v in params.items() for x in ("-P", f"{k}={v}")]]
             fd.mkdir(parents=True, exist_ok=True)
+            cmd = _fold_command(profile, fd, ov, params, steps, force)
             live[i] = (subprocess.Popen(cmd, stdout=open(fd.with_suffix(".log"), "w"), stderr=subprocess.STDOUT), fd)
         time.sleep(1)
         for i, (p, fd) in list(live.items()):
             if p.poll() is None: continue
             del live[i]; status[i] = "done" if p.returncode == 0 else f"failed ({p.returncode})"
-            if p.returncode: raise RuntimeError(f"fold {i} failed (exit {p.returncode}): see {fd.with_suffix('.log')} and {fd}/run.json; "
-                                                "rerun the same command to resume")
+            if p.returncode: raise RuntimeError(f"fold {i} failed (exit {p.returncode}): see {fd.with_suffix('.log')} and "
+                                                f"{fd}/run.json; rerun the same command to resume")
     return status
 
-# %% ../nbs/08_experiments.ipynb #e8000016
+# %% ../nbs/08_experiments.ipynb #29bc5be9
+def _fold_done(fold_dir: Path) -> bool:
+    "A fold run whose step 04 finished (its predictions are complete)."
+    rj = fold_dir/"run.json"
+    return rj.is_file() and ((json.loads(rj.read_text()).get("steps") or {}).get("04") or {}).get("status") == "done"
+
+# %% ../nbs/08_experiments.ipynb #778e0083
+def _partial_record(cv: dict, cfg, data: Path, done: list[int], runs: dict) -> dict:
+    "cv.json of an interrupted CV: which folds were scored, the recipe's overrides, and the folds' seconds."
+    base = load_profile(cfg.name).to_dict()
+    skip = ("data_path", "test_path", "eval_limit", "gen_memory_fraction")
+    return {**cv, "profile": cfg.name, "data_path": str(data), "folds_done": done, "partial": True,
+            "zero_shot": not any("03" in s for s in runs.values()),
+            "overrides": cv.get("overrides") or {k: v for k, v in cfg.to_dict().items() if k not in skip and base.get(k) != v},
+            "train_seconds": sum((s.get("03") or {}).get("seconds") or 0 for s in runs.values()),
+            "generate_seconds": sum((s.get("04") or {}).get("seconds") or 0 for s in runs.values())}
+
+# %% ../nbs/08_experiments.ipynb #9c7da463
+def score_finished_folds(cv_dir: str | Path,             # a CV folder whose run was interrupted
+                         data_path: str | None = None,  # the records cross-validated (default: the CV's own record)
+                         folds: list[int] | None = None, # score only these folds (those finished, by default)
+                         baselines=("copy", "extractive"), # as in `evaluate_run` (the extractive one embeds every input sentence)
+                        ) -> dict | None:
+    """Score the out-of-fold predictions of the folds that finished, on their records only; cv.json says which folds
+    (`folds_done`) and that the result is partial. None when no fold has finished."""
+    from emosum.config import Profile
+    from emosum.evaluation import evaluate_run
+    d = Path(cv_dir)
+    done = [i for i in sorted(int(f.name[4:]) for f in d.glob("fold*") if f.name[4:].isdigit() and _fold_done(f))
+            if folds is None or i in folds]
+    if not done: return None
+    cfg = Profile.load(d/f"fold{done[0]}"/"profile.json")
+    cv = json.loads((d/CV_FILE).read_text()) if (d/CV_FILE).is_file() else {}
+    data = project_path(data_path or cv.get("data_path") or cfg.data_path)
+    oof = _gather_oof([(i, d/f"fold{i}") for i in done])
+    ids = {str(r["id"]) for r in oof}
+    records = [r for r in load_records(data) if str(r.id) in ids]
+    if len(records) != len(oof): raise RuntimeError(f"{d}: {len(oof)} out-of-fold predictions but {len(records)} of their ids in {data}")
+    write_jsonl(d/"predictions.jsonl", oof)
+    cfg = cfg.replace(data_path=str(data), test_path=None)
+    cfg.save(d/"profile.json")
+    metrics = evaluate_run(d, records=records, cfg=cfg, baselines=baselines)
+    cv = _partial_record(cv, cfg, data, done, {i: json.loads((d/f"fold{i}"/"run.json").read_text()).get("steps") or {} for i in done})
+    (d/CV_FILE).write_text(json.dumps(cv, indent=2, default=str))
+    return {**cv, "cv_dir": str(d), "metrics": metrics}
+
+# %% ../nbs/08_experiments.ipynb #854b281d
+def _with_ci(row: dict, overall: dict, ci: dict, keys=("rougeL", "rouge1", "semsim")) -> dict:
+    "Each metric with its 95% interval as <k>, <k>_lo, <k>_hi."
+    for k in keys:
+        lo, hi = (ci.get(k) or [None, None])
+        row.update({k: overall.get(k), f"{k}_lo": lo, f"{k}_hi": hi})
+    return row
+
+# %% ../nbs/08_experiments.ipynb #07f960f0
 def cv_summary(cv_dir: str | Path) -> dict:
     "One leaderboard row from a CV folder (cv.json + metrics.json): the recipe, overall metrics with 95% CIs, JSON rates, seconds."
     d = Path(cv_dir)
     cv = json.loads((d/CV_FILE).read_text()) if (d/CV_FILE).is_file() else {}
     m = json.loads((d/"metrics.json").read_text())
-    ov, ci = m.get("overall", {}), (m.get("ci95") or {}).get("overall", {})
     row = {"recipe": d.name, "profile": cv.get("profile"), "overrides": json.dumps(cv.get("overrides") or {}, sort_keys=True),
-           "zero_shot": cv.get("zero_shot"), "n": m.get("n")}
-    for k in ("rougeL", "rouge1", "semsim"):
-        lo, hi = (ci.get(k) or [None, None])
-        row.update({k: ov.get(k), f"{k}_lo": lo, f"{k}_hi": hi})
+           "zero_shot": cv.get("zero_shot"), "n": m.get("n"),
+           "folds_scored": len(cv["folds_done"]) if cv.get("folds_done") else cv.get("folds")}
+    _with_ci(row, m.get("overall", {}), (m.get("ci95") or {}).get("overall", {}))
     row.update(json_valid=m.get("json_valid_rate"), json_parsed=m.get("json_parsed_rate"),
                train_s=cv.get("train_seconds"), generate_s=cv.get("generate_seconds"))
     for f, v in (m.get("per_field") or {}).items(): row[f"rougeL.{f}"] = v.get("rougeL")
@@ -140,27 +222,33 @@ def cv_summary(cv_dir: str | Path) -> dict:
         for k in ("rougeL", "semsim"): row[f"{b}.{k}"] = (bm.get("overall") or {}).get(k)
     return row
 
+# %% ../nbs/08_experiments.ipynb #0c03d0b1
 def leaderboard(cv_dirs: list) -> "pd.DataFrame":
     "The CV folders' rows, best out-of-fold ROUGE-L first."
     import pandas as pd
     return pd.DataFrame([cv_summary(d) for d in cv_dirs]).sort_values("rougeL", ascending=False, ignore_index=True)
 
+# %% ../nbs/08_experiments.ipynb #45739409
+def _bar_panel(ax, board, m: str):
+    "One metric's bars with 95% CIs (grey: zero-shot), the copy / extractive baselines as vertical lines."
+    b = board.iloc[::-1]
+    err = [(b[m] - b[f"{m}_lo"]).clip(lower=0), (b[f"{m}_hi"] - b[m]).clip(lower=0)]
+    ax.barh(b["recipe"], b[m], xerr=err, color=["tab:gray" if z else "tab:blue" for z in b["zero_shot"]], alpha=.85, capsize=3)
+    for base, ls in (("copy", ":"), ("extractive", "--")):
+        if f"{base}.{m}" in board and board[f"{base}.{m}"].notna().any():
+            ax.axvline(board[f"{base}.{m}"].dropna().iloc[0], color="k", ls=ls, lw=1, label=f"{base} baseline")
+    ax.set_xlabel(f"out-of-fold {m} (95% CI)"); ax.legend(loc="lower right", fontsize=8)
+
+# %% ../nbs/08_experiments.ipynb #914e41a4
 def plot_leaderboard(board: "pd.DataFrame", metrics=("rougeL", "semsim")):
     "Horizontal bars per recipe with 95% CIs, the copy / extractive baselines as lines."
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 0.5 * len(board) + 1.5), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
-        b = board.iloc[::-1]
-        err = [(b[m] - b[f"{m}_lo"]).clip(lower=0), (b[f"{m}_hi"] - b[m]).clip(lower=0)]
-        ax.barh(b["recipe"], b[m], xerr=err, color=["tab:gray" if z else "tab:blue" for z in b["zero_shot"]], alpha=.85, capsize=3)
-        for base, ls in (("copy", ":"), ("extractive", "--")):
-            if f"{base}.{m}" in board and board[f"{base}.{m}"].notna().any():
-                ax.axvline(board[f"{base}.{m}"].dropna().iloc[0], color="k", ls=ls, lw=1, label=f"{base} baseline")
-        ax.set_xlabel(f"out-of-fold {m} (95% CI)"); ax.legend(loc="lower right", fontsize=8)
+    for ax, m in zip(axes[0], metrics): _bar_panel(ax, board, m)
     fig.tight_layout()
     return fig
 
-# %% ../nbs/08_experiments.ipynb #e8000019
+# %% ../nbs/08_experiments.ipynb #b6ff3589
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see the table below)
     # SmolLM2-135M, bf16 LoRA
@@ -178,6 +266,7 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     "qwen0.5b-lora-bf16-r64-lr2e-4-3ep": ("qwen2.5-0.5b-qlora", {"quantization": "none", "learning_rate": 2e-4, "num_epochs": 3}),
 }
 
+# %% ../nbs/08_experiments.ipynb #44398691
 def recipe_command(name: str, folds: int = 5, data_path: str | None = None) -> str:
     "The `emosum cv` command line that reproduces recipe `name`."
     profile, ov = RECIPES[name]

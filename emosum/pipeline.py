@@ -551,8 +551,9 @@ def headline(run_dir: str | Path) -> dict:
             bov = (bm or {}).get("overall", bm or {})
             out[f"{b}.rougeL"], out[f"{b}.semsim"] = bov.get("rougeL"), bov.get("semsim")
     for ref in sorted((rd/"compare").glob("*/metrics.json")) if (rd/"compare").is_dir() else []:   # the reference_adapter runs
-        rov = json.loads(ref.read_text()).get("overall", {})
-        out[f"{ref.parent.name}.rougeL"], out[f"{ref.parent.name}.semsim"] = rov.get("rougeL"), rov.get("semsim")
+        rm = json.loads(ref.read_text())
+        out.update({f"{ref.parent.name}.rougeL": rm.get("overall", {}).get("rougeL"), f"{ref.parent.name}.semsim": rm.get("overall", {}).get("semsim"),
+                    f"{ref.parent.name}.json_valid_rate": rm.get("json_valid_rate")})
     out["es_score"], out["judge_error"] = _judge(rd)
     return out
 

@@ -135,6 +135,15 @@ def test_whole_pipeline_killed_and_resumed(tmp_path):
         r = _emosum("compare", "smoke", str(rd), env=env)
         assert r.returncode == 0 and "overall" in r.stdout, r.stderr
 
+    # reference_adapter: a zero-shot run (no step 03) predicts and scores the same records with the smoke run's adapter too
+    r = _emosum("run", "--profile", "cpu-smoke", "--name", "ref", "--steps", "01,04,05", "--no-progress",
+                "-p", f"reference_adapter={rd / 'adapter'}", env=env)
+    ref = tmp_path / "runs" / "ref"
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    assert (ref / "compare" / "shipped" / "metrics.json").is_file() and not (ref / "compare" / "zero-shot").exists()
+    header = next(l for l in r.stdout.splitlines() if l.startswith("metric"))
+    assert "shipped" in header and "zero-shot" not in header, r.stdout
+
 
 @pytest.mark.slow
 def test_training_step_resumes_after_an_interruption(tmp_path):
@@ -287,3 +296,20 @@ def test_real_steps_reach_papermill_without_demonstration_cells(tmp_path, monkey
         full = [P.cell_kind(c) for c in P._read_nb(steps[name[:2]]).cells]
         assert full.count("demo") > 0 and kinds.count("run") == full.count("run") and kinds.count("export") == full.count("export")
     assert {k: P.separation_problems(p) for k, p in steps.items()} == {k: [] for k in steps}
+
+
+def test_summary_shows_the_reference_runs_as_columns(tmp_path):
+    "compare/<name>/metrics.json (the profile's reference_adapter, scored by step 05) become columns of the run summary."
+    rd = tmp_path / "run"
+    m = {"overall": {"rougeL": 0.2, "semsim": 0.5}, "json_valid_rate": 1.0, "n": 2,
+         "baselines": {"copy": {"overall": {"rougeL": 0.1, "semsim": 0.3}}}}
+    (rd / "compare" / "shipped").mkdir(parents=True)
+    (rd / "metrics.json").write_text(json.dumps(m))
+    (rd / "compare" / "shipped" / "metrics.json").write_text(json.dumps({**m, "overall": {"rougeL": 0.4, "semsim": 0.6}, "json_valid_rate": 0.5}))
+    h = P.headline(rd)
+    assert h["shipped.rougeL"] == 0.4 and h["shipped.json_valid_rate"] == 0.5 and h["rougeL"] == 0.2
+    lines = P._metric_lines(h)
+    assert lines[0].split() == ["metric", "model", "copy", "shipped"]
+    assert next(l for l in lines if l.startswith("ROUGE-L")).split()[1:] == ["0.200", "0.100", "0.400"]
+    assert next(l for l in lines if l.startswith("JSON valid")).split()[2:] == ["1.000", "-", "0.500"]
+
