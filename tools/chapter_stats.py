@@ -28,7 +28,8 @@ import argparse, ast, json, statistics, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPORT_FLAGS = {"export", "exporti", "exports"}
+sys.path.insert(0, str(ROOT))
+from emosum.pipeline import cell_kind  # noqa: E402  (the one definition of export / run / demo cells)
 MAX_LINE, MAX_MEDIAN, MIN_SHARE = 120, 12, 0.75
 
 
@@ -37,21 +38,10 @@ def _src(cell) -> str:
     return "".join(s) if isinstance(s, list) else s
 
 
-def directives(src: str) -> set[str]:
-    "The nbdev directives (`#| name`) at the top of a cell's source."
-    out = set()
-    for line in src.splitlines():
-        if not line.strip(): continue
-        if not line.startswith("#|"): break
-        if line[2:].split(): out.add(line[2:].split()[0].rstrip(":"))
-    return out
-
-
 def kind(cell) -> str:
-    "`markdown`, `parameters`, `export` or `code` (run and demonstration cells)."
-    if cell.get("cell_type") != "code": return "markdown"
-    if "parameters" in cell.get("metadata", {}).get("tags", []): return "parameters"
-    return "export" if directives(_src(cell)) & EXPORT_FLAGS else "code"
+    "`markdown`, `parameters`, `export` or `code` (run and demonstration cells): the pipeline's own classification."
+    k = cell_kind({**cell, "source": _src(cell)})
+    return "code" if k in ("run", "demo") else k
 
 
 def _parse(src: str):
