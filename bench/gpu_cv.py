@@ -26,10 +26,10 @@ from emosum.experiments import RECIPES, recipe_command, cv_summary  # noqa: E402
 SMALL = ("cv.json", "metrics.json", "predictions.jsonl", "profile.json", "run.json", "train_log.csv", "metrics_per_record.csv")
 
 
-def cv_argv(name: str, data: str | None, jobs: int, sets=(), folds: int = 5) -> list[str]:
+def cv_argv(name: str, data: str | None, jobs: int, sets=(), folds: int = 5, only: str | None = None) -> list[str]:
     "The recipe's documented `emosum cv` command as argv, with the records file, the fold parallelism and extra overrides."
     argv = shlex.split(recipe_command(name, folds, data_path=data))[1:]     # drop the leading "emosum"
-    return [*emosum_cmd(), *argv, "--jobs", str(jobs), *[x for kv in sets for x in ("-p", kv)]]
+    return [*emosum_cmd(), *argv, "--jobs", str(jobs), *(["--only-folds", only] if only else []), *[x for kv in sets for x in ("-p", kv)]]
 
 
 def run_argv(spec: str) -> tuple[str, list[str]]:
@@ -114,6 +114,8 @@ def main(argv=None):
     ap.add_argument("--per-gpu", type=int, default=3, help="recipes (and runs) at a time on one GPU")
     ap.add_argument("--jobs", type=int, default=5, help="fold runs side by side within a recipe")
     ap.add_argument("--folds", type=int, default=5, help="k (the committed results use 5)")
+    ap.add_argument("--only-folds", default=None, metavar="I,J", help="run just these folds of every recipe (emosum cv --only-folds); "
+                    "the rest in another lease with the same names: the finished folds are scored")
     ap.add_argument("--root", default=None, help="runs folder (default: $EMOSUM_RUNS or runs/)")
     ap.add_argument("--deadline", type=float, default=None, help="seconds after which unfinished work is interrupted (resumable)")
     ap.add_argument("-p", "--set", action="append", default=[], metavar="KEY=VALUE", help="profile override for every recipe and run "
@@ -136,7 +138,7 @@ def main(argv=None):
     if not a.collect_only:
         import torch
         gpus = a.gpus.split(",") if a.gpus else [str(i) for i in range(max(1, torch.cuda.device_count()))]
-        done = launch([(n, cv_argv(n, data, a.jobs, a.set, a.folds)) for n in names] + extra, gpus, a.per_gpu, root, a.deadline)
+        done = launch([(n, cv_argv(n, data, a.jobs, a.set, a.folds, a.only_folds)) for n in names] + extra, gpus, a.per_gpu, root, a.deadline)
         for n, st in done.items(): (result["recipes"] if n in result["recipes"] else result["runs"])[n].update(st)
     for n, row in collect(root, names).items(): result["recipes"][n]["leaderboard"] = row
     result["seconds"] = round(time.time() - t0, 1)

@@ -93,6 +93,8 @@ def cross_validate(profile: str,                 # a settings.ini profile (a rec
                    jobs: int = 1,                # fold runs side by side (subprocesses of `emosum run`)
                    force: bool = False,          # redo finished fold runs
                    progress_bar: bool = False,
+                   only_folds: list[int] | None = None, # run just these folds (the rest in another lease or machine, same
+                                                 # name): the folder's finished folds are scored (`score_finished_folds`)
                    **overrides,                  # profile overrides of the recipe
                   ) -> dict:
     "k-fold cross-validation: fold `i` trains on the other folds and predicts fold `i`: one out-of-fold prediction a record."
@@ -102,6 +104,9 @@ def cross_validate(profile: str,                 # a settings.ini profile (a rec
     cv_dir = make_run_dir(name or f"cv-{profile}-{folds}fold" + ("-zs" if zero_shot else ""))
     jobs_ = _fold_jobs(cv_dir, write_folds(data, cv_dir/"folds", folds, cfg.seed), overrides, zero_shot)
     t0 = time.time()
+    if only_folds is not None: return _run_some_folds(profile, cv_dir, jobs_, only_folds, jobs, force, progress_bar,
+                                                      dict(profile=profile, overrides=dict(overrides), folds=folds,
+                                                           zero_shot=zero_shot, data_path=str(project_path(data))))
     status = _run_folds(profile, jobs_, jobs, force, progress_bar)
     oof, records = _gather_oof(jobs_), load_records(project_path(data))
     _check_coverage(oof, records)
@@ -151,6 +156,18 @@ def _run_folds_parallel(profile, todo, jobs, force) -> dict:
                                                 f"{fd}/run.json; rerun the same command to resume")
     return status
 
+# %% ../nbs/08_experiments.ipynb #a1f0c3d2
+def _run_some_folds(profile, cv_dir: Path, jobs_, only: list[int], jobs: int, force: bool, progress_bar: bool, cv: dict) -> dict:
+    "Run the folds in `only`, then score every finished fold of the folder (cv.json says which: `folds_done`)."
+    bad = sorted(set(only) - {i for i, *_ in jobs_})
+    if bad: raise ValueError(f"only_folds {bad} out of range: the folds are 0..{len(jobs_) - 1}")
+    status = _run_folds(profile, [j for j in jobs_ if j[0] in only], jobs, force, progress_bar)
+    (cv_dir/CV_FILE).write_text(json.dumps(cv, indent=2, default=str))
+    res = score_finished_folds(cv_dir, data_path=cv["data_path"])
+    res["fold_runs"] = {i: {"run_dir": str(cv_dir/f"fold{i}"), "status": s} for i, s in status.items()}
+    return res
+
+
 # %% ../nbs/08_experiments.ipynb #29bc5be9
 def _fold_done(fold_dir: Path) -> bool:
     "A fold run whose step 04 finished (its predictions are complete)."
@@ -162,7 +179,8 @@ def _partial_record(cv: dict, cfg, data: Path, done: list[int], runs: dict) -> d
     "cv.json of an interrupted CV: which folds were scored, the recipe's overrides, and the folds' seconds."
     base = load_profile(cfg.name).to_dict()
     skip = ("data_path", "test_path", "eval_limit", "gen_memory_fraction")
-    return {**cv, "profile": cfg.name, "data_path": str(data), "folds_done": done, "partial": True,
+    return {**cv, "profile": cfg.name, "data_path": str(data), "folds_done": done,
+            "partial": len(done) < int(cv.get("folds") or len(done) + 1),
             "zero_shot": not any("03" in s for s in runs.values()),
             "overrides": cv.get("overrides") or {k: v for k, v in cfg.to_dict().items() if k not in skip and base.get(k) != v},
             "train_seconds": sum((s.get("03") or {}).get("seconds") or 0 for s in runs.values()),
@@ -259,11 +277,17 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     "smollm2-r64-attention-only": ("smollm2-gpu", {"lora_target_modules": ATTENTION}),
     "smollm2-r64-strict-json": ("smollm2-gpu", {"template": "strict_json"}),
     "smollm2-r64-4k": ("smollm2-gpu", {"max_length": 4096}),
+    "smollm2-zs-constrained": ("smollm2-gpu", {"zero_shot": True, "constrained_json": True}),
     # Qwen2.5-Coder-0.5B, NF4 QLoRA and bf16 LoRA
     "qwen0.5b-zs": ("qwen2.5-0.5b-qlora", {"zero_shot": True}),
     "qwen0.5b-zs-strict-json": ("qwen2.5-0.5b-qlora", {"zero_shot": True, "template": "strict_json"}),
     "qwen0.5b-qlora-r64-lr1e-4-2ep": ("qwen2.5-0.5b-qlora", {}),
+    "qwen0.5b-zs-constrained": ("qwen2.5-0.5b-qlora", {"zero_shot": True, "constrained_json": True}),
     "qwen0.5b-lora-bf16-r64-lr2e-4-3ep": ("qwen2.5-0.5b-qlora", {"quantization": "none", "learning_rate": 2e-4, "num_epochs": 3}),
+    # learning rate x epochs around it (bf16 LoRA r64)
+    "qwen0.5b-lora-bf16-r64-lr1e-4-3ep": ("qwen2.5-0.5b-qlora", {"quantization": "none", "learning_rate": 1e-4, "num_epochs": 3}),
+    "qwen0.5b-lora-bf16-r64-lr4e-4-3ep": ("qwen2.5-0.5b-qlora", {"quantization": "none", "learning_rate": 4e-4, "num_epochs": 3}),
+    "qwen0.5b-lora-bf16-r64-lr2e-4-5ep": ("qwen2.5-0.5b-qlora", {"quantization": "none", "learning_rate": 2e-4, "num_epochs": 5}),
 }
 
 # %% ../nbs/08_experiments.ipynb #44398691

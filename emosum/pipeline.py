@@ -719,6 +719,8 @@ def _add_cv(sub):
     cv.add_argument("--zero-shot", action="store_true", help="no training: the base model predicts every fold")
     cv.add_argument("--jobs", type=int, default=1, help="fold runs side by side")
     cv.add_argument("--force", action="store_true", help="redo finished fold runs")
+    cv.add_argument("--only-folds", type=lambda s: [int(x) for x in s.split(",") if x.strip()], metavar="I,J",
+                    help="run just these folds (the others in another lease, same --name); the finished ones are scored")
     cv.add_argument("-p", "--set", dest="overrides", action="append", type=_kv, default=[], metavar="KEY=VALUE")
 
 # %% ../nbs/07_pipeline.ipynb #5d33c15d
@@ -784,7 +786,9 @@ def _cmd_predict(a):
     cfg = load_profile(a.profile, **_overrides(a.overrides))
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     recs = list(_records(a.data))[: a.limit] if a.limit else list(_records(a.data))
+    t0 = time.time()
     model, tok = load_for_inference(cfg, adapter=a.adapter)
+    t1 = time.time()
     preds = generate(model, tok, recs, out/"predictions.jsonl", adapter=a.adapter, overwrite=a.force,
                      **profile_generate_kwargs(cfg))
     if cfg.task == "es":
@@ -792,7 +796,10 @@ def _cmd_predict(a):
         write_submission(preds, out/"submission_cloudcom.jsonl", format="cloudcom")
     cfg.save(out/"profile.json")
     ok = sum(p.get("status") in ("ok", "repaired") for p in preds)
-    print(f"{len(preds)} predictions ({ok} parsed) -> {out/'predictions.jsonl'}")
+    how = getattr(model, "emosum_load", {}) or {}
+    print(f"{len(preds)} predictions ({ok} parsed) -> {out/'predictions.jsonl'}\n"
+          f"loading {t1 - t0:.1f} s (adapter {'merged' if how.get('merged') else 'unmerged' if a.adapter else 'none'}), "
+          f"generation {time.time() - t1:.1f} s")
 
 # %% ../nbs/07_pipeline.ipynb #ef06750a
 def _cmd_evaluate(a):
@@ -826,7 +833,8 @@ def _cmd_cv(a):
     t0 = time.time()
     res = cross_validate(a.profile, name=a.name, folds=a.folds,
                          data_path=_overrides([("data_path", a.data)])["data_path"] if a.data else None,
-                         zero_shot=a.zero_shot, jobs=a.jobs, force=a.force, **_overrides(a.overrides))
+                         zero_shot=a.zero_shot, jobs=a.jobs, force=a.force, only_folds=a.only_folds,
+                         **_overrides(a.overrides))
     print(f"\n{summary(res['cv_dir'])}\nfolds: " + ", ".join(f"{i} {f['status']}" for i, f in res["fold_runs"].items())
           + f"\nfinished in {time.time() - t0:.0f} s")
 

@@ -9,6 +9,13 @@ from emosum.experiments import cross_validate, kfold_split, leaderboard
 
 def test_cross_validation_predicts_every_record_once_and_never_trains_on_it(tmp_path):
     recs = load_records("data/sample_es.jsonl")
+    part = cross_validate("cpu-smoke", name=tmp_path / "cv", folds=2, max_steps=1, max_new_tokens=8, progress_bar=False,
+                          only_folds=[1])                                                 # one fold now, the other later
+    fold1 = {str(r["id"]) for r in read_jsonl(tmp_path / "cv" / "fold1" / "predictions.jsonl")}
+    assert part["folds_done"] == [1] and part["partial"] and part["metrics"]["n"] == len(fold1) < len(recs)
+    assert not (tmp_path / "cv" / "fold0" / "run.json").exists()                          # fold 0 did not run
+    with pytest.raises(ValueError, match="out of range"):
+        cross_validate("cpu-smoke", name=tmp_path / "cv", folds=2, max_steps=1, progress_bar=False, only_folds=[2])
     res = cross_validate("cpu-smoke", name=tmp_path / "cv", folds=2, max_steps=1, max_new_tokens=8, progress_bar=False)
     cv = Path(res["cv_dir"])
     oof = read_jsonl(cv / "predictions.jsonl")
@@ -25,6 +32,9 @@ def test_cross_validation_predicts_every_record_once_and_never_trains_on_it(tmp_
     assert board.loc[0, "n"] == len(recs) and board.loc[0, "train_s"] > 0
     again = cross_validate("cpu-smoke", name=tmp_path / "cv", folds=2, max_steps=1, max_new_tokens=8, progress_bar=False)
     assert again["metrics"]["overall"] == res["metrics"]["overall"]                         # finished folds are reused
+    done = cross_validate("cpu-smoke", name=tmp_path / "cv", folds=2, max_steps=1, max_new_tokens=8, progress_bar=False,
+                          only_folds=[0])                                                 # all folds finished: not partial
+    assert done["folds_done"] == [0, 1] and not done["partial"] and done["metrics"]["overall"] == res["metrics"]["overall"]
 
 
 def test_folds_are_stable_and_disjoint():
