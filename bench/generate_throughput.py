@@ -184,8 +184,11 @@ def run_random(arch, variant, tok, prompts, n_list, new, device, a, deadline):
 def run_real(name, data, n, device, a, deadline):
     "A real model end to end through emosum.inference.generate (stop tokens, parsing, appends), both engines on the same records."
     from emosum.data import load_records
+    from emosum.config import resolve_adapter
     from emosum.inference import load_model_and_tokenizer, generate
-    model, tok = load_model_and_tokenizer(name, compute_dtype="bfloat16" if device == "cuda" else "float32",
+    base, _, adapter = name.partition("@")                       # MODEL@ADAPTER: a fine-tuned model (adapter merged)
+    model, tok = load_model_and_tokenizer(base, str(resolve_adapter(adapter, base)) if adapter else None,
+                                          compute_dtype="bfloat16" if device == "cuda" else "float32",
                                           device_map={"": 0} if device == "cuda" else {"": "cpu"})
     recs = list(load_records(data))
     recs = [r for i in range(-(-n // len(recs))) for r in recs][:n]
@@ -292,7 +295,8 @@ def main(argv=None):
     ap.add_argument("--variants", default="bf16-merged,nf4-unmerged", help="7B-shape variants: bf16-merged, nf4-unmerged ('' to skip)")
     ap.add_argument("--engines", default="padded,continuous")
     ap.add_argument("--model", action="append", default=None, help="real-weights model(s) (default: embedded:smollm2-135m-instruct and "
-                    "embedded:qwen2.5-coder-0.5b-instruct; --tiny: embedded:tiny-qwen2); 'none' to skip")
+                    "embedded:qwen2.5-coder-0.5b-instruct; --tiny: embedded:tiny-qwen2); MODEL@ADAPTER for a fine-tuned one, "
+                    "e.g. embedded:smollm2-135m-instruct@embedded:smollm2-135m-es; 'none' to skip")
     ap.add_argument("--real-n", type=int, default=None, help="reports per real-weights measurement (default 50; --quick 20; --tiny 2)")
     ap.add_argument("--real-new", type=int, default=None, help="max new tokens for real weights (default 512; --tiny 8)")
     ap.add_argument("--padded-batch", type=int, default=16, help="prompts per padded call (the GPU profiles' gen_batch_size; fewer if memory is short)")

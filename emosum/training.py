@@ -704,7 +704,13 @@ def _train_result(state, out, best: Path | None, ckpt: Path | None, t0: float, t
             "best_eval_loss": state.best_metric, "best_checkpoint": str(best) if best else None,
             "resumed_from": str(ckpt) if ckpt else None, "seconds": round(time.time() - t0, 1),
             "train_examples": len(train_ds), "train_tokens": train_ds.n_tokens, "truncated_train": train_ds.truncated,
-            "valid_examples": len(eval_ds) if eval_ds else 0}
+            "valid_examples": len(eval_ds) if eval_ds else 0, **_gpu_peak()}
+
+def _gpu_peak() -> dict:
+    "The training's peak GPU memory (GiB, allocated and reserved by torch) since `train` reset the counters; {} off the GPU."
+    if not torch.cuda.is_available(): return {}
+    return {"peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "peak_gpu_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
 
 # %% ../nbs/03_qlora_training.ipynb #b25edfcb
 def _adapter_meta(cfg: Profile, model, result: dict, train_records: list, valid_records: list, run_dir: Path) -> dict:
@@ -745,6 +751,7 @@ def train(cfg: Profile,                 # the run's profile
     eval_ds = build_dataset(valid_records, tok, cfg, "valid") if valid_records else None
     for name, ds in (("train", train_ds), ("valid", eval_ds)): _warn_truncated(cfg, name, ds)
     trainer = make_trainer(cfg, model, tok, train_ds, eval_ds, run_dir, callbacks)
+    if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()     # the peak of training itself (meta.json)
     t0 = time.time()
     out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     best = _best_checkpoint(trainer.state, model, run_dir)
