@@ -18,7 +18,8 @@ mkdir -p "$SITE" "$GGUF"
 join() {  # join KIT/<prefix>.* into <out> unless <out> is already right; check the sha256
   local prefix=$1 out=$2 sha=$3
   if [ -f "$out" ] && echo "$sha  $out" | sha256sum -c --quiet 2>/dev/null; then return 0; fi
-  ls "$KIT/$prefix".* >/dev/null 2>&1 || { echo "gpu_setup: no $KIT/$prefix.* pieces for $out" >&2; return 1; }
+  # no pieces: that file is not set up (a run that needs it says so); a damaged one stops the set-up
+  ls "$KIT/$prefix".* >/dev/null 2>&1 || { echo "gpu_setup: no $KIT/$prefix.* pieces: $out not set up" >&2; return 0; }
   cat "$KIT/$prefix".* > "$out"
   echo "$sha  $out" | sha256sum -c --quiet || { echo "gpu_setup: $out does not match sha256 $sha (a piece is missing or damaged)" >&2; return 1; }
 }

@@ -8,18 +8,18 @@ Docs: https://emosum.github.io/emosum/inference.html.md"""
 from __future__ import annotations
 import hashlib, json, math, os, shutil, time, warnings
 from pathlib import Path
-from .config import load_model, load_tokenizer, Profile
+from .config import load_model, load_tokenizer, Profile, resolve_adapter
 from .data import Record, json_line, read_jsonl, write_jsonl
 from .prompts import build_prompt, parse_summary, end_of_turn_ids, BudgetError
 from .vocab import ES_FIELDS, PREDICTION_KEYS, detect_language, prediction_row, select_records   # 00_vocab
 
 # %% auto #0
-__all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_EXTRA', 'ENGINES', 'SUBMISSION_KEYS',
-           'merge_choice', 'load_model_and_tokenizer', 'load_for_inference', 'generate_batch', 'varlen_attention',
-           'paged_varlen_attention', 'paged_attention_implementation', 'kv_bytes_per_token', 'padded_batch_size',
-           'continuous_plan', 'generation_config', 'RepetitionPenalty', 'continuous_blockers', 'stream_continuous',
-           'generate_continuous', 'es_json_schema', 'json_constraint', 'JsonLogitsProcessor', 'adapter_sha256',
-           'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'generate',
+__all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_EXTRA', 'ENGINES', 'CUDA_GRAPHS',
+           'SUBMISSION_KEYS', 'merge_choice', 'load_model_and_tokenizer', 'load_for_inference', 'generate_batch',
+           'varlen_attention', 'paged_varlen_attention', 'paged_attention_implementation', 'kv_bytes_per_token',
+           'padded_batch_size', 'continuous_plan', 'generation_config', 'RepetitionPenalty', 'continuous_blockers',
+           'stream_continuous', 'generate_continuous', 'es_json_schema', 'json_constraint', 'JsonLogitsProcessor',
+           'adapter_sha256', 'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'generate',
            'profile_generate_kwargs', 'write_submission', 'Summarizer']
 
 # %% ../nbs/04_inference.ipynb #2c982687
@@ -79,8 +79,10 @@ def _has_tokenizer(folder: Path) -> bool:
     return any((folder/f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
 
 # %% ../nbs/04_inference.ipynb #c82c2ade
-def _check_adapter(adapter: str | Path | None) -> Path | None:
+def _check_adapter(adapter: str | Path | None, base: str | None = None) -> Path | None:
+    "The adapter's folder (embedded:<name>: the one shipped with emosum, checked against `base`); an error if not one."
     if adapter is None: return None
+    if str(adapter).startswith("embedded:"): return resolve_adapter(adapter, base)
     adapter = Path(adapter)
     if not (adapter/"adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json). Pass the folder "
@@ -104,7 +106,7 @@ def _attach_adapter(model, adapter: Path, merge, quantization: str, compute_dtyp
 
 # %% ../nbs/04_inference.ipynb #a417f2b5
 def load_model_and_tokenizer(base: str,                        # hub id, folder, .gguf file or embedded:<name>
-                             adapter: str | Path | None = None, # a PEFT (LoRA) adapter folder
+                             adapter: str | Path | None = None, # a PEFT (LoRA) adapter folder, or embedded:<name>
                              quantization: str = "none",       # nf4 | int8 | none
                              compute_dtype: str = "float32",
                              gguf_file: str | None = None,
@@ -114,7 +116,7 @@ def load_model_and_tokenizer(base: str,                        # hub id, folder,
                              device_map=None,
                             ):
     "(model in eval mode, tokenizer with left padding); `model.emosum_load` records how (adapter merged or not, why)."
-    adapter = _check_adapter(adapter)
+    adapter = _check_adapter(adapter, base)
     own_tok = adapter is not None and _has_tokenizer(adapter)          # training saves the tokenizer beside the adapter
     tok = load_tokenizer(str(adapter)) if own_tok else load_tokenizer(base, gguf_file)
     model = load_model(base, quantization=quantization, compute_dtype=compute_dtype, double_quant=double_quant,
@@ -770,14 +772,17 @@ def _pending_prompts(records: list, ids: list[str], done: dict, tokenizer, task,
     return prompts
 
 # %% ../nbs/04_inference.ipynb #5149bd34
+CUDA_GRAPHS = {"auto": None, "on": True, "off": False}   # gen_cuda_graphs -> ContinuousBatchingConfig.use_cuda_graph
+
 def _run_continuous(model, tokenizer, prompts: list, eng: dict, emit, bar, max_new_tokens, batch_size, memory_fraction,
-                    do_sample, temperature, top_p, gen_kwargs):
+                    do_sample, temperature, top_p, gen_kwargs, cuda_graphs: str = "off"):
     "Continuous batching over `prompts`: each row emitted the moment its answer is finished."
     lens = [p.prompt_tokens for _, p in prompts]
     plan = continuous_plan(model, lens, max_new_tokens, batch_size, memory_fraction)
     eng.update(concurrency=plan["concurrency"], layout=plan["layout"])
     stream = stream_continuous(model, tokenizer, [p.input_ids for _, p in prompts], max_new_tokens, do_sample,
-                               temperature, top_p, plan=plan, **gen_kwargs)
+                               temperature, top_p, plan=plan, cb_options={"use_cuda_graph": CUDA_GRAPHS[cuda_graphs]},
+                               **gen_kwargs)
     t0 = time.perf_counter()
     try:
         for j, text, n in stream:          # rows are appended as requests finish, while the engine keeps going
@@ -818,6 +823,7 @@ def generate(model, tokenizer,
              overwrite=False,  # rows of other settings: False an error; True start afresh; "stale" regenerate those
              memory_fraction: float = 0.9,   # share of the memory free after loading that generation may take
              constrained: bool = False,      # keep answers to the ES JSON schema (`JsonLogitsProcessor`; padded engine)
+             cuda_graphs: str = "off",       # auto | on | off: continuous batching's decoding steps as CUDA graphs (GPU)
             ) -> list[dict]:
     "Generate for each record not yet in `out_path` (same resume key), a row appended as each ends; `records`' rows."
     from tqdm.auto import tqdm
@@ -853,7 +859,8 @@ def generate(model, tokenizer,
     run = (model, tokenizer, prompts, eng, emit, bar, max_new_tokens, batch_size, memory_fraction, do_sample,
            temperature, top_p)
     try:
-        if eng["name"] == "continuous" and prompts: _run_continuous(*run, gen_kwargs)
+        if eng["name"] == "continuous": eng["cuda_graphs"] = cuda_graphs
+        if eng["name"] == "continuous" and prompts: _run_continuous(*run, gen_kwargs, cuda_graphs)
         elif prompts: _run_padded(*run, constraint, gen_kwargs)
     finally: bar.close()
     return [done[i] for i in ids]
@@ -865,7 +872,7 @@ def profile_generate_kwargs(cfg: Profile) -> dict:
                 batch_size=cfg.gen_batch_size, do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
                 language=None if cfg.language == "auto" else cfg.language, model_name=cfg.model,
                 engine=getattr(cfg, "gen_engine", "auto"), memory_fraction=getattr(cfg, "gen_memory_fraction", 0.9),
-                constrained=getattr(cfg, "constrained_json", False))
+                constrained=getattr(cfg, "constrained_json", False), cuda_graphs=getattr(cfg, "gen_cuda_graphs", "off"))
 
 # %% ../nbs/04_inference.ipynb #3dca9559
 SUBMISSION_KEYS = {

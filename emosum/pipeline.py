@@ -692,7 +692,7 @@ def _add_list_compare(sub):
 def _add_predict_evaluate(sub):
     p = sub.add_parser("predict", help="generate summaries for a data file (optionally with a LoRA adapter)")
     p.add_argument("--profile", default="default")
-    p.add_argument("--adapter", help="a PEFT adapter folder, e.g. runs/x/adapter")
+    p.add_argument("--adapter", help="a PEFT adapter folder, e.g. runs/x/adapter, or embedded:<name> (one shipped with emosum)")
     p.add_argument("--data", required=True, help="records to summarise (any format emosum.data reads)")
     p.add_argument("--out", required=True, help="output folder: predictions.jsonl, submission files")
     p.add_argument("-p", "--set", dest="overrides", action="append", type=_kv, default=[], metavar="KEY=VALUE")
@@ -782,14 +782,16 @@ def _records(path):
 
 # %% ../nbs/07_pipeline.ipynb #6e3cb0fa
 def _cmd_predict(a):
+    from emosum.config import resolve_adapter
     from emosum.inference import load_for_inference, generate, profile_generate_kwargs, write_submission
     cfg = load_profile(a.profile, **_overrides(a.overrides))
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     recs = list(_records(a.data))[: a.limit] if a.limit else list(_records(a.data))
+    adapter = resolve_adapter(a.adapter, base=cfg.model) if a.adapter else None   # a folder, or embedded:<name>
     t0 = time.time()
-    model, tok = load_for_inference(cfg, adapter=a.adapter)
+    model, tok = load_for_inference(cfg, adapter=adapter)
     t1 = time.time()
-    preds = generate(model, tok, recs, out/"predictions.jsonl", adapter=a.adapter, overwrite=a.force,
+    preds = generate(model, tok, recs, out/"predictions.jsonl", adapter=adapter, overwrite=a.force,
                      **profile_generate_kwargs(cfg))
     if cfg.task == "es":
         write_submission(preds, out/"submission.jsonl")
@@ -798,7 +800,7 @@ def _cmd_predict(a):
     ok = sum(p.get("status") in ("ok", "repaired") for p in preds)
     how = getattr(model, "emosum_load", {}) or {}
     print(f"{len(preds)} predictions ({ok} parsed) -> {out/'predictions.jsonl'}\n"
-          f"loading {t1 - t0:.1f} s (adapter {'merged' if how.get('merged') else 'unmerged' if a.adapter else 'none'}), "
+          f"loading {t1 - t0:.1f} s (adapter {'merged' if how.get('merged') else 'unmerged' if adapter else 'none'}), "
           f"generation {time.time() - t1:.1f} s")
 
 # %% ../nbs/07_pipeline.ipynb #ef06750a
