@@ -198,15 +198,13 @@ def run_real(name, data, n, device, a, deadline):
         generate(model, tok, recs[:1], Path(td) / "warm.jsonl", max_length=a.max_length, max_new_tokens=8, progress=False, engine="padded")
         generate(model, tok, recs[:1], Path(td) / "warm2.jsonl", max_length=a.max_length, max_new_tokens=8, progress=False, engine="continuous")
         for eng in a.engines:
-            row = dict(label=f"{name} (real weights, generate() end to end)", engine=eng, n=n, max_new_tokens=a.real_new,
-                       **({"cuda_graphs": a.cuda_graphs} if eng == "continuous" else {}))
+            row = dict(label=f"{name} (real weights, generate() end to end)", engine=eng, n=n, max_new_tokens=a.real_new)
             if time.time() > deadline:
                 row["skipped"] = "past the --budget-s"; rows.append(row); log(row); continue
             try:
                 out, secs, peak = timed(device, lambda: generate(model, tok, recs, Path(td) / f"{eng}.jsonl", max_length=a.max_length,
                                                               max_new_tokens=a.real_new, batch_size=a.padded_batch if eng == "padded" else a.concurrency,
-                                                              progress=False, engine=eng, memory_fraction=a.memory_fraction,
-                                                              cuda_graphs=a.cuda_graphs))
+                                                              progress=False, engine=eng, memory_fraction=a.memory_fraction))
                 toks = sum(r["new_tokens"] for r in out)
                 answers[eng] = [r["raw"] for r in out]
                 row.update(seconds=round(secs, 2), tokens=toks, tokens_per_s=round(toks / secs, 1), s_per_report=round(secs / n, 3), peak_gib=peak,
@@ -307,8 +305,6 @@ def main(argv=None):
     ap.add_argument("--layout", default="auto", choices=("auto", "contiguous", "paged"), help="the continuous engine's KV cache layout (7B shape)")
     ap.add_argument("--lora-r", type=int, default=64)
     ap.add_argument("--cb-options", type=json.loads, default=None, help='extra ContinuousBatchingConfig settings, JSON, e.g. \'{"use_async_batching": true}\'')
-    ap.add_argument("--cuda-graphs", default="off", choices=("auto", "on", "off"), help="real weights: continuous batching's decoding steps as "
-                    "CUDA graphs (the profile key gen_cuda_graphs)")
     ap.add_argument("--nf4-gpu-gib", type=float, default=12.0, help="the NF4 variant runs as on a card of this many GiB (0: the whole GPU)")
     ap.add_argument("--profile-n", type=int, default=8, help="after each 7B-shape variant, profile a short continuous run of this many prompts (0: off)")
     ap.add_argument("--profile-new", type=int, default=32, help="new tokens per prompt in that profile")

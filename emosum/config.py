@@ -11,13 +11,13 @@ from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SETTINGS_FILE', 'QUANTIZATIONS', 'DTYPES', 'LIGER', 'GEN_ENGINES', 'GEN_MERGE', 'GEN_CUDA_GRAPHS', 'ALL_LINEAR',
-           'CHATML_TEMPLATE', 'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'EMBEDDED_ADAPTERS',
-           'project_root', 'project_path', 'shared_data_dir', 'cache_dir', 'Profile', 'read_settings', 'list_profiles',
-           'load_profile', 'runs_root', 'make_run_dir', 'seed_everything', 'setup_run', 'build_tiny_qwen2',
-           'GGUFSource', 'gguf_part_files', 'join_gguf_parts', 'embedded_gguf', 'missing_gguf_packages', 'smollm2_gguf',
-           'convert_gguf', 'resolve_model', 'resolve_adapter', 'load_tokenizer', 'torch_dtype', 'quantization_config',
-           'load_model', 'load_profile_model']
+__all__ = ['SETTINGS_FILE', 'QUANTIZATIONS', 'DTYPES', 'LIGER', 'GEN_ENGINES', 'GEN_MERGE', 'ALL_LINEAR', 'CHATML_TEMPLATE',
+           'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'EMBEDDED_ADAPTERS', 'project_root', 'project_path',
+           'shared_data_dir', 'cache_dir', 'Profile', 'read_settings', 'list_profiles', 'load_profile', 'runs_root',
+           'make_run_dir', 'seed_everything', 'setup_run', 'build_tiny_qwen2', 'GGUFSource', 'gguf_part_files',
+           'join_gguf_parts', 'embedded_gguf', 'missing_gguf_packages', 'smollm2_gguf', 'convert_gguf', 'resolve_model',
+           'resolve_adapter', 'load_tokenizer', 'torch_dtype', 'quantization_config', 'load_model',
+           'load_profile_model']
 
 # %% ../nbs/00_config.ipynb #9adbcfea
 SETTINGS_FILE = "settings.ini"
@@ -61,7 +61,6 @@ from .vocab import TASKS, LANGUAGE_CHOICES   # the shared vocabulary (00_vocab)
 LIGER = ("auto", "on", "off")
 GEN_ENGINES = ("auto", "continuous", "padded")
 GEN_MERGE = ("auto", "yes", "no")
-GEN_CUDA_GRAPHS = ("auto", "on", "off")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # %% ../nbs/00_config.ipynb #eed9c16b
@@ -134,8 +133,6 @@ class Profile:
                                         # a 4-bit base into a de-quantised copy when the GPU has room)
     gen_memory_fraction: float = 0.9    # share of the memory free after loading that generation (KV cache, activations)
                                         # may use
-    gen_cuda_graphs: str = "off"        # auto | on | off: continuous batching's decoding steps as CUDA graphs (a GPU;
-                                        # transformers decides under auto)
     constrained_json: bool = False      # keep answers to the five-field JSON schema while decoding (llguidance; es
                                         # task; the padded engine): every answer parses
     eval_limit: int | None = None       # generate for at most this many records (None: all)
@@ -153,7 +150,7 @@ class Profile:
         def _in(k, allowed):
             if getattr(self, k) not in allowed: raise ValueError(f"Profile {self.name!r}: {k}={getattr(self, k)!r} "
                                                                  f"must be one of {allowed}")
-        _in("quantization", QUANTIZATIONS); _in("compute_dtype", DTYPES); _in("task", TASKS); _in("language", LANGUAGE_CHOICES); _in("liger", LIGER); _in("gen_engine", GEN_ENGINES); _in("gen_merge", GEN_MERGE); _in("gen_cuda_graphs", GEN_CUDA_GRAPHS)
+        _in("quantization", QUANTIZATIONS); _in("compute_dtype", DTYPES); _in("task", TASKS); _in("language", LANGUAGE_CHOICES); _in("liger", LIGER); _in("gen_engine", GEN_ENGINES); _in("gen_merge", GEN_MERGE)
         for k in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "max_new_tokens", "gen_batch_size",
                   "judge_repeats", "num_processes"):
             if getattr(self, k) <= 0: raise ValueError(f"Profile {self.name!r}: {k} must be > 0, got "

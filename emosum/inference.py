@@ -14,12 +14,12 @@ from .prompts import build_prompt, parse_summary, end_of_turn_ids, BudgetError
 from .vocab import ES_FIELDS, PREDICTION_KEYS, detect_language, prediction_row, select_records   # 00_vocab
 
 # %% auto #0
-__all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_EXTRA', 'ENGINES', 'CUDA_GRAPHS',
-           'SUBMISSION_KEYS', 'merge_choice', 'load_model_and_tokenizer', 'load_for_inference', 'generate_batch',
-           'varlen_attention', 'paged_varlen_attention', 'paged_attention_implementation', 'kv_bytes_per_token',
-           'padded_batch_size', 'continuous_plan', 'generation_config', 'RepetitionPenalty', 'continuous_blockers',
-           'stream_continuous', 'generate_continuous', 'es_json_schema', 'json_constraint', 'JsonLogitsProcessor',
-           'adapter_sha256', 'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'generate',
+__all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_EXTRA', 'ENGINES', 'SUBMISSION_KEYS',
+           'merge_choice', 'load_model_and_tokenizer', 'load_for_inference', 'generate_batch', 'varlen_attention',
+           'paged_varlen_attention', 'paged_attention_implementation', 'kv_bytes_per_token', 'padded_batch_size',
+           'continuous_plan', 'generation_config', 'RepetitionPenalty', 'continuous_blockers', 'stream_continuous',
+           'generate_continuous', 'es_json_schema', 'json_constraint', 'JsonLogitsProcessor', 'adapter_sha256',
+           'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'generate',
            'profile_generate_kwargs', 'write_submission', 'Summarizer']
 
 # %% ../nbs/04_inference.ipynb #2c982687
@@ -443,6 +443,8 @@ def _cb_config(plan: dict, contiguous: bool, cb_options: dict | None):
     "transformers' `ContinuousBatchingConfig` for a `continuous_plan` (`cb_options` override it)."
     import torch
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
+    # no CUDA graphs: on an H200 (transformers 5.17) use_cuda_graph=True aborted with a device-side assert under this
+    # paged attention, and transformers' own choice (None) was no faster (bench/results/generate_2026-11-29_round4.json)
     return ContinuousBatchingConfig(**{**dict(block_size=plan["block_size"], num_blocks=plan["num_blocks"],
                                               max_batch_tokens=plan["max_batch_tokens"],
                                               max_requests_per_batch=plan["concurrency"], max_memory_percent=1.0,
@@ -772,17 +774,14 @@ def _pending_prompts(records: list, ids: list[str], done: dict, tokenizer, task,
     return prompts
 
 # %% ../nbs/04_inference.ipynb #5149bd34
-CUDA_GRAPHS = {"auto": None, "on": True, "off": False}   # gen_cuda_graphs -> ContinuousBatchingConfig.use_cuda_graph
-
 def _run_continuous(model, tokenizer, prompts: list, eng: dict, emit, bar, max_new_tokens, batch_size, memory_fraction,
-                    do_sample, temperature, top_p, gen_kwargs, cuda_graphs: str = "off"):
+                    do_sample, temperature, top_p, gen_kwargs):
     "Continuous batching over `prompts`: each row emitted the moment its answer is finished."
     lens = [p.prompt_tokens for _, p in prompts]
     plan = continuous_plan(model, lens, max_new_tokens, batch_size, memory_fraction)
     eng.update(concurrency=plan["concurrency"], layout=plan["layout"])
     stream = stream_continuous(model, tokenizer, [p.input_ids for _, p in prompts], max_new_tokens, do_sample,
-                               temperature, top_p, plan=plan, cb_options={"use_cuda_graph": CUDA_GRAPHS[cuda_graphs]},
-                               **gen_kwargs)
+                               temperature, top_p, plan=plan, **gen_kwargs)
     t0 = time.perf_counter()
     try:
         for j, text, n in stream:          # rows are appended as requests finish, while the engine keeps going
@@ -823,7 +822,6 @@ def generate(model, tokenizer,
              overwrite=False,  # rows of other settings: False an error; True start afresh; "stale" regenerate those
              memory_fraction: float = 0.9,   # share of the memory free after loading that generation may take
              constrained: bool = False,      # keep answers to the ES JSON schema (`JsonLogitsProcessor`; padded engine)
-             cuda_graphs: str = "off",       # auto | on | off: continuous batching's decoding steps as CUDA graphs (GPU)
             ) -> list[dict]:
     "Generate for each record not yet in `out_path` (same resume key), a row appended as each ends; `records`' rows."
     from tqdm.auto import tqdm
@@ -859,8 +857,7 @@ def generate(model, tokenizer,
     run = (model, tokenizer, prompts, eng, emit, bar, max_new_tokens, batch_size, memory_fraction, do_sample,
            temperature, top_p)
     try:
-        if eng["name"] == "continuous": eng["cuda_graphs"] = cuda_graphs
-        if eng["name"] == "continuous" and prompts: _run_continuous(*run, gen_kwargs, cuda_graphs)
+        if eng["name"] == "continuous" and prompts: _run_continuous(*run, gen_kwargs)
         elif prompts: _run_padded(*run, constraint, gen_kwargs)
     finally: bar.close()
     return [done[i] for i in ids]
@@ -872,7 +869,7 @@ def profile_generate_kwargs(cfg: Profile) -> dict:
                 batch_size=cfg.gen_batch_size, do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
                 language=None if cfg.language == "auto" else cfg.language, model_name=cfg.model,
                 engine=getattr(cfg, "gen_engine", "auto"), memory_fraction=getattr(cfg, "gen_memory_fraction", 0.9),
-                constrained=getattr(cfg, "constrained_json", False), cuda_graphs=getattr(cfg, "gen_cuda_graphs", "off"))
+                constrained=getattr(cfg, "constrained_json", False))
 
 # %% ../nbs/04_inference.ipynb #3dca9559
 SUBMISSION_KEYS = {

@@ -586,7 +586,6 @@ NOT_TRAINING = ("name", "description", "save_steps", "logging_steps",
                 "loss_chunk", "mlp_chunk", "expandable_segments", "checkpoint_every",                    # same loss
                 "num_threads", "data_path", "data_format", "test_path", "valid_frac", "max_new_tokens", "do_sample",
                 "temperature", "top_p", "gen_batch_size", "gen_engine", "gen_merge", "gen_memory_fraction",
-                "gen_cuda_graphs",
                 "constrained_json", "eval_limit", "judge_model", "judge_base_url", "judge_repeats")
 
 # %% ../nbs/03_qlora_training.ipynb #2c52ed4b
