@@ -12,12 +12,12 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'QUANTIZATIONS', 'DTYPES', 'LIGER', 'GEN_ENGINES', 'GEN_MERGE', 'ALL_LINEAR', 'CHATML_TEMPLATE',
-           'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'EMBEDDED_ADAPTERS', 'project_root', 'project_path',
-           'shared_data_dir', 'cache_dir', 'Profile', 'read_settings', 'list_profiles', 'load_profile', 'runs_root',
-           'make_run_dir', 'seed_everything', 'setup_run', 'build_tiny_qwen2', 'GGUFSource', 'gguf_part_files',
-           'join_gguf_parts', 'embedded_gguf', 'missing_gguf_packages', 'smollm2_gguf', 'convert_gguf', 'resolve_model',
-           'resolve_adapter', 'load_tokenizer', 'torch_dtype', 'quantization_config', 'load_model',
-           'load_profile_model']
+           'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'EMBEDDED_ADAPTERS', 'ROPE_TYPES', 'project_root',
+           'project_path', 'shared_data_dir', 'cache_dir', 'Profile', 'read_settings', 'list_profiles', 'load_profile',
+           'runs_root', 'make_run_dir', 'seed_everything', 'setup_run', 'build_tiny_qwen2', 'GGUFSource',
+           'gguf_part_files', 'join_gguf_parts', 'embedded_gguf', 'missing_gguf_packages', 'smollm2_gguf',
+           'convert_gguf', 'resolve_model', 'resolve_adapter', 'load_tokenizer', 'torch_dtype', 'quantization_config',
+           'parse_rope_scaling', 'scaled_config', 'load_model', 'load_profile_model']
 
 # %% ../nbs/00_config.ipynb #9adbcfea
 SETTINGS_FILE = "settings.ini"
@@ -76,6 +76,8 @@ class Profile:
     double_quant: bool = True           # nested quantisation of the 4-bit scales
     compute_dtype: str = "bfloat16"     # dtype of matmuls / non-quantised weights
     attn_implementation: str = "sdpa"   # sdpa | eager | flash_attention_2
+    rope_scaling: str | None = None     # <yarn|linear|dynamic>:<factor>, e.g. yarn:4: positions beyond the model's
+                                        # max_position_embeddings (Qwen2-7B-Instruct: 32,768; yarn:4 for 128k)
     # --- LoRA
     lora_r: int = 64
     lora_alpha: int = 16
@@ -176,6 +178,7 @@ class Profile:
         for k in ("loss_chunk", "mlp_chunk"):
             if getattr(self, k) < 0: raise bad(k, ">= 0 (0 switches it off)")
         if self.checkpoint_every < 1: raise bad("checkpoint_every", ">= 1 (1: every layer)")
+        if self.rope_scaling is not None: parse_rope_scaling(self.rope_scaling, self.name)
         if self.max_new_tokens >= self.max_length:
             raise ValueError(f"Profile {self.name!r}: max_new_tokens={self.max_new_tokens} leaves no room for the "
                              f"prompt in max_length={self.max_length}")
@@ -700,6 +703,30 @@ def quantization_config(quantization: str = "nf4", compute_dtype: str = "bfloat1
     if quantization == "int8": return BitsAndBytesConfig(load_in_8bit=True)
     raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
 
+# %% ../nbs/00_config.ipynb #c8edd324
+ROPE_TYPES = ("yarn", "linear", "dynamic")
+
+def parse_rope_scaling(spec: str, profile: str = "custom") -> tuple[str, float]:
+    "`yarn:4` -> `('yarn', 4.0)`; a clear error for anything else."
+    kind, _, f = str(spec).partition(":")
+    try: factor = float(f)
+    except ValueError: factor = float("nan")
+    if kind not in ROPE_TYPES or not factor > 1:
+        raise ValueError(f"Profile {profile!r}: rope_scaling must be <{'|'.join(ROPE_TYPES)}>:<factor above 1>, "
+                         f"e.g. yarn:4, got {spec!r}")
+    return kind, factor
+
+# %% ../nbs/00_config.ipynb #7422a2f1
+def scaled_config(path: str, spec: str, gguf_file: str | None = None):
+    "The model's config with its rope scaled per `spec` over its `max_position_embeddings` (its rope_theta kept)."
+    from transformers import AutoConfig
+    kind, factor = parse_rope_scaling(spec)
+    c = AutoConfig.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+    rp = dict(getattr(c, "rope_parameters", None) or {})
+    rp.update(rope_type=kind, factor=factor, original_max_position_embeddings=c.max_position_embeddings)
+    c.rope_parameters = rp
+    return c
+
 # %% ../nbs/00_config.ipynb #efad73b8
 def load_model(model: str,                       # hub id, folder, .gguf file or embedded:<name>
                quantization: str = "none",       # nf4 | int8 | none
@@ -709,6 +736,7 @@ def load_model(model: str,                       # hub id, folder, .gguf file or
                attn_implementation: str = "sdpa",
                device_map=None,                  # None: this process's GPU (LOCAL_RANK under torch.distributed) if
                                                  # there is one, else the CPU
+               rope_scaling: str | None = None,  # e.g. yarn:4 (`parse_rope_scaling`); None: the model's own
               ):
     "Load a causal LM the Hugging Face way, optionally 4-/8-bit with bitsandbytes."
     import torch
@@ -720,6 +748,7 @@ def load_model(model: str,                       # hub id, folder, .gguf file or
     qc = quantization_config(quantization, compute_dtype, double_quant)
     if qc is not None: kw["quantization_config"] = qc
     if gguf: kw["gguf_file"] = gguf
+    if rope_scaling: kw["config"] = scaled_config(path, rope_scaling, gguf)
     return AutoModelForCausalLM.from_pretrained(path, **kw)
 
 # %% ../nbs/00_config.ipynb #cdd046aa
@@ -727,4 +756,5 @@ def load_profile_model(cfg: Profile, **kw):
     "`load_model` with the profile's model and quantisation settings."
     return load_model(cfg.model, quantization=cfg.quantization, compute_dtype=cfg.compute_dtype,
                       double_quant=cfg.double_quant,
-                      gguf_file=cfg.gguf_file, attn_implementation=cfg.attn_implementation, **kw)
+                      gguf_file=cfg.gguf_file, attn_implementation=cfg.attn_implementation,
+                      rope_scaling=cfg.rope_scaling, **kw)

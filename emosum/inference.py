@@ -114,13 +114,15 @@ def load_model_and_tokenizer(base: str,                        # hub id, folder,
                              double_quant: bool = True,
                              attn_implementation: str = "sdpa",
                              device_map=None,
+                             rope_scaling: str | None = None,   # e.g. yarn:4 for contexts beyond the model's own
                             ):
     "(model in eval mode, tokenizer with left padding); `model.emosum_load` records how (adapter merged or not, why)."
     adapter = _check_adapter(adapter, base)
     own_tok = adapter is not None and _has_tokenizer(adapter)          # training saves the tokenizer beside the adapter
     tok = load_tokenizer(str(adapter)) if own_tok else load_tokenizer(base, gguf_file)
     model = load_model(base, quantization=quantization, compute_dtype=compute_dtype, double_quant=double_quant,
-                       gguf_file=gguf_file, attn_implementation=attn_implementation, device_map=device_map)
+                       gguf_file=gguf_file, attn_implementation=attn_implementation, device_map=device_map,
+                       rope_scaling=rope_scaling)
     info = dict(adapter=None if adapter is None else str(adapter), merged=False,
                 weights=quantization if quantization != "none" else compute_dtype, why=None)
     if adapter is not None: model = _attach_adapter(model, adapter, merge, quantization, compute_dtype, info)
@@ -134,7 +136,8 @@ def load_for_inference(cfg: Profile, adapter: str | Path | None = None, **kw):
     kw.setdefault("merge", getattr(cfg, "gen_merge", "auto"))
     return load_model_and_tokenizer(cfg.model, adapter, quantization=cfg.quantization, compute_dtype=cfg.compute_dtype,
                                     gguf_file=cfg.gguf_file, double_quant=cfg.double_quant,
-                                    attn_implementation=cfg.attn_implementation, **kw)
+                                    attn_implementation=cfg.attn_implementation,
+                                    rope_scaling=getattr(cfg, "rope_scaling", None), **kw)
 
 # %% ../nbs/04_inference.ipynb #9d7762f1
 def _stop_ids(tokenizer, stop_ids=None) -> list[int]:

@@ -775,7 +775,8 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "bf
                       f"unquantised {dtype} base, which is not exactly the model that was trained (merging into the "
                       "quantised weights would lose more). Evaluate the merged model before using it.", UserWarning)
     base = load_model(cfg.model, quantization="none", compute_dtype=dtype, gguf_file=cfg.gguf_file,
-                      attn_implementation=cfg.attn_implementation, device_map={"": "cpu"})
+                      attn_implementation=cfg.attn_implementation, device_map={"": "cpu"},
+                      rope_scaling=cfg.rope_scaling)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir); load_tokenizer(str(adapter_dir)).save_pretrained(out_dir)
     return out_dir

@@ -103,6 +103,18 @@ def test_predict_command(tmp_path):
     assert len(rows) == 1 and {"id", "status", "raw", "fields"} <= set(rows[0]) and (out / "submission.jsonl").exists()
 
 
+def test_predict_with_the_shipped_adapter(tmp_path):
+    out = tmp_path / "pred"
+    r = emosum("predict", "--profile", "default", "--adapter", "embedded:smollm2-135m-es", "--data", "data/sample_es.jsonl",
+               "--out", out, "--limit", "1", "-p", "max_new_tokens=8", runs=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])
+    assert Path(row["adapter"]).parts[-2:] == ("adapters", "smollm2-135m-es") and "adapter merged" in r.stdout
+    bad = emosum("predict", "--profile", "cpu-smoke", "--adapter", "embedded:smollm2-135m-es", "--data", "data/sample_es.jsonl",
+                 "--out", tmp_path / "bad", "--limit", "1", runs=tmp_path)              # trained on another base model
+    assert bad.returncode != 0 and "was trained on embedded:smollm2-135m-instruct" in bad.stderr, bad.stdout + bad.stderr
+
+
 def test_skip_training_means_all_other_steps(tmp_path, monkeypatch):
     "`--skip training` (a zero-shot run) resolves to every step but 03; checked without executing anything."
     import emosum.pipeline as pl

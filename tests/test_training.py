@@ -300,3 +300,17 @@ def test_training_with_levers_saves_a_plain_adapter(tmp_path, monkeypatch):
     plain, _ = prepare_model(cfg_())
     want = {n.replace(".default", "") for n, p in plain.named_parameters() if p.requires_grad}
     assert set(load_peft_weights(str(tmp_path / "run/adapter"))) == want   # loads into a model without the levers
+
+
+def test_rope_scaling_lets_a_long_context_profile_load():
+    "Positions beyond max_position_embeddings stop a run before training, unless the profile scales the rope (yarn:4)."
+    from emosum.config import load_model
+    from emosum.training import check_max_length
+    long = load_profile("cpu-smoke", max_length=131072)
+    with pytest.raises(ValueError, match="rope scaling"):
+        check_max_length(long, load_model("embedded:tiny-qwen2").config)            # 32,768 positions
+    scaled = load_profile("cpu-smoke", max_length=131072, rope_scaling="yarn:4")
+    model = load_model("embedded:tiny-qwen2", rope_scaling=scaled.rope_scaling)
+    check_max_length(scaled, model.config)                                            # 4 x 32,768 = 131,072
+    assert model.config.rope_parameters["rope_type"] == "yarn" and model.config.rope_parameters["rope_theta"] == 1e6
+    assert load_profile("qwen2-7b-128k").rope_scaling == "yarn:4"
