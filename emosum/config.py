@@ -11,13 +11,13 @@ from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SETTINGS_FILE', 'QUANTIZATIONS', 'DTYPES', 'LIGER', 'GEN_ENGINES', 'GEN_MERGE', 'ALL_LINEAR', 'CHATML_TEMPLATE',
-           'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'EMBEDDED_ADAPTERS', 'ROPE_TYPES', 'project_root',
-           'project_path', 'shared_data_dir', 'cache_dir', 'Profile', 'read_settings', 'list_profiles', 'load_profile',
-           'runs_root', 'make_run_dir', 'seed_everything', 'setup_run', 'build_tiny_qwen2', 'GGUFSource',
-           'gguf_part_files', 'join_gguf_parts', 'embedded_gguf', 'missing_gguf_packages', 'smollm2_gguf',
-           'convert_gguf', 'resolve_model', 'resolve_adapter', 'load_tokenizer', 'torch_dtype', 'quantization_config',
-           'parse_rope_scaling', 'scaled_config', 'load_model', 'load_profile_model']
+__all__ = ['SETTINGS_FILE', 'QUANTIZATIONS', 'DTYPES', 'LIGER', 'GEN_ENGINES', 'GEN_MERGE', 'ALL_LINEAR', 'ROPE_TYPES',
+           'CHATML_TEMPLATE', 'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'EMBEDDED_ADAPTERS',
+           'project_root', 'project_path', 'shared_data_dir', 'cache_dir', 'parse_rope_scaling', 'Profile',
+           'read_settings', 'list_profiles', 'load_profile', 'runs_root', 'make_run_dir', 'seed_everything',
+           'setup_run', 'build_tiny_qwen2', 'GGUFSource', 'gguf_part_files', 'join_gguf_parts', 'embedded_gguf',
+           'missing_gguf_packages', 'smollm2_gguf', 'convert_gguf', 'resolve_model', 'resolve_adapter',
+           'load_tokenizer', 'torch_dtype', 'quantization_config', 'scaled_config', 'load_model', 'load_profile_model']
 
 # %% ../nbs/00_config.ipynb #9adbcfea
 SETTINGS_FILE = "settings.ini"
@@ -62,6 +62,19 @@ LIGER = ("auto", "on", "off")
 GEN_ENGINES = ("auto", "continuous", "padded")
 GEN_MERGE = ("auto", "yes", "no")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+# %% ../nbs/00_config.ipynb #c8edd324
+ROPE_TYPES = ("yarn", "linear", "dynamic")
+
+def parse_rope_scaling(spec: str, profile: str = "custom") -> tuple[str, float]:
+    "`yarn:4` -> `('yarn', 4.0)`; a clear error for anything else."
+    kind, _, f = str(spec).partition(":")
+    try: factor = float(f)
+    except ValueError: factor = float("nan")
+    if kind not in ROPE_TYPES or not factor > 1:
+        raise ValueError(f"Profile {profile!r}: rope_scaling must be <{'|'.join(ROPE_TYPES)}>:<factor above 1>, "
+                         f"e.g. yarn:4, got {spec!r}")
+    return kind, factor
 
 # %% ../nbs/00_config.ipynb #eed9c16b
 @dataclass
@@ -702,19 +715,6 @@ def quantization_config(quantization: str = "nf4", compute_dtype: str = "bfloat1
                                   bnb_4bit_compute_dtype=torch_dtype(compute_dtype))
     if quantization == "int8": return BitsAndBytesConfig(load_in_8bit=True)
     raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
-
-# %% ../nbs/00_config.ipynb #c8edd324
-ROPE_TYPES = ("yarn", "linear", "dynamic")
-
-def parse_rope_scaling(spec: str, profile: str = "custom") -> tuple[str, float]:
-    "`yarn:4` -> `('yarn', 4.0)`; a clear error for anything else."
-    kind, _, f = str(spec).partition(":")
-    try: factor = float(f)
-    except ValueError: factor = float("nan")
-    if kind not in ROPE_TYPES or not factor > 1:
-        raise ValueError(f"Profile {profile!r}: rope_scaling must be <{'|'.join(ROPE_TYPES)}>:<factor above 1>, "
-                         f"e.g. yarn:4, got {spec!r}")
-    return kind, factor
 
 # %% ../nbs/00_config.ipynb #7422a2f1
 def scaled_config(path: str, spec: str, gguf_file: str | None = None):
