@@ -125,6 +125,7 @@ class Profile:
     num_processes: int = 1              # data-parallel training processes (accelerate / torch.distributed; one per GPU)
     # --- task and data
     task: str = "es"                    # es | reflection
+    aux_task: str | None = None         # reflection: also train on each record's reflection (an auxiliary task; es)
     language: str = "auto"              # auto | en | zh
     template: str = "benchmark"         # prompt template name (see 02_prompt_design)
     data_path: str = "data/sample_es.jsonl"
@@ -139,6 +140,7 @@ class Profile:
     do_sample: bool = False
     temperature: float = 0.7
     top_p: float = 0.9
+    repetition_penalty: float = 1.0     # > 1 makes tokens already in the prompt or answer less likely (1: off)
     gen_batch_size: int = 4             # upper bound on the requests generated together (fewer when GPU memory is
                                         # short)
     gen_engine: str = "auto"            # auto | continuous | padded: auto = continuous batching on a GPU, the padded
@@ -173,7 +175,8 @@ class Profile:
         if not 0 <= self.lora_dropout < 1: raise ValueError(f"Profile {self.name!r}: lora_dropout must be in [0, 1)")
         if not 0 < self.valid_frac < 1: raise ValueError(f"Profile {self.name!r}: valid_frac must be in (0, 1)")
         bad = lambda k, why: ValueError(f"Profile {self.name!r}: {k} must be {why}, got {getattr(self, k)!r}")
-        for k in ("learning_rate", "num_epochs", "warmup_ratio", "weight_decay", "temperature", "top_p"):
+        for k in ("learning_rate", "num_epochs", "warmup_ratio", "weight_decay", "temperature", "top_p",
+                  "repetition_penalty"):
             if not math.isfinite(getattr(self, k)): raise bad(k, "a finite number")
         if not self.learning_rate > 0: raise bad("learning_rate", "> 0")
         if not self.num_epochs > 0: raise bad("num_epochs", "> 0 (max_steps > 0 stops training earlier)")
@@ -183,7 +186,10 @@ class Profile:
         for k in ("save_steps", "logging_steps"):
             if getattr(self, k) <= 0: raise bad(k, "> 0")
         if not self.temperature > 0: raise bad("temperature", "> 0")
+        if not self.repetition_penalty > 0: raise bad("repetition_penalty", "> 0 (1: off)")
         if not 0 < self.gen_memory_fraction <= 1: raise bad("gen_memory_fraction", "in (0, 1]")
+        if self.aux_task is not None and (self.aux_task not in TASKS or self.aux_task == self.task):
+            raise bad("aux_task", f"none or a task other than task={self.task!r} ({', '.join(TASKS)})")
         if self.constrained_json and self.task != "es": raise bad("task", "es with constrained_json (a reflection is free text)")
         if not 0 < self.top_p <= 1: raise bad("top_p", "in (0, 1]")
         if self.eval_limit is not None and self.eval_limit < 0: raise bad("eval_limit", ">= 0 or none")

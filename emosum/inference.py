@@ -872,7 +872,12 @@ def profile_generate_kwargs(cfg: Profile) -> dict:
                 batch_size=cfg.gen_batch_size, do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
                 language=None if cfg.language == "auto" else cfg.language, model_name=cfg.model,
                 engine=getattr(cfg, "gen_engine", "auto"), memory_fraction=getattr(cfg, "gen_memory_fraction", 0.9),
-                constrained=getattr(cfg, "constrained_json", False))
+                constrained=getattr(cfg, "constrained_json", False), gen_kwargs=_penalty_kwargs(cfg))
+
+def _penalty_kwargs(cfg: Profile) -> dict | None:
+    "The profile's repetition penalty as `generate`'s gen_kwargs (None when off, so the resume key is unchanged)."
+    p = getattr(cfg, "repetition_penalty", 1.0)
+    return None if p == 1.0 else {"repetition_penalty": p}
 
 # %% ../nbs/04_inference.ipynb #3dca9559
 SUBMISSION_KEYS = {
@@ -917,7 +922,8 @@ def _summarizer_settings(cfg: Profile) -> dict:
     "A profile's generation settings, as `Summarizer` takes them."
     return dict(task=cfg.task, template=cfg.template, max_length=cfg.max_length, max_new_tokens=cfg.max_new_tokens,
                 language=None if cfg.language == "auto" else cfg.language, do_sample=cfg.do_sample,
-                temperature=cfg.temperature, top_p=cfg.top_p, constrained=cfg.constrained_json)
+                temperature=cfg.temperature, top_p=cfg.top_p, constrained=cfg.constrained_json,
+                gen_kwargs=_penalty_kwargs(cfg))
 
 # %% ../nbs/04_inference.ipynb #da647cbe
 def _empty_summary(task: str, error) -> dict:

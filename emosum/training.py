@@ -20,10 +20,11 @@ __all__ = ['PADDING_FREE_ATTENTION', 'TRAINING_KEY', 'NOT_TRAINING', 'check_quan
            'model_max_length', 'check_max_length', 'use_expandable_segments', 'HostEmbedding', 'embedding_to_host',
            'chunked_head_loss', 'head_returns_hidden', 'chunk_mlps', 'apply_liger', 'lora_config', 'prepare_model',
            'trainable_parameters', 'estimate_memory', 'causal_lm_loss', 'compare_loss_paths', 'SFTDataset',
-           'build_dataset', 'PaddedCollator', 'make_collator', 'EmosumTrainer', 'JsonlLogCallback', 'SaveAtEpochEnd',
-           'training_arguments', 'make_trainer', 'records_hash', 'versions', 'save_adapter', 'training_key',
-           'last_checkpoint', 'CheckpointMismatch', 'resume_checkpoint', 'is_distributed_worker', 'train',
-           'export_merged', 'read_train_log', 'plot_losses', 'prompt_ids', 'greedy_generate', 'launch_distributed']
+           'build_dataset', 'build_training_set', 'PaddedCollator', 'make_collator', 'EmosumTrainer',
+           'JsonlLogCallback', 'SaveAtEpochEnd', 'training_arguments', 'make_trainer', 'records_hash', 'versions',
+           'save_adapter', 'training_key', 'last_checkpoint', 'CheckpointMismatch', 'resume_checkpoint',
+           'is_distributed_worker', 'train', 'export_merged', 'read_train_log', 'plot_losses', 'prompt_ids',
+           'greedy_generate', 'launch_distributed']
 
 # %% ../nbs/03_qlora_training.ipynb #b153a2a6
 def _keep_4bit_trainable(model):
@@ -424,6 +425,18 @@ def build_dataset(records: list,           # emosum.data.Record objects with tar
         ids.append(r.id)
     return SFTDataset(examples, ids, truncated)
 
+# %% ../nbs/03_qlora_training.ipynb #19a374ab
+def build_training_set(records: list, tokenizer, cfg: Profile, split: str = "train") -> SFTDataset:
+    """`build_dataset`'s examples, plus with `cfg.aux_task` one example of that task for each record that has its
+    target (ids `<id>#<task>`)."""
+    ds = build_dataset(records, tokenizer, cfg, split)
+    if not cfg.aux_task: return ds
+    has = [r for r in records if (getattr(r, "experience_and_reflection", None) or "").strip()]
+    aux = build_dataset(has, tokenizer, cfg.replace(task=cfg.aux_task, aux_task=None, constrained_json=False), f"{split} ({cfg.aux_task})")
+    tag = lambda i: f"{i}#{cfg.aux_task}"
+    return SFTDataset(ds.examples + aux.examples, ds.ids + [tag(i) for i in aux.ids],
+                      ds.truncated + [{**t, "id": tag(t["id"])} for t in aux.truncated])
+
 # %% ../nbs/03_qlora_training.ipynb #c606a13c
 PADDING_FREE_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 
@@ -585,7 +598,7 @@ NOT_TRAINING = ("name", "description", "save_steps", "logging_steps",
                 "gradient_checkpointing", "offload_checkpoints", "liger", "embedding_on_cpu",            # same loss
                 "loss_chunk", "mlp_chunk", "expandable_segments", "checkpoint_every",                    # same loss
                 "num_threads", "data_path", "data_format", "test_path", "valid_frac", "max_new_tokens", "do_sample",
-                "temperature", "top_p", "gen_batch_size", "gen_engine", "gen_merge", "gen_memory_fraction",
+                "temperature", "top_p", "gen_batch_size", "gen_engine", "gen_merge", "gen_memory_fraction", "repetition_penalty",
                 "constrained_json", "eval_limit", "judge_model", "judge_base_url", "judge_repeats")
 
 # %% ../nbs/03_qlora_training.ipynb #2c52ed4b
@@ -747,7 +760,7 @@ def train(cfg: Profile,                 # the run's profile
     seed_everything(cfg.seed)
     model, tok = model_and_tokenizer or prepare_model(cfg)
     check_trainable_4bit(model)
-    train_ds = build_dataset(train_records, tok, cfg, "train")
+    train_ds = build_training_set(train_records, tok, cfg, "train")
     eval_ds = build_dataset(valid_records, tok, cfg, "valid") if valid_records else None
     for name, ds in (("train", train_ds), ("valid", eval_ds)): _warn_truncated(cfg, name, ds)
     trainer = make_trainer(cfg, model, tok, train_ds, eval_ds, run_dir, callbacks)

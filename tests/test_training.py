@@ -314,3 +314,13 @@ def test_rope_scaling_lets_a_long_context_profile_load():
     check_max_length(scaled, model.config)                                            # 4 x 32,768 = 131,072
     assert model.config.rope_parameters["rope_type"] == "yarn" and model.config.rope_parameters["rope_theta"] == 1e6
     assert load_profile("qwen2-7b-128k").rope_scaling == "yarn:4"
+
+
+def test_auxiliary_reflection_examples_are_trained_on(tmp_path):
+    "aux_task=reflection: each record's reflection becomes a second training example; evaluation stays on the summary."
+    res = train(cfg_(aux_task="reflection", max_steps=2), RECS, RECS[:1], tmp_path)
+    assert res["train_examples"] == 2 * len(RECS) and res["valid_examples"] == 1
+    meta = json.loads((tmp_path / "adapter" / "meta.json").read_text())
+    assert json.loads((tmp_path / "adapter" / "profile.json").read_text())["aux_task"] == "reflection"
+    assert meta["result"]["train_examples"] == 2 * len(RECS)
+    with pytest.raises(ValueError, match="aux_task"): cfg_(aux_task="es")       # not the main task itself
