@@ -287,7 +287,9 @@ def attention_check(device):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "longemotion_es" / "es_dev.jsonl"),
-                    help="records to summarise (default: ../shared/data/longemotion_es/es_dev.jsonl; data/sample_es.jsonl if missing)")
+                    help="records to summarise (default: ../shared/data/longemotion_es/es_dev.jsonl; --sample for the bundled records)")
+    ap.add_argument("--sample", action="store_true", help="summarise the bundled data/sample_es.jsonl (10 short fictional records; "
+                    "prompts about 40%% as long as the dev records') instead of --data")
     ap.add_argument("--n", default=None, help="reports per measurement on the 7B shape (default 10,50,150; NF4 10,50; --quick 10,50 and NF4 10; --tiny 2,4)")
     ap.add_argument("--padded-n", default=None, help="of those, where the padded path is measured too (default 10; --tiny 2,4): it takes 1-4 s a report")
     ap.add_argument("--new", type=int, default=None, help="new tokens per report on the 7B shape (default 256; --tiny 8)")
@@ -327,9 +329,10 @@ def main(argv=None):
     a.real_n = a.real_n or (2 if a.tiny else 20 if a.quick else 50)
     a.real_new = a.real_new or (8 if a.tiny else 512)
     models = [m for m in (a.model or (["embedded:tiny-qwen2"] if a.tiny else ["embedded:smollm2-135m-instruct", "embedded:qwen2.5-coder-0.5b-instruct"])) if m != "none"]
-    data = Path(a.data)
-    if not data.is_file():
-        log(f"{data} not found: using the bundled data/sample_es.jsonl (pass --data for the real records)"); data = ROOT / "data" / "sample_es.jsonl"
+    data = ROOT / "data" / "sample_es.jsonl" if a.sample or a.tiny else Path(a.data)
+    if not data.is_file():         # no silent switch to the short sample records: the timings would not be comparable
+        raise SystemExit(f"{data} not found: pass --data <ES records> (the LongEmotion dev file), or --sample for the "
+                         "bundled records")
     from emosum.config import load_tokenizer
     tok_name = "embedded:tiny-qwen2"
     if not a.tiny:
