@@ -184,10 +184,9 @@ def run_random(arch, variant, tok, prompts, n_list, new, device, a, deadline):
 def run_real(name, data, n, device, a, deadline):
     "A real model end to end through emosum.inference.generate (stop tokens, parsing, appends), both engines on the same records."
     from emosum.data import load_records
-    from emosum.config import resolve_adapter
     from emosum.inference import load_model_and_tokenizer, generate
     base, _, adapter = name.partition("@")                       # MODEL@ADAPTER: a fine-tuned model (adapter merged)
-    model, tok = load_model_and_tokenizer(base, str(resolve_adapter(adapter, base)) if adapter else None,
+    model, tok = load_model_and_tokenizer(base, adapter or None,
                                           compute_dtype="bfloat16" if device == "cuda" else "float32",
                                           device_map={"": 0} if device == "cuda" else {"": "cpu"})
     recs = list(load_records(data))

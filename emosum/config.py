@@ -682,7 +682,9 @@ def resolve_adapter(spec: str | Path,   # an adapter folder, or embedded:<name> 
     "The folder of a LoRA adapter; a shipped one is checked against the base model it belongs to."
     if not str(spec).startswith("embedded:"):
         p = project_path(spec)
-        if not (p/"adapter_config.json").is_file(): raise FileNotFoundError(f"{p} is not a LoRA adapter folder (no adapter_config.json)")
+        if not (p/"adapter_config.json").is_file():
+            raise FileNotFoundError(f"{p} is not a PEFT adapter folder (no adapter_config.json). Pass the folder "
+                                    "training wrote (run_dir/'adapter'), an embedded:<name>, or no adapter for the base model.")
         return p
     key = str(spec).split(":", 1)[1]
     if key not in EMBEDDED_ADAPTERS:

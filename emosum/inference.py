@@ -82,12 +82,8 @@ def _has_tokenizer(folder: Path) -> bool:
 def _check_adapter(adapter: str | Path | None, base: str | None = None) -> Path | None:
     "The adapter's folder (embedded:<name>: the one shipped with emosum, checked against `base`); an error if not one."
     if adapter is None: return None
-    if str(adapter).startswith("embedded:"): return resolve_adapter(adapter, base)
-    adapter = Path(adapter)
-    if not (adapter/"adapter_config.json").is_file():
-        raise FileNotFoundError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json). Pass the folder "
-                                "training wrote (run_dir/'adapter'), or adapter=None for the base model.")
-    return adapter
+    # a folder is taken from the working directory (resolve_adapter alone would take it from the project root)
+    return resolve_adapter(adapter if str(adapter).startswith("embedded:") else Path(adapter).absolute(), base)
 
 # %% ../nbs/04_inference.ipynb #c7156710
 def _attach_adapter(model, adapter: Path, merge, quantization: str, compute_dtype: str, info: dict):
