@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SETTINGS_FILE', 'QUANTIZATIONS', 'DTYPES', 'LIGER', 'GEN_ENGINES', 'GEN_MERGE', 'ALL_LINEAR', 'ROPE_TYPES',
-           'CHATML_TEMPLATE', 'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'EMBEDDED_ADAPTERS',
+__all__ = ['SETTINGS_FILE', 'QUANTIZATIONS', 'DTYPES', 'LIGER', 'GEN_ENGINES', 'GEN_MERGE', 'SELECT_METRICS', 'ALL_LINEAR',
+           'ROPE_TYPES', 'CHATML_TEMPLATE', 'EMBEDDED_GGUF', 'EMBEDDED_MODELS', 'EMBEDDED_VERSION', 'EMBEDDED_ADAPTERS',
            'project_root', 'project_path', 'shared_data_dir', 'cache_dir', 'parse_rope_scaling', 'Profile',
            'read_settings', 'list_profiles', 'load_profile', 'runs_root', 'make_run_dir', 'seed_everything',
            'setup_run', 'build_tiny_qwen2', 'GGUFSource', 'gguf_part_files', 'join_gguf_parts', 'embedded_gguf',
@@ -61,6 +61,9 @@ from .vocab import TASKS, LANGUAGE_CHOICES   # the shared vocabulary (00_vocab)
 LIGER = ("auto", "on", "off")
 GEN_ENGINES = ("auto", "continuous", "padded")
 GEN_MERGE = ("auto", "yes", "no")
+# which checkpoint a training keeps: the lowest validation loss, or the highest mean ROUGE-L / semantic similarity
+# of summaries generated for the validation records at each evaluation (03_qlora_training)
+SELECT_METRICS = ("eval_loss", "rougeL", "semsim")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # %% ../nbs/00_config.ipynb #c8edd324
@@ -132,6 +135,8 @@ class Profile:
     data_format: str | None = None      # None: detect from content
     test_path: str | None = None
     valid_frac: float = 0.15
+    select_metric: str = "eval_loss"    # the checkpoint kept: eval_loss (lowest) | rougeL | semsim (highest, of summaries
+                                        # generated for the validation records at each epoch end; one process)
     seed: int = 42
     num_threads: int | None = None      # torch CPU threads (None: torch's default); 1 can be faster on a busy 2-core
                                         # box
@@ -168,6 +173,7 @@ class Profile:
             if getattr(self, k) not in allowed: raise ValueError(f"Profile {self.name!r}: {k}={getattr(self, k)!r} "
                                                                  f"must be one of {allowed}")
         _in("quantization", QUANTIZATIONS); _in("compute_dtype", DTYPES); _in("task", TASKS); _in("language", LANGUAGE_CHOICES); _in("liger", LIGER); _in("gen_engine", GEN_ENGINES); _in("gen_merge", GEN_MERGE)
+        _in("select_metric", SELECT_METRICS)
         for k in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "max_new_tokens", "gen_batch_size",
                   "judge_repeats", "num_processes"):
             if getattr(self, k) <= 0: raise ValueError(f"Profile {self.name!r}: {k} must be > 0, got "
@@ -190,6 +196,8 @@ class Profile:
         if not 0 < self.gen_memory_fraction <= 1: raise bad("gen_memory_fraction", "in (0, 1]")
         if self.aux_task is not None and (self.aux_task not in TASKS or self.aux_task == self.task):
             raise bad("aux_task", f"none or a task other than task={self.task!r} ({', '.join(TASKS)})")
+        if self.select_metric != "eval_loss" and self.num_processes > 1:
+            raise bad("select_metric", "eval_loss with num_processes > 1 (the generation metric runs in one process)")
         if self.constrained_json and self.task != "es": raise bad("task", "es with constrained_json (a reflection is free text)")
         if not 0 < self.top_p <= 1: raise bad("top_p", "in (0, 1]")
         if self.eval_limit is not None and self.eval_limit < 0: raise bad("eval_limit", ">= 0 or none")

@@ -293,6 +293,9 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     "qwen0.5b-lora-new256": ("qwen2.5-0.5b-lora", {"max_new_tokens": 256}),
     # the reflection task as auxiliary training data (each record's reflection, beside its summary)
     "qwen0.5b-lora-aux-reflection": ("qwen2.5-0.5b-lora", {"aux_task": "reflection"}),
+    # the checkpoint kept by a generation metric on the validation records (each epoch), not by validation loss
+    "qwen0.5b-lora-select-rougeL": ("qwen2.5-0.5b-lora", {"select_metric": "rougeL"}),
+    "qwen0.5b-lora-5ep-select-rougeL": ("qwen2.5-0.5b-lora", {"num_epochs": 5, "select_metric": "rougeL"}),
 }
 
 # %% ../nbs/08_experiments.ipynb #44398691

@@ -20,9 +20,9 @@ __all__ = ['PADDING_FREE_ATTENTION', 'TRAINING_KEY', 'NOT_TRAINING', 'check_quan
            'model_max_length', 'check_max_length', 'use_expandable_segments', 'HostEmbedding', 'embedding_to_host',
            'chunked_head_loss', 'head_returns_hidden', 'chunk_mlps', 'apply_liger', 'lora_config', 'prepare_model',
            'trainable_parameters', 'estimate_memory', 'causal_lm_loss', 'compare_loss_paths', 'SFTDataset',
-           'build_dataset', 'build_training_set', 'PaddedCollator', 'make_collator', 'EmosumTrainer',
-           'JsonlLogCallback', 'SaveAtEpochEnd', 'training_arguments', 'make_trainer', 'records_hash', 'versions',
-           'save_adapter', 'training_key', 'last_checkpoint', 'CheckpointMismatch', 'resume_checkpoint',
+           'build_dataset', 'build_training_set', 'PaddedCollator', 'make_collator', 'generation_score',
+           'EmosumTrainer', 'JsonlLogCallback', 'SaveAtEpochEnd', 'training_arguments', 'make_trainer', 'records_hash',
+           'versions', 'save_adapter', 'training_key', 'last_checkpoint', 'CheckpointMismatch', 'resume_checkpoint',
            'is_distributed_worker', 'train', 'export_merged', 'read_train_log', 'plot_losses', 'prompt_ids',
            'greedy_generate', 'launch_distributed']
 
@@ -476,13 +476,47 @@ def _torch_load_on_cpu():
     try: yield
     finally: torch.load = orig
 
+# %% ../nbs/03_qlora_training.ipynb #e5e1ec02
+def generation_score(cfg: Profile,       # the run's profile: template, budget, engine and decoding settings
+                     model, tokenizer,   # the model being trained (a PeftModel), as it is now
+                     records: list,      # validation Records with targets
+                     out_path: str | Path, # where the answers go (predictions.jsonl rows; rewritten)
+                    ) -> dict:
+    "Generate a summary for each of `records` with `model` as it is, and score them: mean rougeL, semsim, JSON parsed."
+    from emosum.inference import generate, profile_generate_kwargs
+    from emosum.evaluation import score_predictions
+    was_training, use_cache = model.training, model.config.use_cache
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):          # the training's random state is left as it was
+        model.eval(); model.config.use_cache = True       # training turned the KV cache off
+        try: rows = generate(model, tokenizer, records, out_path, **{**profile_generate_kwargs(cfg), "progress": False,
+                                                                    "overwrite": True})
+        finally: model.train(was_training); model.config.use_cache = use_cache
+    sc = score_predictions(rows, records, task=cfg.task)
+    per_rec = sc.drop_duplicates("id")["status"]
+    return {"rougeL": round(float(sc["rougeL"].mean()), 6), "semsim": round(float(sc["semsim"].mean()), 6),
+            "json_parsed": round(float(per_rec.isin(["ok", "repaired"]).mean()), 6)}
+
+
 # %% ../nbs/03_qlora_training.ipynb #ca80f47a
 class EmosumTrainer(Trainer):
     "transformers' `Trainer` whose loss is `causal_lm_loss` (answer-only `lm_head` when `fast_path`)."
-    def __init__(self, *args, fast_path: bool = True, loss_chunk: int = 0, **kw):
+    def __init__(self, *args, fast_path: bool = True, loss_chunk: int = 0,
+                 select: tuple | None = None,    # (profile, validation Records, run folder): also a generation metric
+                 **kw):
         super().__init__(*args, **kw)
-        self.fast_path, self.loss_chunk = fast_path, loss_chunk
+        self.fast_path, self.loss_chunk, self.select = fast_path, loss_chunk, select
         self.model_accepts_loss_kwargs = True      # causal_lm_loss divides by num_items_in_batch itself
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        "The validation loss and, with `select`, the generation metrics of `generation_score` (`eval_rougeL`, ...)."
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self.select is not None:
+            cfg, records, run_dir = self.select
+            out = Path(run_dir)/"selection"/f"step-{self.state.global_step}.jsonl"
+            got = {f"{metric_key_prefix}_{k}": v for k, v in generation_score(cfg, self.model, self.processing_class,
+                                                                              records, out).items()}
+            metrics.update(got); self.log(got)
+        return metrics
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = causal_lm_loss(model, inputs, fast_path=self.fast_path, num_items_in_batch=num_items_in_batch,
                               loss_chunk=self.loss_chunk)
@@ -533,6 +567,10 @@ class SaveAtEpochEnd(TrainerCallback):
         if args.eval_strategy != "no": control.should_save = True
 
 # %% ../nbs/03_qlora_training.ipynb #0fbf8f15
+def _select_key(cfg: Profile) -> str:
+    "The metric `Trainer` picks the best checkpoint by: eval_loss, or eval_<select_metric> from `generation_score`."
+    return cfg.select_metric if cfg.select_metric.startswith("eval_") else f"eval_{cfg.select_metric}"
+
 def training_arguments(cfg: Profile, run_dir: Path, has_eval: bool = True, **kw) -> TrainingArguments:
     "`TrainingArguments` from the profile: schedule with warm-up, accumulation, per-epoch eval, checkpoints, seeds."
     mixed = cfg.compute_dtype if (cfg.compute_dtype != "float32"
@@ -544,7 +582,7 @@ def training_arguments(cfg: Profile, run_dir: Path, has_eval: bool = True, **kw)
         warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler, weight_decay=cfg.weight_decay,
         optim=cfg.optim, logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=3, eval_strategy="epoch" if has_eval else "no",
-        metric_for_best_model="eval_loss" if has_eval else None, greater_is_better=False,
+        metric_for_best_model=_select_key(cfg) if has_eval else None, greater_is_better=cfg.select_metric != "eval_loss",
         load_best_model_at_end=False, bf16=mixed == "bfloat16", fp16=mixed == "float16", gradient_checkpointing=False,
         seed=cfg.seed, data_seed=cfg.seed, report_to="none", remove_unused_columns=False,
         include_num_input_tokens_seen=True,
@@ -557,14 +595,21 @@ def training_arguments(cfg: Profile, run_dir: Path, has_eval: bool = True, **kw)
 
 # %% ../nbs/03_qlora_training.ipynb #cc2ce792
 def make_trainer(cfg: Profile, model, tokenizer, train_ds, eval_ds=None, run_dir: Path = Path("."), callbacks=(),
+                 valid_records: list | None = None,  # eval_ds's Records: generated for and scored when the profile's
+                                                     # select_metric is a generation metric
                  **args) -> EmosumTrainer:
     "The project's trainer: `EmosumTrainer` with the profile's arguments, collator, JSONL log, epoch-end saves."
     run_dir = Path(run_dir)
+    select = None
+    if cfg.select_metric != "eval_loss" and eval_ds:
+        if not valid_records: raise ValueError(f"select_metric={cfg.select_metric!r} generates for the validation "
+                                               "records: pass them as valid_records")
+        select = (cfg, list(valid_records), run_dir)
     return EmosumTrainer(model=model, args=training_arguments(cfg, run_dir, has_eval=bool(eval_ds), **args),
                          train_dataset=train_ds, eval_dataset=eval_ds or None,
                          data_collator=make_collator(cfg, tokenizer), processing_class=tokenizer,
                          fast_path=getattr(model, "_emosum_fast_path", cfg.fast_path),
-                         loss_chunk=getattr(model, "_emosum_loss_chunk", cfg.loss_chunk),
+                         loss_chunk=getattr(model, "_emosum_loss_chunk", cfg.loss_chunk), select=select,
                          callbacks=[JsonlLogCallback(run_dir/"train_log.jsonl"), SaveAtEpochEnd(), *callbacks])
 
 # %% ../nbs/03_qlora_training.ipynb #70c94982
@@ -605,6 +650,7 @@ NOT_TRAINING = ("name", "description", "save_steps", "logging_steps",
 def training_key(cfg: Profile, train_records: list, valid_records: list) -> dict:
     "What shapes a training's checkpoints: the profile's settings but `NOT_TRAINING`, and the records' sha256."
     key = {k: v for k, v in cfg.to_dict().items() if k not in NOT_TRAINING}
+    if key.get("select_metric") == "eval_loss": del key["select_metric"]   # the default: keys made before it existed hold
     content = lambda rs: [{k: v for k, v in (r.to_dict() if hasattr(r, "to_dict") else r).items() if k != "source"}
                           for r in rs or []]
     key.update(train_records=records_hash(content(train_records)),        # their content, not where they were read
@@ -700,7 +746,7 @@ def _warn_truncated(cfg: Profile, name: str, ds: SFTDataset | None):
 
 # %% ../nbs/03_qlora_training.ipynb #000db970
 def _best_checkpoint(state, model, run_dir: Path) -> Path | None:
-    "The checkpoint with the lowest validation loss, its LoRA weights loaded into `model` unless it is the last one."
+    "The best checkpoint by the profile's select_metric, its LoRA weights loaded into `model` unless it is the last one."
     best = run_dir/"checkpoints"/f"checkpoint-{state.best_global_step}"
     if not (state.best_global_step and best.is_dir()): return None
     if state.best_global_step != state.global_step:
@@ -709,15 +755,30 @@ def _best_checkpoint(state, model, run_dir: Path) -> Path | None:
     return best
 
 # %% ../nbs/03_qlora_training.ipynb #13008574
-def _train_result(state, out, best: Path | None, ckpt: Path | None, t0: float, train_ds, eval_ds) -> dict:
+def _evaluations(state) -> list[dict]:
+    "Each evaluation's step, epoch and eval_* numbers (the loss and any generation metrics, logged apart) in one row."
+    rows = {}
+    for h in state.log_history:
+        ev = {k: v for k, v in h.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+        if ev: rows.setdefault(h["step"], {"step": h["step"], "epoch": h.get("epoch")}).update(ev)
+    return list(rows.values())
+
+def _train_result(state, out, best: Path | None, ckpt: Path | None, t0: float, train_ds, eval_ds,
+                  select_metric: str = "eval_loss") -> dict:
     "`train`'s summary of a finished training (what meta.json keeps as `result`)."
     return {"global_step": state.global_step, "train_loss": out.training_loss,
             "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
             "eval_losses": [h["eval_loss"] for h in state.log_history if "eval_loss" in h],
-            "best_eval_loss": state.best_metric, "best_checkpoint": str(best) if best else None,
+            "best_eval_loss": _best_eval_loss(state, best), "best_checkpoint": str(best) if best else None,
+            "select_metric": select_metric, "best_metric": state.best_metric, "evaluations": _evaluations(state),
             "resumed_from": str(ckpt) if ckpt else None, "seconds": round(time.time() - t0, 1),
             "train_examples": len(train_ds), "train_tokens": train_ds.n_tokens, "truncated_train": train_ds.truncated,
             "valid_examples": len(eval_ds) if eval_ds else 0, **_gpu_peak()}
+
+def _best_eval_loss(state, best: Path | None):
+    "The validation loss of the checkpoint kept (whatever metric chose it)."
+    step = int(best.name.rsplit("-", 1)[1]) if best else None
+    return next((h["eval_loss"] for h in state.log_history if "eval_loss" in h and h.get("step") == step), None)
 
 def _gpu_peak() -> dict:
     "The training's peak GPU memory (GiB, allocated and reserved by torch) since `train` reset the counters; {} off the GPU."
@@ -739,7 +800,8 @@ def _adapter_meta(cfg: Profile, model, result: dict, train_records: list, valid_
 # %% ../nbs/03_qlora_training.ipynb #75c7665e
 def train(cfg: Profile,                 # the run's profile
           train_records: list,          # Records with targets
-          valid_records: list,          # Records with targets, for eval loss and best-checkpoint selection ([] = none)
+          valid_records: list,          # Records with targets, for eval loss and best-checkpoint selection ([] = none;
+                                        # the profile's select_metric says by what)
           run_dir: str | Path,          # the run folder: checkpoints/, train_log.jsonl, adapter/ go here
           resume: bool = True,          # continue from run_dir/checkpoints when they hold this training's (see above)
           callbacks=(),                 # extra TrainerCallbacks
@@ -763,12 +825,12 @@ def train(cfg: Profile,                 # the run's profile
     train_ds = build_training_set(train_records, tok, cfg, "train")
     eval_ds = build_dataset(valid_records, tok, cfg, "valid") if valid_records else None
     for name, ds in (("train", train_ds), ("valid", eval_ds)): _warn_truncated(cfg, name, ds)
-    trainer = make_trainer(cfg, model, tok, train_ds, eval_ds, run_dir, callbacks)
+    trainer = make_trainer(cfg, model, tok, train_ds, eval_ds, run_dir, callbacks, valid_records=valid_records)
     if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()     # the peak of training itself (meta.json)
     t0 = time.time()
     out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     best = _best_checkpoint(trainer.state, model, run_dir)
-    result = _train_result(trainer.state, out, best, ckpt, t0, train_ds, eval_ds)
+    result = _train_result(trainer.state, out, best, ckpt, t0, train_ds, eval_ds, cfg.select_metric)
     meta = _adapter_meta(cfg, model, result, train_records, valid_records, run_dir)
     result["world_size"] = trainer.args.world_size                  # in meta.json too (the same dict)
     if trainer.is_world_process_zero(): save_adapter(model, tok, cfg, run_dir/"adapter", meta)   # rank 0 writes

@@ -324,3 +324,28 @@ def test_auxiliary_reflection_examples_are_trained_on(tmp_path):
     assert json.loads((tmp_path / "adapter" / "profile.json").read_text())["aux_task"] == "reflection"
     assert meta["result"]["train_examples"] == 2 * len(RECS)
     with pytest.raises(ValueError, match="aux_task"): cfg_(aux_task="es")       # not the main task itself
+
+
+def test_checkpoint_chosen_by_a_generation_metric(tmp_path):
+    """select_metric=rougeL: each epoch's evaluation also generates for the validation records and scores them; the
+    checkpoint kept is the one with the highest eval_rougeL; the training itself is step for step the same."""
+    kw = dict(max_steps=-1, num_epochs=2, batch_size=1, max_new_tokens=12, save_steps=100)
+    base = train(cfg_(**kw), RECS[:3], RECS[3:], tmp_path / "loss")
+    res = train(cfg_(select_metric="rougeL", **kw), RECS[:3], RECS[3:], tmp_path / "rouge")
+    assert losses(tmp_path / "rouge") == losses(tmp_path / "loss")                  # generating did not disturb training
+    assert base["select_metric"] == "eval_loss" and "eval_rougeL" not in base["evaluations"][0]
+    ev = res["evaluations"]
+    assert [e["step"] for e in ev] == [3, 6] and all({"eval_loss", "eval_rougeL", "eval_semsim", "eval_json_parsed"} <= set(e) for e in ev)
+    best = max(ev, key=lambda e: e["eval_rougeL"])                                    # the first of equals, as Trainer keeps it
+    assert res["select_metric"] == "rougeL" and res["best_metric"] == best["eval_rougeL"]
+    assert Path(res["best_checkpoint"]).name == f"checkpoint-{best['step']}" and res["best_eval_loss"] == best["eval_loss"]
+    for e in ev:                                                                      # the answers scored, one row per record
+        rows = [json.loads(l) for l in (tmp_path / "rouge" / "selection" / f"step-{e['step']}.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in rows] == ["r3"]
+    logged = [r for r in read_train_log(tmp_path / "rouge") if "eval_rougeL" in r]
+    assert [r["step"] for r in logged] == [3, 6]
+    # the default's resume key is the one made before select_metric existed; another metric is another training
+    assert "select_metric" not in training_key(cfg_(), RECS, [])
+    assert training_key(cfg_(select_metric="semsim"), RECS, [])["select_metric"] == "semsim"
+    with pytest.raises(ValueError, match="select_metric"): cfg_(select_metric="bleu")
+    with pytest.raises(ValueError, match="select_metric"): cfg_(select_metric="rougeL", num_processes=2)
