@@ -413,6 +413,7 @@ class RepetitionPenalty:
             new = torch.tensor(st.generated_tokens, dtype=torch.long, device=dev) if st.generated_tokens else None
             c = torch.cat([p, new]) if st.generated_tokens else p
             cols.append(c); rows.append(torch.full_like(c, i))
+        if not rows: return scores               # a step of prompt chunks only (a long prompt prefilled in pieces)
         r, c = torch.cat(rows), torch.cat(cols)
         s = scores[r, c]
         scores[r, c] = torch.where(s < 0, s * self.penalty, s / self.penalty)

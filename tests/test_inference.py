@@ -195,6 +195,9 @@ def test_continuous_sampling_stop_ids_and_plan(tiny, tmp_path):
     assert continuous_blockers(model, generation_config(model, tok, 10, repetition_penalty=1.5)) == []
     assert (generate_continuous(model, tok, prompts, 10, max_concurrency=2, repetition_penalty=1.5)
             == [generate_batch(model, tok, [p], 10, repetition_penalty=1.5)[0] for p in prompts])
+    # ... also when a long prompt is prefilled in pieces (steps where no request gets a token: this failed on a GPU)
+    assert (generate_continuous(model, tok, prompts[:2], 10, max_concurrency=2, repetition_penalty=1.5, cb_options={"max_batch_tokens": 64})
+            == [generate_batch(model, tok, [p], 10, repetition_penalty=1.5)[0] for p in prompts[:2]])
     assert continuous_blockers(model, generation_config(model, tok, 10, no_repeat_ngram_size=3)) == ["NoRepeatNGramLogitsProcessor"]
     with pytest.raises(ValueError, match="cannot apply.*NoRepeatNGram"):
         generate_continuous(model, tok, prompts, max_new_tokens=4, no_repeat_ngram_size=3)
