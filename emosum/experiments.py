@@ -289,13 +289,13 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     "qwen0.5b-lora-bf16-r64-lr4e-4-3ep": ("qwen2.5-0.5b-qlora", {"quantization": "none", "learning_rate": 4e-4, "num_epochs": 3}),
     "qwen0.5b-lora-bf16-r64-lr2e-4-5ep": ("qwen2.5-0.5b-qlora", {"quantization": "none", "learning_rate": 2e-4, "num_epochs": 5}),
     # decoding settings on the best recipe (profile qwen2.5-0.5b-lora): a repetition penalty, a shorter answer budget
-    "qwen0.5b-lora-rep1.1": ("qwen2.5-0.5b-lora", {"repetition_penalty": 1.1}),
-    "qwen0.5b-lora-new256": ("qwen2.5-0.5b-lora", {"max_new_tokens": 256}),
+    # (aux_task none: these ran before the profile took the auxiliary task on)
+    "qwen0.5b-lora-rep1.1": ("qwen2.5-0.5b-lora", {"aux_task": None, "repetition_penalty": 1.1}),
+    "qwen0.5b-lora-new256": ("qwen2.5-0.5b-lora", {"aux_task": None, "max_new_tokens": 256}),
     # the reflection task as auxiliary training data (each record's reflection, beside its summary)
     "qwen0.5b-lora-aux-reflection": ("qwen2.5-0.5b-lora", {"aux_task": "reflection"}),
     # the checkpoint kept by a generation metric on the validation records (each epoch), not by validation loss
-    "qwen0.5b-lora-select-rougeL": ("qwen2.5-0.5b-lora", {"select_metric": "rougeL"}),
-    "qwen0.5b-lora-5ep-select-rougeL": ("qwen2.5-0.5b-lora", {"num_epochs": 5, "select_metric": "rougeL"}),
+    "qwen0.5b-lora-select-rougeL": ("qwen2.5-0.5b-lora", {"aux_task": None, "select_metric": "rougeL"}),
 }
 
 # %% ../nbs/08_experiments.ipynb #44398691

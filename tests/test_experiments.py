@@ -41,3 +41,16 @@ def test_folds_are_stable_and_disjoint():
     f = kfold_split([f"r{i}" for i in range(11)], 3, seed=7)
     assert sorted(sum(f, [])) == sorted(f"r{i}" for i in range(11)) and [len(x) for x in f] == [4, 4, 3]
     with pytest.raises(ValueError, match="2 <= k"): kfold_split(["a", "b"], 3)
+
+
+def test_every_recipe_is_a_valid_profile_and_every_recorded_row_has_its_recipe():
+    "Each recipe's overrides make a valid profile, and each row of the committed leaderboard names a recipe (or its folds 0-2 rerun)."
+    import pandas as pd
+    from emosum.config import load_profile, project_path
+    from emosum.experiments import RECIPES, recipe_command
+    for name, (profile, ov) in RECIPES.items():
+        cfg = load_profile(profile, **{k: v for k, v in ov.items() if k != "zero_shot"})
+        assert all(getattr(cfg, k) == v for k, v in ov.items() if k != "zero_shot"), name
+        assert recipe_command(name).startswith(f"emosum cv --profile {profile} ")
+    board = pd.read_csv(project_path("docs/experiments.csv"))
+    assert len(board) and all(r.removesuffix("-folds0-2") in RECIPES for r in board.recipe)
