@@ -16,11 +16,11 @@ from .data import read_jsonl, write_jsonl
 from .vocab import package_versions
 
 # %% auto #0
-__all__ = ['PADDING_FREE_ATTENTION', 'TRAINING_KEY', 'NOT_TRAINING', 'check_quantization', 'check_trainable_4bit',
-           'model_max_length', 'check_max_length', 'use_expandable_segments', 'HostEmbedding', 'embedding_to_host',
-           'chunked_head_loss', 'head_returns_hidden', 'chunk_mlps', 'apply_liger', 'lora_config', 'prepare_model',
-           'trainable_parameters', 'estimate_memory', 'causal_lm_loss', 'compare_loss_paths', 'SFTDataset',
-           'build_dataset', 'build_training_set', 'PaddedCollator', 'make_collator', 'generation_score',
+__all__ = ['PADDING_FREE_ATTENTION', 'TRAINING_KEY', 'NOT_TRAINING', 'GENERATION_CURVES', 'check_quantization',
+           'check_trainable_4bit', 'model_max_length', 'check_max_length', 'use_expandable_segments', 'HostEmbedding',
+           'embedding_to_host', 'chunked_head_loss', 'head_returns_hidden', 'chunk_mlps', 'apply_liger', 'lora_config',
+           'prepare_model', 'trainable_parameters', 'estimate_memory', 'causal_lm_loss', 'compare_loss_paths',
+           'SFTDataset', 'build_dataset', 'build_training_set', 'PaddedCollator', 'make_collator', 'generation_score',
            'EmosumTrainer', 'JsonlLogCallback', 'SaveAtEpochEnd', 'training_arguments', 'make_trainer', 'records_hash',
            'versions', 'save_adapter', 'training_key', 'last_checkpoint', 'CheckpointMismatch', 'resume_checkpoint',
            'is_distributed_worker', 'train', 'export_merged', 'read_train_log', 'plot_losses', 'prompt_ids',
@@ -862,8 +862,11 @@ def read_train_log(run_dir) -> list[dict]:
     return read_jsonl(p, torn_tail="skip") if p.exists() else []
 
 # %% ../nbs/03_qlora_training.ipynb #24eceb34
+GENERATION_CURVES = {"eval_rougeL": "validation ROUGE-L", "eval_semsim": "validation similarity"}
+
 def plot_losses(run_dir, ax=None):
-    "Training loss per logged step and validation loss per epoch, from run_dir/train_log.jsonl."
+    """Training loss per logged step and validation loss per epoch, from run_dir/train_log.jsonl; with a generation
+    metric (`select_metric`), the validation summaries' ROUGE-L and similarity per epoch on a second axis."""
     import matplotlib.pyplot as plt
     rows = read_train_log(run_dir)
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
@@ -871,7 +874,16 @@ def plot_losses(run_dir, ax=None):
     ev = [(r["step"], r["eval_loss"]) for r in rows if r.get("eval_loss") is not None]
     if tr: ax.plot(*zip(*tr), label="train loss")
     if ev: ax.plot(*zip(*ev), "o-", label="validation loss")
-    ax.set_xlabel("optimizer step"); ax.set_ylabel("loss"); ax.legend(); ax.grid(alpha=.3)
+    ax.set_xlabel("optimizer step"); ax.set_ylabel("loss"); ax.grid(alpha=.3)
+    handles = ax.get_lines()
+    gen = {k: [(r["step"], r[k]) for r in rows if r.get(k) is not None] for k in GENERATION_CURVES}
+    if any(gen.values()):
+        ax.gen_axis = ax2 = ax.twinx()
+        for (k, pts), style in zip(gen.items(), ("s--", "^--")):
+            if pts: handles += ax2.plot(*zip(*pts), style, color="tab:green" if k == "eval_rougeL" else "tab:purple",
+                                        label=GENERATION_CURVES[k])
+        ax2.set_ylabel("generated summaries"); ax2.set_ylim(0, 1)
+    if handles: ax.legend(handles=handles, labels=[h.get_label() for h in handles])
     return ax
 
 # %% ../nbs/03_qlora_training.ipynb #13e6543e
