@@ -23,7 +23,10 @@ sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "bench"))
 from gpu_pipeline import emosum_cmd, machine  # noqa: E402
 from emosum.experiments import RECIPES, recipe_command, cv_summary  # noqa: E402
 
-SMALL = ("cv.json", "metrics.json", "predictions.jsonl", "profile.json", "run.json", "train_log.csv", "metrics_per_record.csv")
+SMALL = ("cv.json", "metrics.json", "predictions.jsonl", "profile.json", "run.json", "train_log.csv", "metrics_per_record.csv",
+         "train_log.jsonl")
+# and each fold adapter's meta.json: which checkpoint training kept, and every evaluation (loss, generation metrics)
+KEPT_FROM_ADAPTERS = ("meta.json",)
 
 
 def cv_argv(name: str, data: str | None, jobs: int, sets=(), folds: int = 5, only: str | None = None) -> list[str]:
@@ -86,13 +89,14 @@ def collect(root: Path, names: list[str]) -> dict:
 
 
 def tar_small(root: Path, names: list[str], runs: list[str], out: Path) -> list[str]:
-    "CV folders' small files (no checkpoints, no fold adapters) and the extra runs' adapter + run files, into one .tgz."
+    "CV folders' small files (no checkpoints, of the fold adapters only meta.json) and the extra runs' adapter + run files, into one .tgz."
     added = []
     with tarfile.open(out, "w:gz") as tf:
         for n in names:
             for f in sorted((root / n).rglob("*")) if (root / n).is_dir() else []:
                 rel = f.relative_to(root)
-                if f.is_file() and f.name in SMALL and "checkpoint" not in str(rel) and "adapter" not in rel.parts:
+                in_adapter = "adapter" in rel.parts
+                if f.is_file() and "checkpoint" not in str(rel) and (f.name in KEPT_FROM_ADAPTERS if in_adapter else f.name in SMALL):
                     tf.add(f, arcname=str(rel)); added.append(str(rel))
             if (root / f"{n}.log").is_file(): tf.add(root / f"{n}.log", arcname=f"{n}.log")
         for n in runs:
