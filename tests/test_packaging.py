@@ -166,8 +166,18 @@ def test_run_folder_doc_lists_prediction_metrics_and_cv_keys():
         assert not _undocumented(keys), f"docs/run_folder.md does not mention {what} keys {_undocumented(keys)}"
 
 
+def test_run_folder_doc_lists_every_profile_key_and_training_result_key():
+    import dataclasses
+    from emosum.config import Profile
+    assert not _undocumented(f.name for f in dataclasses.fields(Profile)), "docs/run_folder.md's profile.json keys"
+    training = _module("training")
+    result = _returned_dict_keys(_function(training, "_train_result")) | _returned_dict_keys(_function(training, "_gpu_peak"))
+    assert {"global_step", "best_checkpoint", "select_metric", "evaluations", "peak_gpu_gib"} <= result, sorted(result)
+    assert not _undocumented(result), f"docs/run_folder.md does not mention meta.json result keys {_undocumented(result)}"
+
+
 @pytest.mark.parametrize("name", ["run.json", "profile.json", "data/{train,valid,test}.jsonl", "prompt_stats.csv",
-                                  "checkpoints/", "training_key.json", "train_log.jsonl", "adapter/", "meta.json",
+                                  "checkpoints/", "training_key.json", "train_log.jsonl", "selection/step-N.jsonl", "adapter/", "meta.json",
                                   "predictions.jsonl", "predictions.replaced.jsonl", "submission.jsonl",
                                   "submission_cloudcom.jsonl", "scores.jsonl", "metrics.json", "baselines/", "judge.json",
                                   "judge.jsonl", "NN_*.ipynb", ".run.lock", "cv.json", "folds/", "fold<i>/"])
