@@ -484,18 +484,16 @@ def generation_score(cfg: Profile,       # the run's profile: template, budget, 
                     ) -> dict:
     "Generate a summary for each of `records` with `model` as it is, and score them: mean rougeL, semsim, JSON parsed."
     from emosum.inference import generate, profile_generate_kwargs
-    from emosum.evaluation import score_predictions
-    was_training, use_cache = model.training, model.config.use_cache
+    from emosum.evaluation import score_predictions, summarize_scores
+    was_training = model.training
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):          # the training's random state is left as it was
-        model.eval(); model.config.use_cache = True       # training turned the KV cache off
+        model.eval()                                      # (generate keeps its KV cache whatever the model config says)
         try: rows = generate(model, tokenizer, records, out_path, **{**profile_generate_kwargs(cfg), "progress": False,
                                                                     "overwrite": True})
-        finally: model.train(was_training); model.config.use_cache = use_cache
-    sc = score_predictions(rows, records, task=cfg.task)
-    per_rec = sc.drop_duplicates("id")["status"]
-    return {"rougeL": round(float(sc["rougeL"].mean()), 6), "semsim": round(float(sc["semsim"].mean()), 6),
-            "json_parsed": round(float(per_rec.isin(["ok", "repaired"]).mean()), 6)}
+        finally: model.train(was_training)
+    s = summarize_scores(score_predictions(rows, records, task=cfg.task), n_boot=100)   # chapter 05's numbers
+    return {"rougeL": s["overall"]["rougeL"], "semsim": s["overall"]["semsim"], "json_parsed": s["json_parsed_rate"]}
 
 
 # %% ../nbs/03_qlora_training.ipynb #ca80f47a
@@ -567,10 +565,6 @@ class SaveAtEpochEnd(TrainerCallback):
         if args.eval_strategy != "no": control.should_save = True
 
 # %% ../nbs/03_qlora_training.ipynb #0fbf8f15
-def _select_key(cfg: Profile) -> str:
-    "The metric `Trainer` picks the best checkpoint by: eval_loss, or eval_<select_metric> from `generation_score`."
-    return cfg.select_metric if cfg.select_metric.startswith("eval_") else f"eval_{cfg.select_metric}"
-
 def training_arguments(cfg: Profile, run_dir: Path, has_eval: bool = True, **kw) -> TrainingArguments:
     "`TrainingArguments` from the profile: schedule with warm-up, accumulation, per-epoch eval, checkpoints, seeds."
     mixed = cfg.compute_dtype if (cfg.compute_dtype != "float32"
@@ -582,7 +576,9 @@ def training_arguments(cfg: Profile, run_dir: Path, has_eval: bool = True, **kw)
         warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler, weight_decay=cfg.weight_decay,
         optim=cfg.optim, logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=3, eval_strategy="epoch" if has_eval else "no",
-        metric_for_best_model=_select_key(cfg) if has_eval else None, greater_is_better=cfg.select_metric != "eval_loss",
+        # the best checkpoint by eval_loss, or eval_<select_metric> (Trainer adds the prefix and, as it is no loss,
+        # takes higher as better)
+        metric_for_best_model=cfg.select_metric if has_eval else None,
         load_best_model_at_end=False, bf16=mixed == "bfloat16", fp16=mixed == "float16", gradient_checkpointing=False,
         seed=cfg.seed, data_seed=cfg.seed, report_to="none", remove_unused_columns=False,
         include_num_input_tokens_seen=True,
@@ -769,16 +765,16 @@ def _train_result(state, out, best: Path | None, ckpt: Path | None, t0: float, t
     return {"global_step": state.global_step, "train_loss": out.training_loss,
             "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
             "eval_losses": [h["eval_loss"] for h in state.log_history if "eval_loss" in h],
-            "best_eval_loss": _best_eval_loss(state, best), "best_checkpoint": str(best) if best else None,
+            "best_eval_loss": _best_eval_loss(state) if best else None, "best_checkpoint": str(best) if best else None,
             "select_metric": select_metric, "best_metric": state.best_metric, "evaluations": _evaluations(state),
             "resumed_from": str(ckpt) if ckpt else None, "seconds": round(time.time() - t0, 1),
             "train_examples": len(train_ds), "train_tokens": train_ds.n_tokens, "truncated_train": train_ds.truncated,
             "valid_examples": len(eval_ds) if eval_ds else 0, **_gpu_peak()}
 
-def _best_eval_loss(state, best: Path | None):
+def _best_eval_loss(state):
     "The validation loss of the checkpoint kept (whatever metric chose it)."
-    step = int(best.name.rsplit("-", 1)[1]) if best else None
-    return next((h["eval_loss"] for h in state.log_history if "eval_loss" in h and h.get("step") == step), None)
+    return next((h["eval_loss"] for h in state.log_history
+                 if "eval_loss" in h and h.get("step") == state.best_global_step), None)
 
 def _gpu_peak() -> dict:
     "The training's peak GPU memory (GiB, allocated and reserved by torch) since `train` reset the counters; {} off the GPU."
