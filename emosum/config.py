@@ -146,6 +146,8 @@ class Profile:
     temperature: float = 0.7
     top_p: float = 0.9
     repetition_penalty: float = 1.0     # > 1 makes tokens already in the prompt or answer less likely (1: off)
+    mbr_samples: int = 1                # > 1 (with do_sample): sample this many answers per record and keep, per field,
+                                        # the value closest to the others' (minimum Bayes risk by ROUGE-L; 04_inference)
     gen_batch_size: int = 4             # upper bound on the requests generated together (fewer when GPU memory is
                                         # short)
     gen_engine: str = "auto"            # auto | continuous | padded: auto = continuous batching on a GPU, the padded
@@ -193,6 +195,9 @@ class Profile:
             if getattr(self, k) <= 0: raise bad(k, "> 0")
         if not self.temperature > 0: raise bad("temperature", "> 0")
         if not self.repetition_penalty > 0: raise bad("repetition_penalty", "> 0 (1: off)")
+        if self.mbr_samples < 1: raise bad("mbr_samples", ">= 1 (1: off)")
+        if self.mbr_samples > 1 and not self.do_sample:
+            raise bad("mbr_samples", "1 unless do_sample is true (greedy decoding gives one answer, however often)")
         if not 0 < self.gen_memory_fraction <= 1: raise bad("gen_memory_fraction", "in (0, 1]")
         if self.aux_task is not None and (self.aux_task not in TASKS or self.aux_task == self.task):
             raise bad("aux_task", f"none or a task other than task={self.task!r} ({', '.join(TASKS)})")

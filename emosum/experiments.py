@@ -296,6 +296,12 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     "qwen0.5b-lora-aux-reflection": ("qwen2.5-0.5b-lora", {"aux_task": "reflection"}),
     # the checkpoint kept by a generation metric on the validation records (each epoch), not by validation loss
     "qwen0.5b-lora-select-rougeL": ("qwen2.5-0.5b-lora", {"aux_task": None, "select_metric": "rougeL"}),
+    # round 6, on the profile with the auxiliary task: LoRA rank (alpha = 2 r, as at r=64), the checkpoint chosen by
+    # ROUGE-L as well, and minimum Bayes risk over 8 sampled answers (each field's value closest to the other answers')
+    "qwen0.5b-lora-aux-r16": ("qwen2.5-0.5b-lora", {"lora_r": 16, "lora_alpha": 32}),
+    "qwen0.5b-lora-aux-r128": ("qwen2.5-0.5b-lora", {"lora_r": 128, "lora_alpha": 256}),
+    "qwen0.5b-lora-aux-select-rougeL": ("qwen2.5-0.5b-lora", {"select_metric": "rougeL"}),
+    "qwen0.5b-lora-aux-mbr8": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 8}),
 }
 
 # %% ../nbs/08_experiments.ipynb #44398691

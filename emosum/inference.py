@@ -10,8 +10,9 @@ import hashlib, json, math, os, shutil, time, warnings
 from pathlib import Path
 from .config import load_model, load_tokenizer, Profile, resolve_adapter
 from .data import Record, json_line, read_jsonl, write_jsonl
-from .prompts import build_prompt, parse_summary, end_of_turn_ids, BudgetError
-from .vocab import ES_FIELDS, PREDICTION_KEYS, detect_language, prediction_row, select_records   # 00_vocab
+from .prompts import build_prompt, parse_summary, end_of_turn_ids, BudgetError, ParseResult
+from .vocab import (ES_FIELDS, PREDICTION_KEYS, TASK_FIELDS, detect_language, prediction_row, record_language,
+                          record_value, select_records)   # 00_vocab
 
 # %% auto #0
 __all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_EXTRA', 'ENGINES', 'SUBMISSION_KEYS',
@@ -19,7 +20,7 @@ __all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_E
            'paged_varlen_attention', 'paged_attention_implementation', 'kv_bytes_per_token', 'padded_batch_size',
            'continuous_plan', 'generation_config', 'RepetitionPenalty', 'continuous_blockers', 'stream_continuous',
            'generate_continuous', 'es_json_schema', 'json_constraint', 'JsonLogitsProcessor', 'adapter_sha256',
-           'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'generate',
+           'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'mbr_choice', 'generate',
            'profile_generate_kwargs', 'write_submission', 'Summarizer']
 
 # %% ../nbs/04_inference.ipynb #2c982687
@@ -659,10 +660,11 @@ def adapter_sha256(adapter: str | Path | None) -> str | None:
 # %% ../nbs/04_inference.ipynb #14b96d26
 def prediction_key(model_name, adapter, task: str, template: str, max_length: int, max_new_tokens: int,
                    language: str | None, do_sample: bool, temperature: float, top_p: float,
-                   gen_kwargs: dict | None = None, constrained: bool = False) -> dict:
+                   gen_kwargs: dict | None = None, constrained: bool = False, mbr_samples: int = 1) -> dict:
     "What produced a prediction row; a resumed run reuses only rows with the same key (the engine is not part of it)."
     gen = {"do_sample": bool(do_sample), **({"temperature": temperature, "top_p": top_p} if do_sample else {}),
-           **dict(sorted((gen_kwargs or {}).items())), **({"constrained_json": True} if constrained else {})}
+           **dict(sorted((gen_kwargs or {}).items())), **({"constrained_json": True} if constrained else {}),
+           **({"mbr_samples": mbr_samples} if mbr_samples > 1 else {})}
     key = dict(model=model_name, adapter_sha256=adapter_sha256(adapter), task=task, template=template,
                max_length=max_length, max_new_tokens=max_new_tokens, language=language, generation=gen)
     return json.loads(json.dumps(key, default=str))          # as it reads back from the file
@@ -688,11 +690,11 @@ def _append(path: Path, row: dict):
 
 # %% ../nbs/04_inference.ipynb #a8fdc49f
 def _row(rec, task, template, model_name, adapter, status, fields=None, raw="", prompt=None, new_tokens=0, seconds=0.0,
-         error=None, key=None, engine=None, constrained=False) -> dict:
+         error=None, key=None, engine=None, constrained=False, mbr=None) -> dict:
     "A prediction row (`emosum.vocab.prediction_row`) for `rec` and the `Prompt` it was generated from."
     return prediction_row(rec.id if hasattr(rec, "id") else rec["id"], task, template, model_name, adapter, status,
                           fields, raw, prompt.prompt_tokens if prompt else 0, prompt.truncated_tokens if prompt else 0,
-                          new_tokens, seconds, error, key, engine, bool(constrained))
+                          new_tokens, seconds, error, key, engine, bool(constrained), mbr)
 
 # %% ../nbs/04_inference.ipynb #c182ae20
 def _set_aside(out_path: Path, rows: list[dict], keep: list[dict], stale: list[dict], key: dict):
@@ -804,6 +806,34 @@ def _run_padded(model, tokenizer, prompts: list, eng: dict, emit, bar, max_new_t
         for (r, p), (text, n) in zip(batch, outs): emit(r, p, text, n, dt)
         bar.update(len(batch))
 
+# %% ../nbs/04_inference.ipynb #13c57e3d
+def mbr_choice(answers: list[str],           # the sampled answers to one prompt
+               task: str = "es",             # es | reflection
+               language: str = "en",         # for ROUGE-L's tokens (en | zh)
+              ) -> tuple[ParseResult, dict]:
+    "Per field, the parsed answers' value of highest mean ROUGE-L to the others': (`ParseResult`, the row's `mbr`)."
+    from emosum.evaluation import rouge
+    parsed = [parse_summary(a, task) for a in answers]
+    usable = [i for i, p in enumerate(parsed) if p.fields]
+    info = dict(samples=len(answers), parsed=len(usable), chosen={}, statuses=[p.status for p in parsed],
+                answers=list(answers))
+    if not usable:
+        why = f"none of the {len(answers)} sampled answers parsed ({parsed[0].error})"
+        return ParseResult(None, "failed", why), info
+    fields = {}
+    for f in TASK_FIELDS[task]:
+        vals = {i: str(parsed[i].fields.get(f) or "") for i in usable}
+        filled = [i for i in usable if vals[i].strip()]
+        if not filled: fields[f], info["chosen"][f] = "", None; continue    # empty in every answer
+        agree = lambda i: sum(rouge(vals[i], vals[j], language)["rougeL"] for j in filled if j != i)
+        best = max(filled, key=lambda i: (agree(i), -i))            # ties: the earlier answer
+        fields[f], info["chosen"][f] = vals[best], best
+    picks = [i for i in info["chosen"].values() if i is not None] or usable[:1]
+    info["raw_from"] = max(dict.fromkeys(picks), key=picks.count)   # the answer that gave the most fields
+    bad = sorted({parsed[i].error for i in picks if parsed[i].status != "ok" and parsed[i].error})
+    status = "ok" if all(parsed[i].status == "ok" for i in picks) else "repaired"
+    return ParseResult(fields, status, "; ".join(bad) or None), info
+
 # %% ../nbs/04_inference.ipynb #84e44714
 def generate(model, tokenizer,
              records: list,                  # Records (or dicts with their keys)
@@ -822,6 +852,7 @@ def generate(model, tokenizer,
              overwrite=False,  # rows of other settings: False an error; True start afresh; "stale" regenerate those
              memory_fraction: float = 0.9,   # share of the memory free after loading that generation may take
              constrained: bool = False,      # keep answers to the ES JSON schema (`JsonLogitsProcessor`; padded engine)
+             mbr_samples: int = 1,           # > 1: sample this many answers per record, keep each field's `mbr_choice`
             ) -> list[dict]:
     "Generate for each record not yet in `out_path` (same resume key), a row appended as each ends; `records`' rows."
     from tqdm.auto import tqdm
@@ -830,8 +861,11 @@ def generate(model, tokenizer,
     language = None if language == "auto" else language
     gen_kwargs = dict(gen_kwargs or {})
     ids = _record_ids(records)
+    if mbr_samples < 1 or (mbr_samples > 1 and not do_sample):
+        raise ValueError(f"mbr_samples > 1 needs do_sample=True (greedy decoding gives one answer however often it "
+                         f"runs); got mbr_samples={mbr_samples}, do_sample={do_sample}")
     key = prediction_key(model_name, adapter, task, template, max_length, max_new_tokens, language, do_sample,
-                         temperature, top_p, gen_kwargs, constrained)
+                         temperature, top_p, gen_kwargs, constrained, mbr_samples)
     if constrained and task != "es":
         raise ValueError(f"constrained=True keeps answers to the ES JSON schema; task={task!r} answers in free text")
     vocab = _hf_model(model).config.vocab_size
@@ -851,10 +885,24 @@ def generate(model, tokenizer,
         write(row(rec, parsed.status, fields=parsed.fields, raw=text, prompt=prompt, new_tokens=n, seconds=seconds,
                   error=parsed.error))
 
+    samples = {}                     # record id -> its sampled answers so far (mbr_samples > 1)
+    def emit_mbr(rec, prompt, text, n, seconds):
+        got = samples.setdefault(str(record_value(rec, "id")), [])
+        got.append((text, n, seconds))
+        if len(got) < mbr_samples: return
+        parsed, info = mbr_choice([t for t, _, _ in got], task, record_language(rec, language))
+        write(row(rec, parsed.status, fields=parsed.fields, raw=got[info.get("raw_from", 0)][0], prompt=prompt,
+                  new_tokens=sum(k for _, k, _ in got), seconds=sum(s for _, _, s in got), error=parsed.error,
+                  mbr=info))
+
     prompts = _pending_prompts(records, ids, done, tokenizer, task, template, max_length, max_new_tokens, language,
                                lambda r, p: write(row(r, "error", prompt=p, error=p.error)))
-    bar = tqdm(total=len(prompts), desc=f"generate ({template}, {eng['name']})", disable=not progress or not prompts)
-    run = (model, tokenizer, prompts, eng, emit, bar, max_new_tokens, batch_size, memory_fraction, do_sample,
+    prompts = [rp for rp in prompts for _ in range(mbr_samples)]    # the samples of a record side by side
+    each = f", {mbr_samples} samples a record" if mbr_samples > 1 else ""
+    bar = tqdm(total=len(prompts), desc=f"generate ({template}, {eng['name']}{each})",
+               disable=not progress or not prompts)
+    sink = emit_mbr if mbr_samples > 1 else emit
+    run = (model, tokenizer, prompts, eng, sink, bar, max_new_tokens, batch_size, memory_fraction, do_sample,
            temperature, top_p)
     try:
         if eng["name"] == "continuous" and prompts: _run_continuous(*run, gen_kwargs)
@@ -869,7 +917,8 @@ def profile_generate_kwargs(cfg: Profile) -> dict:
                 batch_size=cfg.gen_batch_size, do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
                 language=None if cfg.language == "auto" else cfg.language, model_name=cfg.model,
                 engine=getattr(cfg, "gen_engine", "auto"), memory_fraction=getattr(cfg, "gen_memory_fraction", 0.9),
-                constrained=getattr(cfg, "constrained_json", False), gen_kwargs=_penalty_kwargs(cfg))
+                constrained=getattr(cfg, "constrained_json", False), gen_kwargs=_penalty_kwargs(cfg),
+                mbr_samples=getattr(cfg, "mbr_samples", 1))
 
 def _penalty_kwargs(cfg: Profile) -> dict | None:
     "The profile's repetition penalty as `generate`'s gen_kwargs (None when off, so the resume key is unchanged)."
@@ -920,7 +969,7 @@ def _summarizer_settings(cfg: Profile) -> dict:
     return dict(task=cfg.task, template=cfg.template, max_length=cfg.max_length, max_new_tokens=cfg.max_new_tokens,
                 language=None if cfg.language == "auto" else cfg.language, do_sample=cfg.do_sample,
                 temperature=cfg.temperature, top_p=cfg.top_p, constrained=cfg.constrained_json,
-                gen_kwargs=_penalty_kwargs(cfg))
+                gen_kwargs=_penalty_kwargs(cfg), mbr_samples=cfg.mbr_samples)
 
 # %% ../nbs/04_inference.ipynb #da647cbe
 def _empty_summary(task: str, error) -> dict:
@@ -936,7 +985,10 @@ class Summarizer:
                  max_new_tokens: int = 512, language: str | None = None, do_sample: bool = False,
                  temperature: float = 0.7, top_p: float = 0.9, model_name: str | None = None, adapter=None,
                  gen_kwargs: dict | None = None,
-                 constrained: bool = False):       # keep answers to the ES JSON schema (see `JsonLogitsProcessor`)
+                 constrained: bool = False,        # keep answers to the ES JSON schema (see `JsonLogitsProcessor`)
+                 mbr_samples: int = 1):            # > 1 (do_sample): each field's `mbr_choice` of this many answers
+        if mbr_samples < 1 or (mbr_samples > 1 and not do_sample):
+            raise ValueError(f"mbr_samples > 1 needs do_sample=True; got {mbr_samples}, do_sample={do_sample}")
         if constrained and task != "es":
             raise ValueError("constrained=True keeps answers to the ES JSON schema; "
                              f"task={task!r} answers in free text")
@@ -944,7 +996,7 @@ class Summarizer:
         self.max_length, self.max_new_tokens, self.language = max_length, max_new_tokens, language
         self.do_sample, self.temperature, self.top_p = do_sample, temperature, top_p
         self.model_name, self.adapter, self.last, self.gen_kwargs = model_name, adapter, None, dict(gen_kwargs or {})
-        self.constrained = constrained
+        self.constrained, self.mbr_samples = constrained, mbr_samples
 
     @classmethod
     def from_pretrained(cls, base: str,  # hub id, folder (e.g. a merged model), .gguf file or embedded:<name>
@@ -980,11 +1032,14 @@ class Summarizer:
         vocab = _hf_model(self.model).config.vocab_size
         c = json_constraint(self.tokenizer, vocab, max_new_tokens=self.max_new_tokens) if self.constrained else None
         t0 = time.perf_counter()
-        (text, n), = generate_batch(self.model, self.tokenizer, [p.input_ids], self.max_new_tokens, self.do_sample,
-                                    self.temperature, self.top_p, constraint=c, **self.gen_kwargs)
-        parsed = parse_summary(text, self.task)
+        outs = generate_batch(self.model, self.tokenizer, [p.input_ids] * self.mbr_samples, self.max_new_tokens,
+                              self.do_sample, self.temperature, self.top_p, constraint=c, **self.gen_kwargs)
+        if self.mbr_samples > 1: parsed, mbr = mbr_choice([t for t, _ in outs], self.task, rec.language)
+        else: parsed, mbr = parse_summary(outs[0][0], self.task), None
+        text = outs[mbr["raw_from"] if mbr and "raw_from" in mbr else 0][0]
         self.last = _row(rec, self.task, self.template, self.model_name, self.adapter, parsed.status, parsed.fields,
-                         text, p, n, time.perf_counter() - t0, parsed.error, constrained=self.constrained)
+                         text, p, sum(n for _, n in outs), time.perf_counter() - t0, parsed.error,
+                         constrained=self.constrained, mbr=mbr)
         if parsed.fields is None: return _empty_summary(self.task, parsed.error)
         return parsed.fields
 
@@ -994,4 +1049,4 @@ class Summarizer:
         return generate(self.model, self.tokenizer, records, out_path, self.task, self.template, self.max_length,
                         self.max_new_tokens, batch_size, self.do_sample, self.temperature, self.top_p, self.language,
                         self.model_name, self.adapter, gen_kwargs=self.gen_kwargs,
-                        **{"constrained": self.constrained, **kw})
+                        **{"constrained": self.constrained, "mbr_samples": self.mbr_samples, **kw})

@@ -62,7 +62,7 @@ STATUSES = (*PARSE_STATUSES, "error", "missing")             # a record's status
 # %% ../nbs/00_vocab.ipynb #a5907161
 PREDICTION_KEYS = ("id", "task", "template", "model", "adapter", "status", "fields", "raw", "prompt_tokens",
                    "truncated_tokens", "new_tokens", "seconds", "error", "key", "engine",
-                   "constrained")
+                   "constrained", "mbr")
 
 def prediction_row(id, task: str = "es", template: str | None = None, model: str | None = None, adapter=None,
                    status: str = "ok", fields: dict | None = None, raw: str = "", prompt_tokens: int = 0,
@@ -70,12 +70,13 @@ def prediction_row(id, task: str = "es", template: str | None = None, model: str
                    key: dict | None = None,     # what produced the row, for resuming (04_inference)
                    engine: str | None = None,   # the generation engine that ran it
                    constrained: bool = False,   # decoding kept to the ES JSON schema (04_inference)
+                   mbr: dict | None = None,     # the sampled answers it was chosen from (`mbr_choice`, 04_inference)
                   ) -> dict:
     "One row of predictions.jsonl, with every key of `PREDICTION_KEYS` in that order."
     return dict(id=id, task=task, template=template, model=model, adapter=None if adapter is None else str(adapter),
                 status=status, fields=fields, raw=raw, prompt_tokens=prompt_tokens, truncated_tokens=truncated_tokens,
                 new_tokens=new_tokens, seconds=round(seconds, 4), error=error, key=key, engine=engine,
-                constrained=constrained)
+                constrained=constrained, mbr=mbr)
 
 # %% ../nbs/00_vocab.ipynb #b7f14c65
 RUN_SPLITS = ("train", "valid", "test")   # the splits a run folder holds

@@ -405,3 +405,77 @@ def test_continuous_plan_on_a_small_card_takes_fewer_tokens_per_pass(tiny, monke
         continuous_plan(model, lens, 10, layout="contiguous", max_batch_tokens=1024)
     monkeypatch.setattr(inf, "_free_memory", lambda dev: 2**40)               # plenty: the biggest pass, every request at once
     assert continuous_plan(model, lens, 10)["max_batch_tokens"] == 1024 and continuous_plan(model, lens, 10)["concurrency"] == 3
+
+
+# --------------------------------------------------------------------------- minimum Bayes risk over sampled answers
+def _answer(**fields):
+    return json.dumps({f: fields.get(f, "") for f in ES_FIELDS})
+
+
+def test_mbr_choice_keeps_per_field_the_value_closest_to_the_others():
+    from emosum.inference import mbr_choice
+    answers = [_answer(causes="stress at work", symptoms="poor sleep", treatment_effect="calmer"),
+               _answer(causes="stress at work and a divorce", symptoms="poor sleep and worry", treatment_effect="calmer now"),
+               "not an answer at all",
+               _answer(causes="a divorce", symptoms="worry", treatment_effect="calmer, sleeping again")]
+    parsed, info = mbr_choice(answers)
+    # answer 1 shares words with both 0 and 3 on causes and symptoms; every filled treatment_effect shares "calmer"
+    assert parsed.fields["causes"] == "stress at work and a divorce" and parsed.fields["symptoms"] == "poor sleep and worry"
+    assert info["chosen"]["causes"] == info["chosen"]["symptoms"] == 1 and info["raw_from"] == 1
+    assert info["parsed"] == 3 and info["statuses"][2] == "failed" and info["samples"] == 4 and parsed.status == "ok"
+    assert parsed.fields["treatment_process"] == "" and set(parsed.fields) == set(ES_FIELDS)
+    # a field chosen from an answer that needed repair makes the row "repaired"
+    repaired = "Here you go: " + _answer(causes="stress at work and a divorce", symptoms="worry")
+    p2, i2 = mbr_choice([_answer(causes="stress at work"), repaired, _answer(causes="a divorce")])
+    assert i2["chosen"]["causes"] == 1 and i2["statuses"][1] == "repaired" and p2.status == "repaired" and p2.error
+    # nothing parsed: a failed result saying so; Chinese is tokenised by words; reflections are chosen the same way
+    failed, fi = mbr_choice(["no", "nope"])
+    assert failed.fields is None and failed.status == "failed" and "none of the 2" in failed.error and fi["chosen"] == {}
+    zh = [_answer(causes="工作压力"), _answer(causes="工作压力和家庭矛盾"), _answer(causes="家庭矛盾")]
+    assert mbr_choice(zh, language="zh")[0].fields["causes"] == "工作压力和家庭矛盾"
+    refl = mbr_choice(["I learnt to listen.", "I learnt to listen and to wait.", "Waiting helped."], task="reflection")[0]
+    assert refl.fields == {"experience_and_reflection": "I learnt to listen and to wait."}
+
+
+@pytest.mark.parametrize("engine", ["padded", "continuous"])
+def test_generate_with_mbr_samples_writes_one_chosen_row_per_record(tiny, tmp_path, engine):
+    import torch
+    from emosum.inference import mbr_choice
+    model, tok = tiny
+    recs, out, n = _varied_records(3), tmp_path/"mbr.jsonl", 3
+    kw = dict(max_length=2048, max_new_tokens=12, batch_size=4, progress=False, engine=engine, do_sample=True, temperature=1.0)
+    torch.manual_seed(0)
+    rows = generate(model, tok, recs, out, mbr_samples=n, **kw)
+    assert [r["id"] for r in rows] == [r.id for r in recs] and len(read_predictions(out)) == 3
+    for r in rows:
+        m = r["mbr"]
+        assert len(m["answers"]) == n and m["samples"] == n and r["key"]["generation"]["mbr_samples"] == n
+        assert r["engine"]["name"] == engine and 1 <= r["new_tokens"] <= n * 12 and set(r) == set(PREDICTION_KEYS)
+        again, info = mbr_choice(m["answers"])                          # the row is the choice over its own samples
+        assert (again.fields, again.status) == (r["fields"], r["status"]) and info["chosen"] == m["chosen"]
+    assert len({a for r in rows for a in r["mbr"]["answers"]}) > 3      # sampled: the answers differ
+    seen = []                                                             # resumed: nothing generated again
+    generate(model, tok, recs, out, mbr_samples=n, on_row=lambda r: seen.append(r), **kw)
+    assert seen == []
+    with pytest.raises(ValueError, match="other settings.*generation"):  # another sample count is another key
+        generate(model, tok, recs, out, mbr_samples=2, **kw)
+    with pytest.raises(ValueError, match="needs do_sample=True"):
+        generate(model, tok, recs, tmp_path/"g.jsonl", mbr_samples=2, **{**kw, "do_sample": False})
+
+
+def test_summarizer_and_profile_take_mbr_samples(tiny):
+    import torch
+    from emosum.config import Profile
+    model, tok = tiny
+    with pytest.raises(ValueError, match="mbr_samples must be 1 unless do_sample"):
+        Profile(name="x", mbr_samples=4)
+    cfg = Profile(name="x", do_sample=True, mbr_samples=4)
+    s = Summarizer(model, tok, max_length=1024, max_new_tokens=10, do_sample=True, mbr_samples=3)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="none of the 3 sampled answers parsed"):   # the tiny random model writes no JSON
+        s.generate_summary("Client, 30, anxious about work.", "Session 1: CBT.")
+    assert s.last["mbr"]["samples"] == 3 and len(s.last["mbr"]["answers"]) == 3 and s.last["new_tokens"] <= 30
+    with pytest.raises(ValueError, match="needs do_sample=True"):
+        Summarizer(model, tok, mbr_samples=3)
+    from emosum.inference import _summarizer_settings, profile_generate_kwargs
+    assert _summarizer_settings(cfg)["mbr_samples"] == 4 and profile_generate_kwargs(cfg)["mbr_samples"] == 4
