@@ -24,7 +24,8 @@ from gpu_pipeline import emosum_cmd, machine  # noqa: E402
 from emosum.experiments import RECIPES, recipe_command, cv_summary  # noqa: E402
 
 SMALL = ("cv.json", "metrics.json", "predictions.jsonl", "profile.json", "run.json", "train_log.csv", "metrics_per_record.csv",
-         "train_log.jsonl")
+         "train_log.jsonl",
+         "scores.jsonl", "copy.jsonl", "extractive.jsonl")   # per-record scores and the baselines: paired comparisons at home
 # and each fold adapter's meta.json: which checkpoint training kept, and every evaluation (loss, generation metrics)
 KEPT_FROM_ADAPTERS = ("meta.json",)
 

@@ -13,7 +13,7 @@ from .config import load_profile, make_run_dir, project_path
 from .data import load_records, read_jsonl, write_jsonl
 
 # %% auto #0
-__all__ = ['CV_FILE', 'ATTENTION', 'RECIPES', 'kfold_split', 'write_folds', 'cross_validate', 'score_finished_folds',
+__all__ = ['CV_FILE', 'ATTENTION', 'GREEDY', 'RECIPES', 'kfold_split', 'write_folds', 'cross_validate', 'score_finished_folds',
            'cv_summary', 'leaderboard', 'plot_leaderboard', 'recipe_command']
 
 # %% ../nbs/08_experiments.ipynb #e8000007
@@ -248,10 +248,16 @@ def leaderboard(cv_dirs: list) -> "pd.DataFrame":
 
 # %% ../nbs/08_experiments.ipynb #45739409
 def _bar_panel(ax, board, m: str):
-    "One metric's bars with 95% CIs (grey: zero-shot), the copy / extractive baselines as vertical lines."
+    "One metric's bars with 95% CIs (grey: zero-shot; hatched: fewer records than the full CV), the baselines as lines."
+    from matplotlib.patches import Patch
     b = board.iloc[::-1]
     err = [(b[m] - b[f"{m}_lo"]).clip(lower=0), (b[f"{m}_hi"] - b[m]).clip(lower=0)]
-    ax.barh(b["recipe"], b[m], xerr=err, color=["tab:gray" if z else "tab:blue" for z in b["zero_shot"]], alpha=.85, capsize=3)
+    bars = ax.barh(b["recipe"], b[m], xerr=err, color=["tab:gray" if z else "tab:blue" for z in b["zero_shot"]],
+                   alpha=.85, capsize=3)
+    if "n" in b and b["n"].nunique() > 1:         # some folds only: read against rows of the same records
+        for bar, n in zip(bars, b["n"]): bar.set_hatch("//" if n < board["n"].max() else "")
+        ax.add_artist(ax.legend(handles=[Patch(facecolor="tab:blue", hatch="//", alpha=.85,
+                                               label=f"fewer records (n < {board['n'].max()})")], loc="upper right", fontsize=8))
     for base, ls in (("copy", ":"), ("extractive", "--")):
         if f"{base}.{m}" in board and board[f"{base}.{m}"].notna().any():
             ax.axvline(board[f"{base}.{m}"].dropna().iloc[0], color="k", ls=ls, lw=1, label=f"{base} baseline")
@@ -268,6 +274,7 @@ def plot_leaderboard(board: "pd.DataFrame", metrics=("rougeL", "semsim")):
 
 # %% ../nbs/08_experiments.ipynb #b6ff3589
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+GREEDY = {"do_sample": False, "mbr_samples": 1}   # greedy decoding, pinned where a recipe ran before its profile sampled
 RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see the table below)
     # SmolLM2-135M, bf16 LoRA
     "smollm2-zs": ("smollm2-gpu", {"zero_shot": True}),
@@ -289,18 +296,18 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     "qwen0.5b-lora-bf16-r64-lr4e-4-3ep": ("qwen2.5-0.5b-qlora", {"quantization": "none", "learning_rate": 4e-4, "num_epochs": 3}),
     "qwen0.5b-lora-bf16-r64-lr2e-4-5ep": ("qwen2.5-0.5b-qlora", {"quantization": "none", "learning_rate": 2e-4, "num_epochs": 5}),
     # decoding settings on the best recipe (profile qwen2.5-0.5b-lora): a repetition penalty, a shorter answer budget
-    # (aux_task none: these ran before the profile took the auxiliary task on)
-    "qwen0.5b-lora-rep1.1": ("qwen2.5-0.5b-lora", {"aux_task": None, "repetition_penalty": 1.1}),
-    "qwen0.5b-lora-new256": ("qwen2.5-0.5b-lora", {"aux_task": None, "max_new_tokens": 256}),
+    # (aux_task none and greedy decoding: these ran before the profile took the auxiliary task and MBR on)
+    "qwen0.5b-lora-rep1.1": ("qwen2.5-0.5b-lora", {"aux_task": None, "repetition_penalty": 1.1, **GREEDY}),
+    "qwen0.5b-lora-new256": ("qwen2.5-0.5b-lora", {"aux_task": None, "max_new_tokens": 256, **GREEDY}),
     # the reflection task as auxiliary training data (each record's reflection, beside its summary)
-    "qwen0.5b-lora-aux-reflection": ("qwen2.5-0.5b-lora", {"aux_task": "reflection"}),
+    "qwen0.5b-lora-aux-reflection": ("qwen2.5-0.5b-lora", {"aux_task": "reflection", **GREEDY}),
     # the checkpoint kept by a generation metric on the validation records (each epoch), not by validation loss
-    "qwen0.5b-lora-select-rougeL": ("qwen2.5-0.5b-lora", {"aux_task": None, "select_metric": "rougeL"}),
-    # round 6, on the profile with the auxiliary task: LoRA rank (alpha = 2 r, as at r=64), the checkpoint chosen by
-    # ROUGE-L as well, and minimum Bayes risk over 8 sampled answers (each field's value closest to the other answers')
-    "qwen0.5b-lora-aux-r16": ("qwen2.5-0.5b-lora", {"lora_r": 16, "lora_alpha": 32}),
-    "qwen0.5b-lora-aux-r128": ("qwen2.5-0.5b-lora", {"lora_r": 128, "lora_alpha": 256}),
-    "qwen0.5b-lora-aux-select-rougeL": ("qwen2.5-0.5b-lora", {"select_metric": "rougeL"}),
+    "qwen0.5b-lora-select-rougeL": ("qwen2.5-0.5b-lora", {"aux_task": None, "select_metric": "rougeL", **GREEDY}),
+    # round 6, with the auxiliary task: LoRA rank (alpha = 2 r, as at r=64), the checkpoint chosen by ROUGE-L as well,
+    # and minimum Bayes risk over 8 sampled answers (each field's value closest to the other answers'; now the profile's)
+    "qwen0.5b-lora-aux-r16": ("qwen2.5-0.5b-lora", {"lora_r": 16, "lora_alpha": 32, **GREEDY}),
+    "qwen0.5b-lora-aux-r128": ("qwen2.5-0.5b-lora", {"lora_r": 128, "lora_alpha": 256, **GREEDY}),
+    "qwen0.5b-lora-aux-select-rougeL": ("qwen2.5-0.5b-lora", {"select_metric": "rougeL", **GREEDY}),
     "qwen0.5b-lora-aux-mbr8": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 8}),
 }
 

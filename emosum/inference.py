@@ -853,6 +853,7 @@ def generate(model, tokenizer,
              memory_fraction: float = 0.9,   # share of the memory free after loading that generation may take
              constrained: bool = False,      # keep answers to the ES JSON schema (`JsonLogitsProcessor`; padded engine)
              mbr_samples: int = 1,           # > 1: sample this many answers per record, keep each field's `mbr_choice`
+             seed: int | None = None,        # sampling: torch's random state is seeded with it first (None: as it is)
             ) -> list[dict]:
     "Generate for each record not yet in `out_path` (same resume key), a row appended as each ends; `records`' rows."
     from tqdm.auto import tqdm
@@ -902,6 +903,8 @@ def generate(model, tokenizer,
     bar = tqdm(total=len(prompts), desc=f"generate ({template}, {eng['name']}{each})",
                disable=not progress or not prompts)
     sink = emit_mbr if mbr_samples > 1 else emit
+    if do_sample and seed is not None and prompts:
+        import torch; torch.manual_seed(seed)                # the same samples for the same records and settings
     run = (model, tokenizer, prompts, eng, sink, bar, max_new_tokens, batch_size, memory_fraction, do_sample,
            temperature, top_p)
     try:
@@ -918,7 +921,7 @@ def profile_generate_kwargs(cfg: Profile) -> dict:
                 language=None if cfg.language == "auto" else cfg.language, model_name=cfg.model,
                 engine=getattr(cfg, "gen_engine", "auto"), memory_fraction=getattr(cfg, "gen_memory_fraction", 0.9),
                 constrained=getattr(cfg, "constrained_json", False), gen_kwargs=_penalty_kwargs(cfg),
-                mbr_samples=getattr(cfg, "mbr_samples", 1))
+                mbr_samples=getattr(cfg, "mbr_samples", 1), seed=cfg.seed)
 
 def _penalty_kwargs(cfg: Profile) -> dict | None:
     "The profile's repetition penalty as `generate`'s gen_kwargs (None when off, so the resume key is unchanged)."

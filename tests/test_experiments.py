@@ -57,14 +57,16 @@ def test_every_recipe_is_a_valid_profile_and_every_recorded_row_has_its_recipe()
 
 
 def test_gpu_cv_tarball_keeps_the_small_files_and_each_fold_adapters_meta(tmp_path):
-    "bench/gpu_cv.py's tarball: the CV's and folds' small files and train logs, the fold adapters' meta.json, no weights or checkpoints."
+    """bench/gpu_cv.py's tarball: the CV's and folds' small files, train logs, per-record scores and baselines, the fold
+    adapters' meta.json; no weights or checkpoints."""
     import importlib.util
     from emosum.config import project_path
     spec = importlib.util.spec_from_file_location("gpu_cv", project_path("bench/gpu_cv.py"))
     gpu_cv = importlib.util.module_from_spec(spec); spec.loader.exec_module(gpu_cv)
     files = ["cv.json", "metrics.json", "fold0/run.json", "fold0/train_log.jsonl", "fold0/predictions.jsonl", "fold0/adapter/meta.json",
+             "scores.jsonl", "baselines/copy.jsonl", "baselines/extractive.jsonl",
              "fold0/adapter/adapter_model.safetensors", "fold0/adapter/profile.json", "fold0/checkpoints/checkpoint-3/meta.json"]
     for f in files:
         (tmp_path / "cv1" / f).parent.mkdir(parents=True, exist_ok=True); (tmp_path / "cv1" / f).write_text("{}")
     added = gpu_cv.tar_small(tmp_path, ["cv1"], [], tmp_path / "o.tgz")
-    assert sorted(added) == sorted(f"cv1/{f}" for f in files[:6])
+    assert sorted(added) == sorted(f"cv1/{f}" for f in files[:9])
