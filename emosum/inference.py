@@ -11,8 +11,8 @@ from pathlib import Path
 from .config import load_model, load_tokenizer, Profile, resolve_adapter
 from .data import Record, json_line, read_jsonl, write_jsonl
 from .prompts import build_prompt, parse_summary, end_of_turn_ids, BudgetError, ParseResult
-from .vocab import (ES_FIELDS, PREDICTION_KEYS, TASK_FIELDS, detect_language, prediction_row, record_language,
-                          record_value, select_records)   # 00_vocab
+from .vocab import ES_FIELDS, PREDICTION_KEYS, TASK_FIELDS, detect_language, prediction_row, select_records
+from .vocab import record_language, record_value   # 00_vocab
 
 # %% auto #0
 __all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_EXTRA', 'ENGINES', 'SUBMISSION_KEYS',
@@ -863,8 +863,8 @@ def generate(model, tokenizer,
     gen_kwargs = dict(gen_kwargs or {})
     ids = _record_ids(records)
     if mbr_samples < 1 or (mbr_samples > 1 and not do_sample):
-        raise ValueError(f"mbr_samples > 1 needs do_sample=True (greedy decoding gives one answer however often it "
-                         f"runs); got mbr_samples={mbr_samples}, do_sample={do_sample}")
+        raise ValueError(f"mbr_samples must be 1, or > 1 with do_sample=True (greedy decoding gives one answer however "
+                         f"often it runs); got mbr_samples={mbr_samples}, do_sample={do_sample}")
     key = prediction_key(model_name, adapter, task, template, max_length, max_new_tokens, language, do_sample,
                          temperature, top_p, gen_kwargs, constrained, mbr_samples)
     if constrained and task != "es":
@@ -991,7 +991,7 @@ class Summarizer:
                  constrained: bool = False,        # keep answers to the ES JSON schema (see `JsonLogitsProcessor`)
                  mbr_samples: int = 1):            # > 1 (do_sample): each field's `mbr_choice` of this many answers
         if mbr_samples < 1 or (mbr_samples > 1 and not do_sample):
-            raise ValueError(f"mbr_samples > 1 needs do_sample=True; got {mbr_samples}, do_sample={do_sample}")
+            raise ValueError(f"mbr_samples must be 1, or > 1 with do_sample=True; got {mbr_samples}, {do_sample=}")
         if constrained and task != "es":
             raise ValueError("constrained=True keeps answers to the ES JSON schema; "
                              f"task={task!r} answers in free text")

@@ -459,7 +459,7 @@ def test_generate_with_mbr_samples_writes_one_chosen_row_per_record(tiny, tmp_pa
     assert seen == []
     with pytest.raises(ValueError, match="other settings.*generation"):  # another sample count is another key
         generate(model, tok, recs, out, mbr_samples=2, **kw)
-    with pytest.raises(ValueError, match="needs do_sample=True"):
+    with pytest.raises(ValueError, match="> 1 with do_sample=True"):
         generate(model, tok, recs, tmp_path/"g.jsonl", mbr_samples=2, **{**kw, "do_sample": False})
 
 
@@ -475,7 +475,7 @@ def test_summarizer_and_profile_take_mbr_samples(tiny):
     with pytest.warns(UserWarning, match="none of the 3 sampled answers parsed"):   # the tiny random model writes no JSON
         s.generate_summary("Client, 30, anxious about work.", "Session 1: CBT.")
     assert s.last["mbr"]["samples"] == 3 and len(s.last["mbr"]["answers"]) == 3 and s.last["new_tokens"] <= 30
-    with pytest.raises(ValueError, match="needs do_sample=True"):
+    with pytest.raises(ValueError, match="> 1 with do_sample=True"):
         Summarizer(model, tok, mbr_samples=3)
     from emosum.inference import _summarizer_settings, profile_generate_kwargs
     assert _summarizer_settings(cfg)["mbr_samples"] == 4 and profile_generate_kwargs(cfg)["mbr_samples"] == 4
