@@ -11,10 +11,11 @@ import json, os, random, subprocess, sys, time
 from pathlib import Path
 from .config import load_profile, make_run_dir, project_path
 from .data import load_records, read_jsonl, write_jsonl
+from .vocab import TASK_FIELDS, record_language, record_value
 
 # %% auto #0
 __all__ = ['CV_FILE', 'ATTENTION', 'GREEDY', 'RECIPES', 'kfold_split', 'write_folds', 'cross_validate', 'score_finished_folds',
-           'cv_summary', 'leaderboard', 'plot_leaderboard', 'recipe_command']
+           'cv_summary', 'leaderboard', 'plot_leaderboard', 'recipe_command', 'mbr_sample_curve', 'plot_mbr_curve']
 
 # %% ../nbs/08_experiments.ipynb #e8000007
 def kfold_split(ids: list,     # record ids
@@ -319,3 +320,69 @@ def recipe_command(name: str, folds: int = 5, data_path: str | None = None) -> s
     val = lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
     return " ".join(["emosum cv", "--profile", profile, "--folds", str(folds), "--name", name, *(["--zero-shot"] if zs else []),
                      *([f"--data {data_path}"] if data_path else []), *[f"-p {k}={val(v)}" for k, v in ov.items()]])
+
+# %% ../nbs/08_experiments.ipynb #5dac2491
+def _pick_scores(answers: list[str], refs: dict, task: str, language: str) -> dict:
+    "ROUGE-L against `refs` of each field's MBR choice among `answers` (0 where nothing parsed)."
+    from emosum.evaluation import rouge
+    from emosum.inference import mbr_choice
+    fields = mbr_choice(answers, task, language)[0].fields or {}
+    return {f: rouge(str(fields.get(f) or ""), ref, language)["rougeL"] for f, ref in refs.items()}
+
+def _oracle_scores(answers: list[str], refs: dict, task: str, language: str) -> dict:
+    "Per field, the best ROUGE-L any one parsed answer reaches against `refs`."
+    from emosum.evaluation import rouge
+    from emosum.prompts import parse_summary
+    parsed = [p.fields for p in (parse_summary(a, task) for a in answers) if p.fields]
+    return {f: max([rouge(str(p.get(f) or ""), ref, language)["rougeL"] for p in parsed], default=0.0)
+            for f, ref in refs.items()}
+
+def _subset(answers: list, k: int, rng) -> list:
+    "k of `answers` drawn at random, in their stored order (ties in `mbr_choice` go to the earlier answer, as they did)."
+    return [answers[i] for i in sorted(rng.sample(range(len(answers)), k))]
+
+def mbr_sample_curve(predictions: list[dict],     # rows written with mbr_samples > 1 (`mbr` holds their answers)
+                     records: list,                # the references (Records or dicts with the task's fields)
+                     sizes=(1, 2, 4, 8),           # subset sizes k (at most each row's sample count)
+                     draws: int = 5,               # random k-subsets per record (one when k is every answer)
+                     seed: int = 0,
+                     task: str = "es") -> "pd.DataFrame":
+    "Mean ROUGE-L (per field and overall) of the MBR choice among k of each row's stored answers, and of the oracle."
+    import pandas as pd
+    refs_by_id = {str(record_value(r, "id")): r for r in records}
+    rows_mbr = [p for p in predictions if p.get("mbr") and p["mbr"].get("answers")]
+    if not rows_mbr: raise ValueError("no prediction row holds sampled answers (generate with mbr_samples > 1)")
+    missing = [p["id"] for p in rows_mbr if str(p["id"]) not in refs_by_id]
+    if missing: raise ValueError(f"{len(missing)} predictions have no reference record, e.g. ids {missing[:5]}")
+    rng, out = random.Random(seed), []
+    for p in rows_mbr:
+        rec, answers = refs_by_id[str(p["id"])], p["mbr"]["answers"]
+        refs = {f: str(record_value(rec, f) or "") for f in TASK_FIELDS[task]}
+        lang = record_language(rec)
+        for k in sizes:
+            if k > len(answers): raise ValueError(f"k={k} but row {p['id']} has {len(answers)} answers")
+            for d in range(1 if k == len(answers) else draws):
+                out += [dict(how="mbr", k=k, id=p["id"], field=f, rougeL=v)
+                        for f, v in _pick_scores(_subset(answers, k, rng), refs, task, lang).items()]
+        out += [dict(how="oracle", k=len(answers), id=p["id"], field=f, rougeL=v)
+                for f, v in _oracle_scores(answers, refs, task, lang).items()]
+    df = pd.DataFrame(out).groupby(["how", "k", "field"], as_index=False)["rougeL"].mean()   # over records and draws
+    overall = df.groupby(["how", "k"], as_index=False)["rougeL"].mean().assign(field="overall")
+    return pd.concat([df, overall], ignore_index=True).sort_values(["how", "k", "field"], ignore_index=True)
+
+# %% ../nbs/08_experiments.ipynb #91c875fb
+def plot_mbr_curve(curve: "pd.DataFrame", greedy: float | None = None):
+    "Overall and per-field ROUGE-L against the number of samples chosen among; the oracle and greedy decoding as lines."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(9, 4))
+    mbr = curve[curve.how == "mbr"]
+    for f, g in mbr.groupby("field"):
+        ax.plot(g.k, g.rougeL, marker="o", lw=2.5 if f == "overall" else 1, color="k" if f == "overall" else None,
+                label=f, alpha=1 if f == "overall" else .7)
+    ora = curve[(curve.how == "oracle") & (curve.field == "overall")]
+    if len(ora): ax.axhline(ora.rougeL.iloc[0], color="k", ls="--", lw=1, label="oracle (overall)")
+    if greedy is not None: ax.axhline(greedy, color="tab:red", ls=":", lw=1.5, label="greedy (overall)")
+    ax.set_xscale("log", base=2); ax.set_xticks(sorted(mbr.k.unique())); ax.set_xticklabels(sorted(mbr.k.unique()))
+    ax.set_xlabel("sampled answers chosen among (k)"); ax.set_ylabel("ROUGE-L against the reference")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)); fig.tight_layout()
+    return fig

@@ -70,3 +70,25 @@ def test_gpu_cv_tarball_keeps_the_small_files_and_each_fold_adapters_meta(tmp_pa
         (tmp_path / "cv1" / f).parent.mkdir(parents=True, exist_ok=True); (tmp_path / "cv1" / f).write_text("{}")
     added = gpu_cv.tar_small(tmp_path, ["cv1"], [], tmp_path / "o.tgz")
     assert sorted(added) == sorted(f"cv1/{f}" for f in files[:9])
+
+
+def test_mbr_sample_curve_rescores_subsets_of_the_stored_answers():
+    "k = 1 is the mean of the single answers' scores; the choice among all answers is mbr_choice's; the oracle bounds both."
+    import json
+    from emosum.evaluation import rouge
+    from emosum.experiments import mbr_sample_curve
+    from emosum.inference import mbr_choice
+    from emosum.vocab import ES_FIELDS
+    ref = dict(causes="stress at work", symptoms="poor sleep and worry", treatment_process="CBT and relaxation",
+               characteristics_of_illness="anxiety", treatment_effect="sleeps better")
+    texts = ["stress at work", "work stress and money", "a divorce", "stress at home"]
+    answers = [json.dumps({**ref, "causes": t}) for t in texts] + ["no JSON here"]
+    rows, refs = [dict(id=i, mbr=dict(answers=answers)) for i in range(2)], [dict(id=i, **ref) for i in range(2)]
+    curve = mbr_sample_curve(rows, refs, sizes=(1, 5), draws=400, seed=1)
+    get = lambda how, k, f: curve.query("how == @how and k == @k and field == @f").rougeL.item()
+    singles = [rouge(t, ref["causes"])["rougeL"] for t in texts] + [0.0]                   # the failed answer scores 0
+    assert abs(get("mbr", 1, "causes") - sum(singles) / 5) < 0.03                           # 400 draws of one answer
+    chosen = mbr_choice(answers)[0].fields["causes"]
+    assert get("mbr", 5, "causes") == rouge(chosen, ref["causes"])["rougeL"] and get("oracle", 5, "causes") == 1.0
+    assert all(get("oracle", 5, f) >= get("mbr", k, f) for k in (1, 5) for f in ES_FIELDS)
+    assert get("mbr", 5, "overall") == sum(get("mbr", 5, f) for f in ES_FIELDS) / 5
