@@ -14,8 +14,9 @@ from .data import load_records, read_jsonl, write_jsonl
 from .vocab import TASK_FIELDS, record_language, record_value
 
 # %% auto #0
-__all__ = ['CV_FILE', 'ATTENTION', 'GREEDY', 'RECIPES', 'kfold_split', 'write_folds', 'cross_validate', 'score_finished_folds',
-           'cv_summary', 'leaderboard', 'plot_leaderboard', 'recipe_command', 'mbr_sample_curve', 'plot_mbr_curve']
+__all__ = ['CV_FILE', 'ATTENTION', 'GREEDY', 'RECIPES', 'CHOOSERS', 'kfold_split', 'write_folds', 'cross_validate',
+           'score_finished_folds', 'cv_summary', 'leaderboard', 'plot_leaderboard', 'recipe_command',
+           'mbr_sample_curve', 'mbr_chooser_table', 'plot_mbr_curve']
 
 # %% ../nbs/08_experiments.ipynb #e8000007
 def kfold_split(ids: list,     # record ids
@@ -322,11 +323,27 @@ def recipe_command(name: str, folds: int = 5, data_path: str | None = None) -> s
                      *([f"--data {data_path}"] if data_path else []), *[f"-p {k}={val(v)}" for k, v in ov.items()]])
 
 # %% ../nbs/08_experiments.ipynb #5dac2491
-def _pick_scores(answers: list[str], refs: dict, task: str, language: str) -> dict:
-    "ROUGE-L against `refs` of each field's MBR choice among `answers` (0 where nothing parsed)."
+CHOOSERS = ("rougeL", "rouge1", "rouge2", "median-length", "first")   # MBR utilities, and two choices without one
+
+def _chosen_fields(answers: list[str], task: str, language: str, chooser: str = "rougeL") -> dict:
+    "Each field's value chosen among `answers`: by MBR with a utility, the one of median length, or the first answer's."
+    from emosum.inference import MBR_UTILITIES, mbr_choice
+    from emosum.prompts import parse_summary
+    if chooser in MBR_UTILITIES: return mbr_choice(answers, task, language, chooser)[0].fields or {}
+    if chooser not in CHOOSERS: raise ValueError(f"chooser must be one of {CHOOSERS}, got {chooser!r}")
+    parsed = [p.fields for p in (parse_summary(a, task) for a in answers) if p.fields]
+    if chooser == "first" or not parsed: return (parsed or [{}])[0]
+    out = {}
+    for f in TASK_FIELDS[task]:
+        vals = [str(p.get(f) or "") for p in parsed if str(p.get(f) or "").strip()] or [""]
+        lens = sorted(len(v.split()) for v in vals); med = lens[(len(lens) - 1) // 2]
+        out[f] = min(vals, key=lambda v: abs(len(v.split()) - med))       # ties: the earlier answer
+    return out
+
+def _pick_scores(answers: list[str], refs: dict, task: str, language: str, chooser: str = "rougeL") -> dict:
+    "ROUGE-L against `refs` of each field's value chosen among `answers` (0 where nothing parsed)."
     from emosum.evaluation import rouge
-    from emosum.inference import mbr_choice
-    fields = mbr_choice(answers, task, language)[0].fields or {}
+    fields = _chosen_fields(answers, task, language, chooser)
     return {f: rouge(str(fields.get(f) or ""), ref, language)["rougeL"] for f, ref in refs.items()}
 
 def _oracle_scores(answers: list[str], refs: dict, task: str, language: str) -> dict:
@@ -369,6 +386,20 @@ def mbr_sample_curve(predictions: list[dict],     # rows written with mbr_sample
     df = pd.DataFrame(out).groupby(["how", "k", "field"], as_index=False)["rougeL"].mean()   # over records and draws
     overall = df.groupby(["how", "k"], as_index=False)["rougeL"].mean().assign(field="overall")
     return pd.concat([df, overall], ignore_index=True).sort_values(["how", "k", "field"], ignore_index=True)
+
+def mbr_chooser_table(predictions: list[dict], records: list, choosers=CHOOSERS, task: str = "es") -> "pd.DataFrame":
+    "Mean ROUGE-L per field and overall when each chooser picks among all of each row's stored answers."
+    import pandas as pd
+    refs_by_id = {str(record_value(r, "id")): r for r in records}
+    out = []
+    for p in (p for p in predictions if p.get("mbr") and p["mbr"].get("answers")):
+        rec = refs_by_id[str(p["id"])]
+        refs = {f: str(record_value(rec, f) or "") for f in TASK_FIELDS[task]}
+        for c in choosers:
+            s = _pick_scores(p["mbr"]["answers"], refs, task, record_language(rec), c)
+            out.append(dict(chooser=c, **s, overall=sum(s.values()) / len(s)))
+    if not out: raise ValueError("no prediction row holds sampled answers (generate with mbr_samples > 1)")
+    return pd.DataFrame(out).groupby("chooser", sort=False).mean().reset_index()
 
 # %% ../nbs/08_experiments.ipynb #91c875fb
 def plot_mbr_curve(curve: "pd.DataFrame", greedy: float | None = None):

@@ -92,3 +92,21 @@ def test_mbr_sample_curve_rescores_subsets_of_the_stored_answers():
     assert get("mbr", 5, "causes") == rouge(chosen, ref["causes"])["rougeL"] and get("oracle", 5, "causes") == 1.0
     assert all(get("oracle", 5, f) >= get("mbr", k, f) for k in (1, 5) for f in ES_FIELDS)
     assert get("mbr", 5, "overall") == sum(get("mbr", 5, f) for f in ES_FIELDS) / 5
+
+
+def test_mbr_chooser_table_compares_choices_among_all_the_answers():
+    import json
+    import pytest
+    from emosum.experiments import CHOOSERS, mbr_chooser_table
+    ref = dict(causes="stress at work", symptoms="poor sleep", treatment_process="CBT", characteristics_of_illness="anxiety",
+               treatment_effect="sleeps better")
+    causes = ["a long story about money, family, work and the neighbours", "stress at work", "stress at work again", "grief"]
+    answers = [json.dumps({**ref, "causes": c}) for c in causes]
+    table = mbr_chooser_table([dict(id=1, mbr=dict(answers=answers))], [dict(id=1, **ref)]).set_index("chooser")
+    assert list(table.index) == list(CHOOSERS) and set(table.columns) >= {"causes", "overall"}
+    assert table.loc["rougeL", "causes"] == 1.0                 # the value the others agree with is the reference's
+    assert table.loc["first", "causes"] < 0.5                   # the first answer, taken as it is
+    assert table.loc["median-length", "causes"] > table.loc["first", "causes"]   # lengths 11, 3, 4, 1: median 3
+    assert (table.drop(columns="causes").drop(columns="overall") == 1.0).all().all()   # the other fields agree everywhere
+    with pytest.raises(ValueError, match="no prediction row holds sampled answers"):
+        mbr_chooser_table([dict(id=1, mbr=None)], [dict(id=1, **ref)])

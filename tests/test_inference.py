@@ -435,6 +435,11 @@ def test_mbr_choice_keeps_per_field_the_value_closest_to_the_others():
     assert mbr_choice(zh, language="zh")[0].fields["causes"] == "工作压力和家庭矛盾"
     refl = mbr_choice(["I learnt to listen.", "I learnt to listen and to wait.", "Waiting helped."], task="reflection")[0]
     assert refl.fields == {"experience_and_reflection": "I learnt to listen and to wait."}
+    # other utilities: by words answer 0 shares the most with the other two; by bigrams it ties answer 1, the earlier wins
+    bi = [_answer(causes="stress at work"), _answer(causes="stress at work and a divorce"), _answer(causes="work, stress")]
+    assert mbr_choice(bi, utility="rouge1")[1]["chosen"]["causes"] == 0 and mbr_choice(bi, utility="rouge2")[1]["chosen"]["causes"] == 0
+    with pytest.raises(ValueError, match="utility must be one of"):
+        mbr_choice(bi, utility="meteor")
 
 
 @pytest.mark.parametrize("engine", ["padded", "continuous"])
