@@ -358,6 +358,17 @@ def _subset(answers: list, k: int, rng) -> list:
     "k of `answers` drawn at random, in their stored order (ties in `mbr_choice` go to the earlier answer, as they did)."
     return [answers[i] for i in sorted(rng.sample(range(len(answers)), k))]
 
+def _mbr_rows(predictions: list[dict], records: list, task: str) -> list[tuple]:
+    "(answers, references by field, language, id) of each row with sampled answers; an error for none or no reference."
+    refs_by_id = {str(record_value(r, "id")): r for r in records}
+    rows = [p for p in predictions if p.get("mbr") and p["mbr"].get("answers")]
+    if not rows: raise ValueError("no prediction row holds sampled answers (generate with mbr_samples > 1)")
+    missing = [p["id"] for p in rows if str(p["id"]) not in refs_by_id]
+    if missing: raise ValueError(f"{len(missing)} predictions have no reference record, e.g. ids {missing[:5]}")
+    recs = [refs_by_id[str(p["id"])] for p in rows]
+    refs = lambda r: {f: str(record_value(r, f) or "") for f in TASK_FIELDS[task]}
+    return [(p["mbr"]["answers"], refs(r), record_language(r), p["id"]) for p, r in zip(rows, recs)]
+
 def mbr_sample_curve(predictions: list[dict],     # rows written with mbr_samples > 1 (`mbr` holds their answers)
                      records: list,                # the references (Records or dicts with the task's fields)
                      sizes=(1, 2, 4, 8),           # subset sizes k (at most each row's sample count)
@@ -366,22 +377,14 @@ def mbr_sample_curve(predictions: list[dict],     # rows written with mbr_sample
                      task: str = "es") -> "pd.DataFrame":
     "Mean ROUGE-L (per field and overall) of the MBR choice among k of each row's stored answers, and of the oracle."
     import pandas as pd
-    refs_by_id = {str(record_value(r, "id")): r for r in records}
-    rows_mbr = [p for p in predictions if p.get("mbr") and p["mbr"].get("answers")]
-    if not rows_mbr: raise ValueError("no prediction row holds sampled answers (generate with mbr_samples > 1)")
-    missing = [p["id"] for p in rows_mbr if str(p["id"]) not in refs_by_id]
-    if missing: raise ValueError(f"{len(missing)} predictions have no reference record, e.g. ids {missing[:5]}")
     rng, out = random.Random(seed), []
-    for p in rows_mbr:
-        rec, answers = refs_by_id[str(p["id"])], p["mbr"]["answers"]
-        refs = {f: str(record_value(rec, f) or "") for f in TASK_FIELDS[task]}
-        lang = record_language(rec)
+    for answers, refs, lang, pid in _mbr_rows(predictions, records, task):
         for k in sizes:
-            if k > len(answers): raise ValueError(f"k={k} but row {p['id']} has {len(answers)} answers")
+            if k > len(answers): raise ValueError(f"k={k} but row {pid} has {len(answers)} answers")
             for d in range(1 if k == len(answers) else draws):
-                out += [dict(how="mbr", k=k, id=p["id"], field=f, rougeL=v)
+                out += [dict(how="mbr", k=k, id=pid, field=f, rougeL=v)
                         for f, v in _pick_scores(_subset(answers, k, rng), refs, task, lang).items()]
-        out += [dict(how="oracle", k=len(answers), id=p["id"], field=f, rougeL=v)
+        out += [dict(how="oracle", k=len(answers), id=pid, field=f, rougeL=v)
                 for f, v in _oracle_scores(answers, refs, task, lang).items()]
     df = pd.DataFrame(out).groupby(["how", "k", "field"], as_index=False)["rougeL"].mean()   # over records and draws
     overall = df.groupby(["how", "k"], as_index=False)["rougeL"].mean().assign(field="overall")
@@ -390,15 +393,11 @@ def mbr_sample_curve(predictions: list[dict],     # rows written with mbr_sample
 def mbr_chooser_table(predictions: list[dict], records: list, choosers=CHOOSERS, task: str = "es") -> "pd.DataFrame":
     "Mean ROUGE-L per field and overall when each chooser picks among all of each row's stored answers."
     import pandas as pd
-    refs_by_id = {str(record_value(r, "id")): r for r in records}
     out = []
-    for p in (p for p in predictions if p.get("mbr") and p["mbr"].get("answers")):
-        rec = refs_by_id[str(p["id"])]
-        refs = {f: str(record_value(rec, f) or "") for f in TASK_FIELDS[task]}
+    for answers, refs, lang, _ in _mbr_rows(predictions, records, task):
         for c in choosers:
-            s = _pick_scores(p["mbr"]["answers"], refs, task, record_language(rec), c)
+            s = _pick_scores(answers, refs, task, lang, c)
             out.append(dict(chooser=c, **s, overall=sum(s.values()) / len(s)))
-    if not out: raise ValueError("no prediction row holds sampled answers (generate with mbr_samples > 1)")
     return pd.DataFrame(out).groupby("chooser", sort=False).mean().reset_index()
 
 # %% ../nbs/08_experiments.ipynb #91c875fb

@@ -110,3 +110,5 @@ def test_mbr_chooser_table_compares_choices_among_all_the_answers():
     assert (table.drop(columns="causes").drop(columns="overall") == 1.0).all().all()   # the other fields agree everywhere
     with pytest.raises(ValueError, match="no prediction row holds sampled answers"):
         mbr_chooser_table([dict(id=1, mbr=None)], [dict(id=1, **ref)])
+    with pytest.raises(ValueError, match="1 predictions have no reference record"):
+        mbr_chooser_table([dict(id=2, mbr=dict(answers=answers))], [dict(id=1, **ref)])
