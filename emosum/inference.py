@@ -838,6 +838,17 @@ def mbr_choice(answers: list[str],           # the sampled answers to one prompt
     status = "ok" if all(parsed[i].status == "ok" for i in picks) else "repaired"
     return ParseResult(fields, status, "; ".join(bad) or None), info
 
+def _check_mbr(mbr_samples: int, do_sample: bool):
+    if mbr_samples < 1 or (mbr_samples > 1 and not do_sample):
+        raise ValueError(f"mbr_samples must be 1, or > 1 with do_sample=True (greedy decoding gives one answer however "
+                         f"often it runs); got mbr_samples={mbr_samples}, do_sample={do_sample}")
+
+def _answer_of(texts: list[str], task: str, rec, language: str | None) -> tuple[ParseResult, str, dict | None]:
+    "(parsed answer, raw text, the row's `mbr`) of a record's answers: one parsed as it is, several by `mbr_choice`."
+    if len(texts) == 1: return parse_summary(texts[0], task), texts[0], None
+    parsed, info = mbr_choice(texts, task, record_language(rec, language))
+    return parsed, texts[info.get("raw_from", 0)], info
+
 # %% ../nbs/04_inference.ipynb #84e44714
 def generate(model, tokenizer,
              records: list,                  # Records (or dicts with their keys)
@@ -866,9 +877,7 @@ def generate(model, tokenizer,
     language = None if language == "auto" else language
     gen_kwargs = dict(gen_kwargs or {})
     ids = _record_ids(records)
-    if mbr_samples < 1 or (mbr_samples > 1 and not do_sample):
-        raise ValueError(f"mbr_samples must be 1, or > 1 with do_sample=True (greedy decoding gives one answer however "
-                         f"often it runs); got mbr_samples={mbr_samples}, do_sample={do_sample}")
+    _check_mbr(mbr_samples, do_sample)
     key = prediction_key(model_name, adapter, task, template, max_length, max_new_tokens, language, do_sample,
                          temperature, top_p, gen_kwargs, constrained, mbr_samples)
     if constrained and task != "es":
@@ -885,20 +894,15 @@ def generate(model, tokenizer,
         _append(out_path, r); done[str(r["id"])] = r
         if on_row: on_row(r)
 
+    samples = {}                     # record id -> its answers so far (a row once all mbr_samples are in)
     def emit(rec, prompt, text, n, seconds):
-        parsed = parse_summary(text, task)
-        write(row(rec, parsed.status, fields=parsed.fields, raw=text, prompt=prompt, new_tokens=n, seconds=seconds,
-                  error=parsed.error))
-
-    samples = {}                     # record id -> its sampled answers so far (mbr_samples > 1)
-    def emit_mbr(rec, prompt, text, n, seconds):
-        got = samples.setdefault(str(record_value(rec, "id")), [])
+        got = samples.setdefault(rid := str(record_value(rec, "id")), [])
         got.append((text, n, seconds))
         if len(got) < mbr_samples: return
-        parsed, info = mbr_choice([t for t, _, _ in got], task, record_language(rec, language))
-        write(row(rec, parsed.status, fields=parsed.fields, raw=got[info.get("raw_from", 0)][0], prompt=prompt,
-                  new_tokens=sum(k for _, k, _ in got), seconds=sum(s for _, _, s in got), error=parsed.error,
-                  mbr=info))
+        del samples[rid]
+        parsed, raw, mbr = _answer_of([t for t, _, _ in got], task, rec, language)
+        write(row(rec, parsed.status, fields=parsed.fields, raw=raw, prompt=prompt, error=parsed.error, mbr=mbr,
+                  new_tokens=sum(k for _, k, _ in got), seconds=sum(s for _, _, s in got)))
 
     prompts = _pending_prompts(records, ids, done, tokenizer, task, template, max_length, max_new_tokens, language,
                                lambda r, p: write(row(r, "error", prompt=p, error=p.error)))
@@ -906,10 +910,9 @@ def generate(model, tokenizer,
     each = f", {mbr_samples} samples a record" if mbr_samples > 1 else ""
     bar = tqdm(total=len(prompts), desc=f"generate ({template}, {eng['name']}{each})",
                disable=not progress or not prompts)
-    sink = emit_mbr if mbr_samples > 1 else emit
     if do_sample and seed is not None and prompts:
         import torch; torch.manual_seed(seed)                # the same samples for the same records and settings
-    run = (model, tokenizer, prompts, eng, sink, bar, max_new_tokens, batch_size, memory_fraction, do_sample,
+    run = (model, tokenizer, prompts, eng, emit, bar, max_new_tokens, batch_size, memory_fraction, do_sample,
            temperature, top_p)
     try:
         if eng["name"] == "continuous" and prompts: _run_continuous(*run, gen_kwargs)
@@ -994,8 +997,7 @@ class Summarizer:
                  gen_kwargs: dict | None = None,
                  constrained: bool = False,        # keep answers to the ES JSON schema (see `JsonLogitsProcessor`)
                  mbr_samples: int = 1):            # > 1 (do_sample): each field's `mbr_choice` of this many answers
-        if mbr_samples < 1 or (mbr_samples > 1 and not do_sample):
-            raise ValueError(f"mbr_samples must be 1, or > 1 with do_sample=True; got {mbr_samples}, {do_sample=}")
+        _check_mbr(mbr_samples, do_sample)
         if constrained and task != "es":
             raise ValueError("constrained=True keeps answers to the ES JSON schema; "
                              f"task={task!r} answers in free text")
@@ -1041,9 +1043,7 @@ class Summarizer:
         t0 = time.perf_counter()
         outs = generate_batch(self.model, self.tokenizer, [p.input_ids] * self.mbr_samples, self.max_new_tokens,
                               self.do_sample, self.temperature, self.top_p, constraint=c, **self.gen_kwargs)
-        if self.mbr_samples > 1: parsed, mbr = mbr_choice([t for t, _ in outs], self.task, rec.language)
-        else: parsed, mbr = parse_summary(outs[0][0], self.task), None
-        text = outs[mbr["raw_from"] if mbr and "raw_from" in mbr else 0][0]
+        parsed, text, mbr = _answer_of([t for t, _ in outs], self.task, rec, self.language)
         self.last = _row(rec, self.task, self.template, self.model_name, self.adapter, parsed.status, parsed.fields,
                          text, p, sum(n for _, n in outs), time.perf_counter() - t0, parsed.error,
                          constrained=self.constrained, mbr=mbr)
