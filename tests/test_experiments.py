@@ -112,13 +112,3 @@ def test_mbr_chooser_table_compares_choices_among_all_the_answers():
         mbr_chooser_table([dict(id=1, mbr=None)], [dict(id=1, **ref)])
     with pytest.raises(ValueError, match="1 predictions have no reference record"):
         mbr_chooser_table([dict(id=2, mbr=dict(answers=answers))], [dict(id=1, **ref)])
-
-
-def test_experiments_chapter_keeps_its_run_cells_and_demonstrations_apart():
-    "Chapter 08 is no pipeline step, but its experiment and results cells are run cells all the same (`#| run`)."
-    from emosum.config import project_path
-    from emosum.pipeline import _read_nb, cell_kind, separation_problems
-    nb = project_path("nbs/08_experiments.ipynb")
-    assert separation_problems(nb) == []
-    runs = [c.source for c in _read_nb(nb).cells if cell_kind(c) == "run"]
-    assert any("if run_recipes:" in s for s in runs) and any("if run_mbr_curve:" in s for s in runs)
