@@ -6,7 +6,7 @@ Docs: https://emosum.github.io/emosum/inference.html.md"""
 
 # %% ../nbs/04_inference.ipynb #4628fd1a
 from __future__ import annotations
-import hashlib, json, math, os, shutil, time, warnings
+import functools, hashlib, json, math, os, shutil, time, warnings
 from pathlib import Path
 from .config import load_model, load_tokenizer, Profile, resolve_adapter
 from .data import Record, json_line, read_jsonl, write_jsonl
@@ -20,8 +20,8 @@ __all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_E
            'varlen_attention', 'paged_varlen_attention', 'paged_attention_implementation', 'kv_bytes_per_token',
            'padded_batch_size', 'continuous_plan', 'generation_config', 'RepetitionPenalty', 'continuous_blockers',
            'stream_continuous', 'generate_continuous', 'es_json_schema', 'json_constraint', 'JsonLogitsProcessor',
-           'adapter_sha256', 'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'mbr_choice',
-           'generate', 'profile_generate_kwargs', 'write_submission', 'Summarizer']
+           'adapter_sha256', 'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'agreement',
+           'mbr_choice', 'generate', 'profile_generate_kwargs', 'write_submission', 'Summarizer']
 
 # %% ../nbs/04_inference.ipynb #2c982687
 MERGE_CHOICES = ("auto", "yes", "no")
@@ -809,13 +809,21 @@ def _run_padded(model, tokenizer, prompts: list, eng: dict, emit, bar, max_new_t
 # %% ../nbs/04_inference.ipynb #13c57e3d
 MBR_UTILITIES = ("rougeL", "rouge1", "rouge2")   # how two answers' values are compared in `mbr_choice`
 
+@functools.lru_cache(maxsize=1 << 16)
+def _pair_rouge(a: str, b: str, language: str) -> dict:
+    from emosum.evaluation import rouge
+    return rouge(a, b, language)
+
+def agreement(a: str, b: str, language: str = "en", utility: str = "rougeL") -> float:
+    "How far two values agree: ROUGE F1, symmetric, so each pair is scored once (memoised; chapter 08 re-chooses often)."
+    return _pair_rouge(*sorted((a, b)), language)[utility]
+
 def mbr_choice(answers: list[str],           # the sampled answers to one prompt
                task: str = "es",             # es | reflection
                language: str = "en",         # for ROUGE's tokens (en | zh)
                utility: str = "rougeL",      # one of MBR_UTILITIES (chapter 08 compares them)
               ) -> tuple[ParseResult, dict]:
     "Per field, the parsed answers' value of highest mean ROUGE-L to the others': (`ParseResult`, the row's `mbr`)."
-    from emosum.evaluation import rouge
     if utility not in MBR_UTILITIES: raise ValueError(f"utility must be one of {MBR_UTILITIES}, got {utility!r}")
     parsed = [parse_summary(a, task) for a in answers]
     usable = [i for i, p in enumerate(parsed) if p.fields]
@@ -829,7 +837,7 @@ def mbr_choice(answers: list[str],           # the sampled answers to one prompt
         vals = {i: str(parsed[i].fields.get(f) or "") for i in usable}
         filled = [i for i in usable if vals[i].strip()]
         if not filled: fields[f], info["chosen"][f] = "", None; continue    # empty in every answer
-        agree = lambda i: sum(rouge(vals[i], vals[j], language)[utility] for j in filled if j != i)
+        agree = lambda i: sum(agreement(vals[i], vals[j], language, utility) for j in filled if j != i)
         best = max(filled, key=lambda i: (agree(i), -i))            # ties: the earlier answer
         fields[f], info["chosen"][f] = vals[best], best
     picks = [i for i in info["chosen"].values() if i is not None] or usable[:1]

@@ -442,6 +442,21 @@ def test_mbr_choice_keeps_per_field_the_value_closest_to_the_others():
         mbr_choice(bi, utility="meteor")
 
 
+def test_agreement_is_rouge_f1_scored_once_per_pair(monkeypatch):
+    import emosum.evaluation as ev
+    from emosum.inference import _pair_rouge, agreement
+    a, b = "poor sleep and worry about work", "worry and poor sleep"
+    want = {u: ev.rouge(a, b)[u] for u in ("rougeL", "rouge1", "rouge2")}
+    assert want["rougeL"] != ev.rouge(a, a)["rougeL"]                       # the two texts differ, so the check can fail
+    _pair_rouge.cache_clear()
+    calls = []
+    monkeypatch.setattr(ev, "rouge", lambda p, r, lang="en": calls.append((p, r)) or {"rougeL": 0.5, "rouge1": 0.6, "rouge2": 0.1})
+    assert agreement(a, b) == agreement(b, a) == 0.5 and agreement(b, a, utility="rouge2") == 0.1
+    assert len(calls) == 1                                                  # both orders, all utilities: one scoring
+    monkeypatch.undo(); _pair_rouge.cache_clear()
+    assert {u: agreement(b, a, utility=u) for u in want} == pytest.approx(want)   # F1 is symmetric: the same either way
+
+
 @pytest.mark.parametrize("engine", ["padded", "continuous"])
 def test_generate_with_mbr_samples_writes_one_chosen_row_per_record(tiny, tmp_path, engine):
     import torch
