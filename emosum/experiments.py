@@ -14,9 +14,9 @@ from .data import load_records, read_jsonl, write_jsonl
 from .vocab import TASK_FIELDS, record_language, record_value
 
 # %% auto #0
-__all__ = ['CV_FILE', 'ATTENTION', 'GREEDY', 'RECIPES', 'CHOOSERS', 'kfold_split', 'write_folds', 'cross_validate',
+__all__ = ['CV_FILE', 'ATTENTION', 'GREEDY', 'RECIPES', 'CHOOSERS', 'POOLS', 'kfold_split', 'write_folds', 'cross_validate',
            'score_finished_folds', 'cv_summary', 'leaderboard', 'plot_leaderboard', 'recipe_command',
-           'mbr_sample_curve', 'mbr_chooser_table', 'plot_mbr_curve']
+           'mbr_sample_curve', 'mbr_chooser_table', 'plot_mbr_curve', 'pool_cv', 'pool_command']
 
 # %% ../nbs/08_experiments.ipynb #e8000007
 def kfold_split(ids: list,     # record ids
@@ -306,11 +306,17 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     # the checkpoint kept by a generation metric on the validation records (each epoch), not by validation loss
     "qwen0.5b-lora-select-rougeL": ("qwen2.5-0.5b-lora", {"aux_task": None, "select_metric": "rougeL", **GREEDY}),
     # round 6, with the auxiliary task: LoRA rank (alpha = 2 r, as at r=64), the checkpoint chosen by ROUGE-L as well,
-    # and minimum Bayes risk over 8 sampled answers (each field's value closest to the other answers'; now the profile's)
+    # and minimum Bayes risk over 8 sampled answers (each field's value closest to the other answers'; the profile's in round 6)
     "qwen0.5b-lora-aux-r16": ("qwen2.5-0.5b-lora", {"lora_r": 16, "lora_alpha": 32, **GREEDY}),
     "qwen0.5b-lora-aux-r128": ("qwen2.5-0.5b-lora", {"lora_r": 128, "lora_alpha": 256, **GREEDY}),
     "qwen0.5b-lora-aux-select-rougeL": ("qwen2.5-0.5b-lora", {"select_metric": "rougeL", **GREEDY}),
     "qwen0.5b-lora-aux-mbr8": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 8}),
+    # round 7, with the auxiliary task: 16 and 32 answers per record (16 is now the profile's), and lr 1e-4 (ahead of
+    # 2e-4 without the auxiliary task on folds 0-2); SmolLM2 at lr 4e-4 x 5 epochs with 8 answers (the profile smollm2-lora)
+    "qwen0.5b-lora-aux-mbr16": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 16}),
+    "qwen0.5b-lora-aux-lr1e-4-mbr8": ("qwen2.5-0.5b-lora", {"learning_rate": 1e-4, "do_sample": True, "mbr_samples": 8}),
+    "qwen0.5b-lora-aux-mbr32": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 32}),
+    "smollm2-r64-lr4e-4-5ep-mbr8": ("smollm2-gpu", {"learning_rate": 4e-4, "num_epochs": 5, "do_sample": True, "mbr_samples": 8}),
 }
 
 # %% ../nbs/08_experiments.ipynb #44398691
@@ -416,3 +422,85 @@ def plot_mbr_curve(curve: "pd.DataFrame", greedy: float | None = None):
     ax.set_xlabel("sampled answers chosen among (k)"); ax.set_ylabel("ROUGE-L against the reference")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)); fig.tight_layout()
     return fig
+
+# %% ../nbs/08_experiments.ipynb #pool0002
+def _answers_of(row: dict) -> list[str]:
+    "A prediction row's answers: those it was chosen from (`mbr`), else its one raw answer."
+    return list((row.get("mbr") or {}).get("answers") or []) or [row.get("raw") or ""]
+
+def _pool_parts(cv_dirs) -> dict:
+    "{folder: {id: row}} of each CV folder's out-of-fold predictions; errors for too few, repeated or unfinished folders."
+    dirs = [Path(d).resolve() for d in cv_dirs]
+    if len(dirs) < 2: raise ValueError(f"pool_cv needs at least two CV folders, got {len(dirs)}")
+    if len(set(dirs)) < len(dirs): raise ValueError("pool_cv got the same CV folder twice")
+    parts = {}
+    for d in dirs:
+        if not (d/"predictions.jsonl").is_file():
+            raise FileNotFoundError(f"{d} has no predictions.jsonl: finish that cross-validation (or score_finished_folds) first")
+        parts[d] = {str(r["id"]): r for r in read_jsonl(d/"predictions.jsonl")}
+    first, ids = dirs[0], set(parts[dirs[0]])
+    for d in dirs[1:]:
+        if set(parts[d]) != ids:
+            diff = sorted(ids ^ set(parts[d]))
+            raise ValueError(f"{d.name} and {first.name} predict different records ({len(diff)} differ, e.g. {diff[:5]}): "
+                             "pool cross-validations of the same records (score_finished_folds with the same folds)")
+    return parts
+
+# %% ../nbs/08_experiments.ipynb #pool0003
+def pool_cv(cv_dirs: list,                 # finished CV folders (names under runs/ or paths) of the same records
+            name: str | Path,              # the pooled folder (under runs/, or a path)
+            data_path: str | None = None,  # the records (default: the first folder's)
+            utility: str = "rougeL",       # how `mbr_choice` compares two answers' values (MBR_UTILITIES)
+            progress_bar: bool = True,
+           ) -> dict:
+    """Minimum Bayes risk over all the folders' answers to each record (an ensemble of trainings), written and scored
+    as a CV folder: predictions.jsonl (each row's `mbr` says which folder each answer came from), cv.json, metrics.json."""
+    from tqdm.auto import tqdm
+    from emosum.config import Profile
+    from emosum.evaluation import evaluate_run
+    from emosum.inference import mbr_choice
+    from emosum.pipeline import resolve_run
+    from emosum.vocab import prediction_row
+    parts = _pool_parts([resolve_run(d) for d in cv_dirs])
+    dirs = list(parts)
+    cv0 = json.loads((dirs[0]/CV_FILE).read_text()) if (dirs[0]/CV_FILE).is_file() else {}
+    cfg = Profile.load(dirs[0]/"profile.json")
+    data = project_path(data_path or cv0.get("data_path") or cfg.data_path)
+    by_id = {str(r.id): r for r in load_records(data)}
+    ids = list(parts[dirs[0]])
+    if missing := [i for i in ids if i not in by_id]:
+        raise ValueError(f"{len(missing)} pooled predictions have no record in {data}, e.g. ids {missing[:5]}")
+    out, rows = make_run_dir(name), []
+    for i in tqdm(ids, desc="pooling answers", disable=not progress_bar):
+        answers, source = [], []
+        for k, d in enumerate(dirs):
+            a = _answers_of(parts[d][i]); answers += a; source += [k] * len(a)
+        parsed, info = mbr_choice(answers, cfg.task, record_language(by_id[i], cfg.language), utility)
+        info.update(source=source, parts=[d.name for d in dirs])
+        folds = {parts[d][i].get("fold") for d in dirs}
+        first = parts[dirs[0]][i]
+        row = prediction_row(first["id"], cfg.task, first.get("template"), first.get("model"), None,
+                             parsed.status if parsed.fields is not None else "failed", parsed.fields,
+                             answers[info.get("raw_from", 0)], error=parsed.error, mbr=info)
+        rows.append(dict(row, fold=folds.pop() if len(folds) == 1 else None))
+    write_jsonl(out/"predictions.jsonl", rows)
+    cfg = cfg.replace(data_path=str(data), test_path=None); cfg.save(out/"profile.json")
+    metrics = evaluate_run(out, records=[by_id[i] for i in ids], cfg=cfg)
+    cvs = [json.loads((d/CV_FILE).read_text()) if (d/CV_FILE).is_file() else {} for d in dirs]
+    summary = {"profile": cv0.get("profile"), "overrides": {"pool": [d.name for d in dirs], "utility": utility},
+               "folds": cv0.get("folds"), "zero_shot": all(c.get("zero_shot") for c in cvs), "data_path": str(data),
+               "pooled": [str(d) for d in dirs], "answers_per_record": round(sum(len(r["mbr"]["answers"]) for r in rows) / len(rows), 2),
+               "train_seconds": sum(c.get("train_seconds") or 0 for c in cvs),
+               "generate_seconds": sum(c.get("generate_seconds") or 0 for c in cvs)}
+    (out/CV_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    return {**summary, "cv_dir": str(out), "metrics": metrics}
+
+POOLS = {   # name -> the recipes whose cross-validations it pools (their CV folders under runs/, by recipe name)
+    # three trainings of the profile's recipe, sampled 16 + 32 (and 8) times: 48 (56) answers a record
+    "qwen0.5b-lora-aux-mbr-pool2": ["qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32"],
+    "qwen0.5b-lora-aux-mbr-pool3": ["qwen0.5b-lora-aux-mbr8", "qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32"],
+}
+
+def pool_command(name: str) -> str:
+    "The `emosum pool` command line that rebuilds pool `name` from its recipes' CV folders (each made by `recipe_command`)."
+    return " ".join(["emosum pool", *POOLS[name], "--name", name])

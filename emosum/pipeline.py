@@ -722,6 +722,12 @@ def _add_cv(sub):
     cv.add_argument("--only-folds", type=lambda s: [int(x) for x in s.split(",") if x.strip()], metavar="I,J",
                     help="run just these folds (the others in another lease, same --name); the finished ones are scored")
     cv.add_argument("-p", "--set", dest="overrides", action="append", type=_kv, default=[], metavar="KEY=VALUE")
+    pool = sub.add_parser("pool", help="minimum Bayes risk over several cross-validations' answers to the same records, "
+                                       "an ensemble of trainings, written and scored as a CV folder (notebook 08)")
+    pool.add_argument("cvs", nargs="+", metavar="CV", help="finished CV folders (names under runs/ or paths)")
+    pool.add_argument("--name", required=True, help="the pooled folder under runs/ (or a path)")
+    pool.add_argument("--data", help="the records (default: the first CV's)")
+    pool.add_argument("--utility", default="rougeL", help="how two answers' values are compared: rougeL, rouge1 or rouge2")
 
 # %% ../nbs/07_pipeline.ipynb #5d33c15d
 def _parser() -> argparse.ArgumentParser:
@@ -840,6 +846,15 @@ def _cmd_cv(a):
     print(f"\n{summary(res['cv_dir'])}\nfolds: " + ", ".join(f"{i} {f['status']}" for i, f in res["fold_runs"].items())
           + f"\nfinished in {time.time() - t0:.0f} s")
 
+def _cmd_pool(a):
+    from emosum.experiments import pool_cv
+    from emosum.inference import MBR_UTILITIES
+    if a.utility not in MBR_UTILITIES: raise ValueError(f"--utility must be one of {MBR_UTILITIES}, got {a.utility!r}")
+    res = pool_cv(a.cvs, a.name, data_path=_overrides([("data_path", a.data)])["data_path"] if a.data else None,
+                  utility=a.utility)
+    print(f"\n{summary(res['cv_dir'])}\npooled {len(res['pooled'])} cross-validations, "
+          f"{res['answers_per_record']} answers a record")
+
 # %% ../nbs/07_pipeline.ipynb #23b45899
 def _cmd_profiles(a):
     rows = []
@@ -855,7 +870,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         {"run": _cmd_run, "list": _cmd_list, "compare": _cmd_compare, "predict": _cmd_predict,
-         "evaluate": _cmd_evaluate, "cv": _cmd_cv, "profiles": _cmd_profiles}[a.cmd](a)
+         "evaluate": _cmd_evaluate, "cv": _cmd_cv, "pool": _cmd_pool, "profiles": _cmd_profiles}[a.cmd](a)
     except (StepFailed, RunLocked, RunFolderGone) as e:
         print(f"emosum {a.cmd}: {e}", file=sys.stderr); return 1
     except (KeyError, TypeError, ValueError, FileNotFoundError, ModuleNotFoundError) as e:

@@ -47,13 +47,15 @@ def test_every_recipe_is_a_valid_profile_and_every_recorded_row_has_its_recipe()
     "Each recipe's overrides make a valid profile, and each row of the committed leaderboard names a recipe (or its folds 0-2 rerun)."
     import pandas as pd
     from emosum.config import load_profile, project_path
-    from emosum.experiments import RECIPES, recipe_command
+    from emosum.experiments import POOLS, RECIPES, pool_command, recipe_command
     for name, (profile, ov) in RECIPES.items():
         cfg = load_profile(profile, **{k: v for k, v in ov.items() if k != "zero_shot"})
         assert all(getattr(cfg, k) == v for k, v in ov.items() if k != "zero_shot"), name
         assert recipe_command(name).startswith(f"emosum cv --profile {profile} ")
+    for name, parts in POOLS.items():       # a pool's parts are recipes, each rerun by its own command first
+        assert parts and all(p in RECIPES for p in parts) and pool_command(name).endswith(f" --name {name}")
     board = pd.read_csv(project_path("docs/experiments.csv"))
-    assert len(board) and all(r.removesuffix("-folds0-2") in RECIPES for r in board.recipe)
+    assert len(board) and all(r.removesuffix("-folds0-2") in RECIPES or r in POOLS for r in board.recipe)
 
 
 def test_gpu_cv_tarball_keeps_the_small_files_and_each_fold_adapters_meta(tmp_path):
@@ -112,3 +114,44 @@ def test_mbr_chooser_table_compares_choices_among_all_the_answers():
         mbr_chooser_table([dict(id=1, mbr=None)], [dict(id=1, **ref)])
     with pytest.raises(ValueError, match="1 predictions have no reference record"):
         mbr_chooser_table([dict(id=2, mbr=dict(answers=answers))], [dict(id=1, **ref)])
+
+
+def _fake_cv(d: Path, rows: list, train_s: float = 5.0) -> Path:
+    import json
+    from emosum.config import load_profile, project_path
+    from emosum.data import write_jsonl
+    d.mkdir(parents=True)
+    write_jsonl(d / "predictions.jsonl", rows); load_profile("cpu-smoke").save(d / "profile.json")
+    (d / "cv.json").write_text(json.dumps({"profile": "cpu-smoke", "folds": 2, "train_seconds": train_s, "generate_seconds": 1,
+                                           "data_path": str(project_path("data/sample_es.jsonl"))}))
+    return d
+
+
+def test_emosum_pool_chooses_among_every_cross_validations_answers(tmp_path, capsys):
+    "`emosum pool`: per record, each field chosen among both CVs' answers (out of fold in both), scored as a CV folder."
+    import json
+    from emosum.config import project_path
+    from emosum.pipeline import main
+    from emosum.vocab import TASK_FIELDS, record_value
+    recs = load_records(project_path("data/sample_es.jsonl"))[:4]
+    truth = lambda r, f: str(record_value(r, f))
+    answer = lambda r, good: json.dumps({f: truth(r, f) if f in good else "nothing useful here" for f in TASK_FIELDS["es"]})
+    # CV a: right about causes and symptoms; CV b: two samples, right about symptoms and the rest; symptoms is where
+    # all three answers agree, so every field ends up right only by pooling
+    a = _fake_cv(tmp_path / "a", [dict(id=r.id, raw=answer(r, {"causes", "symptoms"}), fold=i % 2) for i, r in enumerate(recs)])
+    rest = set(TASK_FIELDS["es"]) - {"causes"}
+    b = _fake_cv(tmp_path / "b", [dict(id=r.id, fold=i % 2, raw=answer(r, rest), mbr=dict(answers=[answer(r, rest), answer(r, rest | {"causes"})]))
+                                  for i, r in enumerate(recs)], train_s=7.0)
+    assert main(["pool", str(a), str(b), "--name", str(tmp_path / "ab")]) == 0
+    assert "pooled 2 cross-validations, 3.0 answers a record" in capsys.readouterr().out
+    rows = read_jsonl(tmp_path / "ab" / "predictions.jsonl")
+    assert [r["id"] for r in rows] == [r.id for r in recs] and all(r["mbr"]["source"] == [0, 1, 1] for r in rows)
+    assert all(row["fields"] == {f: truth(r, f) for f in TASK_FIELDS["es"]} for row, r in zip(rows, recs))
+    cv = json.loads((tmp_path / "ab" / "cv.json").read_text())
+    assert cv["overrides"] == {"pool": ["a", "b"], "utility": "rougeL"} and cv["train_seconds"] == 12.0
+    assert json.loads((tmp_path / "ab" / "metrics.json").read_text())["overall"]["rougeL"] == pytest.approx(1.0)
+    # bad input: a clear error (exit 2), nothing deep inside a library
+    assert main(["pool", str(a), str(b), "--name", str(tmp_path / "x"), "--utility", "bleu"]) == 2
+    assert "--utility must be one of" in capsys.readouterr().err
+    assert main(["pool", str(a), str(tmp_path / "missing"), "--name", str(tmp_path / "y")]) == 2
+    assert "No run" in capsys.readouterr().err
