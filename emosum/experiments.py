@@ -10,7 +10,7 @@ from __future__ import annotations
 import json, os, random, subprocess, sys, time
 from pathlib import Path
 from .config import load_profile, make_run_dir, project_path
-from .data import load_records, read_jsonl, write_jsonl
+from .data import json_line, load_records, read_jsonl, write_jsonl
 from .vocab import TASK_FIELDS, record_language, record_value
 
 # %% auto #0
@@ -454,7 +454,8 @@ def pool_cv(cv_dirs: list,                 # finished CV folders (names under ru
             progress_bar: bool = True,
            ) -> dict:
     """Minimum Bayes risk over all the folders' answers to each record (an ensemble of trainings), written and scored
-    as a CV folder: predictions.jsonl (each row's `mbr` says which folder each answer came from), cv.json, metrics.json."""
+    as a CV folder: predictions.jsonl (each row's `mbr` says which folder each answer came from), cv.json, metrics.json.
+    Rows are appended to pool.partial.jsonl as they are chosen: run it again after an interruption to resume."""
     from tqdm.auto import tqdm
     from emosum.config import Profile
     from emosum.evaluation import evaluate_run
@@ -470,20 +471,26 @@ def pool_cv(cv_dirs: list,                 # finished CV folders (names under ru
     ids = list(parts[dirs[0]])
     if missing := [i for i in ids if i not in by_id]:
         raise ValueError(f"{len(missing)} pooled predictions have no record in {data}, e.g. ids {missing[:5]}")
-    out, rows = make_run_dir(name), []
-    for i in tqdm(ids, desc="pooling answers", disable=not progress_bar):
-        answers, source = [], []
-        for k, d in enumerate(dirs):
-            a = _answers_of(parts[d][i]); answers += a; source += [k] * len(a)
-        parsed, info = mbr_choice(answers, cfg.task, record_language(by_id[i], cfg.language), utility)
-        info.update(source=source, parts=[d.name for d in dirs])
-        folds = {parts[d][i].get("fold") for d in dirs}
-        first = parts[dirs[0]][i]
-        row = prediction_row(first["id"], cfg.task, first.get("template"), first.get("model"), None,
-                             parsed.status if parsed.fields is not None else "failed", parsed.fields,
-                             answers[info.get("raw_from", 0)], error=parsed.error, mbr=info)
-        rows.append(dict(row, fold=folds.pop() if len(folds) == 1 else None))
+    out = make_run_dir(name)
+    pooled = {i: [(k, a) for k, d in enumerate(dirs) for a in _answers_of(parts[d][i])] for i in ids}
+    partial, done = out/"pool.partial.jsonl", {}
+    if partial.is_file():     # an interrupted pooling: keep the rows chosen among the same answers by the same utility
+        done = {str(r["id"]): r for r in read_jsonl(partial, torn_tail="truncate")
+                if r["mbr"].get("utility") == utility and r["mbr"]["answers"] == [a for _, a in pooled[str(r["id"])]]}
+    with open(partial, "a", encoding="utf-8") as fh:
+        for i in tqdm([i for i in ids if i not in done], desc="pooling answers", disable=not progress_bar):
+            answers = [a for _, a in pooled[i]]
+            parsed, info = mbr_choice(answers, cfg.task, record_language(by_id[i], cfg.language), utility)
+            info.update(source=[k for k, _ in pooled[i]], parts=[d.name for d in dirs], utility=utility)
+            folds, first = {parts[d][i].get("fold") for d in dirs}, parts[dirs[0]][i]
+            row = prediction_row(first["id"], cfg.task, first.get("template"), first.get("model"), None,
+                                 parsed.status if parsed.fields is not None else "failed", parsed.fields,
+                                 answers[info.get("raw_from", 0)], error=parsed.error, mbr=info)
+            done[i] = dict(row, fold=folds.pop() if len(folds) == 1 else None)
+            fh.write(json_line(done[i])); fh.flush()
+    rows = [done[i] for i in ids]
     write_jsonl(out/"predictions.jsonl", rows)
+    partial.unlink()
     cfg = cfg.replace(data_path=str(data), test_path=None); cfg.save(out/"profile.json")
     metrics = evaluate_run(out, records=[by_id[i] for i in ids], cfg=cfg)
     cvs = [json.loads((d/CV_FILE).read_text()) if (d/CV_FILE).is_file() else {} for d in dirs]

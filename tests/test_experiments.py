@@ -155,3 +155,31 @@ def test_emosum_pool_chooses_among_every_cross_validations_answers(tmp_path, cap
     assert "--utility must be one of" in capsys.readouterr().err
     assert main(["pool", str(a), str(tmp_path / "missing"), "--name", str(tmp_path / "y")]) == 2
     assert "No run" in capsys.readouterr().err
+
+
+def test_pool_cv_resumes_after_an_interruption(tmp_path, monkeypatch):
+    "Rows are appended as they are chosen; a rerun chooses only the records left, and the work file goes at the end."
+    import json
+    import emosum.inference as inf
+    from emosum.config import project_path
+    from emosum.experiments import pool_cv
+    from emosum.vocab import TASK_FIELDS, record_value
+    recs = load_records(project_path("data/sample_es.jsonl"))[:4]
+    ans = lambda r: json.dumps({f: str(record_value(r, f)) for f in TASK_FIELDS["es"]})
+    a = _fake_cv(tmp_path / "a", [dict(id=r.id, raw=ans(r)) for r in recs])
+    b = _fake_cv(tmp_path / "b", [dict(id=r.id, raw="not an answer") for r in recs])
+    real, calls = inf.mbr_choice, []
+    def stop_after_two(answers, *args):
+        if len(calls) == 2: raise KeyboardInterrupt
+        calls.append(answers); return real(answers, *args)
+    monkeypatch.setattr(inf, "mbr_choice", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        pool_cv([a, b], tmp_path / "ab", progress_bar=False)
+    partial = tmp_path / "ab" / "pool.partial.jsonl"
+    assert len(read_jsonl(partial)) == 2 and not (tmp_path / "ab" / "predictions.jsonl").exists()
+    calls.clear(); monkeypatch.setattr(inf, "mbr_choice", lambda answers, *args: calls.append(answers) or real(answers, *args))
+    res = pool_cv([a, b], tmp_path / "ab", progress_bar=False)
+    assert len(calls) == 2 and not partial.exists()                       # only the two records left were chosen
+    rows = read_jsonl(tmp_path / "ab" / "predictions.jsonl")
+    assert [r["id"] for r in rows] == [r.id for r in recs] and all(r["mbr"]["utility"] == "rougeL" for r in rows)
+    assert res["metrics"]["overall"]["rougeL"] == pytest.approx(1.0)
