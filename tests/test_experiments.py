@@ -183,3 +183,15 @@ def test_pool_cv_resumes_after_an_interruption(tmp_path, monkeypatch):
     rows = read_jsonl(tmp_path / "ab" / "predictions.jsonl")
     assert [r["id"] for r in rows] == [r.id for r in recs] and all(r["mbr"]["utility"] == "rougeL" for r in rows)
     assert res["metrics"]["overall"]["rougeL"] == pytest.approx(1.0)
+
+
+def test_the_best_recipe_profiles_are_what_the_chapter_measured():
+    "Each model's best-recipe profile trains and decodes exactly as its cross-validated recipe did (settings.ini)."
+    from emosum.config import load_profile
+    from emosum.experiments import RECIPES
+    for profile, recipe in [("qwen2.5-0.5b-lora", "qwen0.5b-lora-aux-mbr16"), ("smollm2-lora", "smollm2-r64-lr4e-4-5ep-mbr8")]:
+        base, ov = RECIPES[recipe]
+        measured, named = load_profile(base, **ov).to_dict(), load_profile(profile).to_dict()
+        differ = {k: (measured[k], named[k]) for k in measured if k not in ("name", "description") and measured[k] != named[k]}
+        assert differ == {}, (profile, differ)
+    assert load_profile("smollm2-lora").to_dict() != load_profile("smollm2-gpu").to_dict()
