@@ -431,7 +431,7 @@ def _answers_of(row: dict) -> list[str]:
 def _pool_parts(cv_dirs) -> dict:
     "{folder: {id: row}} of each CV folder's out-of-fold predictions; errors for too few, repeated or unfinished folders."
     dirs = [Path(d).resolve() for d in cv_dirs]
-    if len(dirs) < 2: raise ValueError(f"pool_cv needs at least two CV folders, got {len(dirs)}")
+    if not dirs: raise ValueError("pool_cv needs at least one CV folder")
     if len(set(dirs)) < len(dirs): raise ValueError("pool_cv got the same CV folder twice")
     parts = {}
     for d in dirs:
@@ -447,7 +447,8 @@ def _pool_parts(cv_dirs) -> dict:
     return parts
 
 # %% ../nbs/08_experiments.ipynb #pool0003
-def pool_cv(cv_dirs: list,                 # finished CV folders (names under runs/ or paths) of the same records
+def pool_cv(cv_dirs: list,                 # finished CV folders (names under runs/ or paths) of the same records; one
+                                           # folder alone: its stored answers chosen among again, by `utility`
             name: str | Path,              # the pooled folder (under runs/, or a path)
             data_path: str | None = None,  # the records (default: the first folder's)
             utility: str = "rougeL",       # how `mbr_choice` compares two answers' values (MBR_UTILITIES)
@@ -502,12 +503,16 @@ def pool_cv(cv_dirs: list,                 # finished CV folders (names under ru
     (out/CV_FILE).write_text(json.dumps(summary, indent=2, default=str))
     return {**summary, "cv_dir": str(out), "metrics": metrics}
 
-POOLS = {   # name -> the recipes whose cross-validations it pools (their CV folders under runs/, by recipe name)
+POOLS = {   # name -> (the recipes whose cross-validations it pools: their CV folders under runs/, by name; utility)
     # three trainings of the profile's recipe, sampled 16 + 32 (and 8) times: 48 (56) answers a record
-    "qwen0.5b-lora-aux-mbr-pool2": ["qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32"],
-    "qwen0.5b-lora-aux-mbr-pool3": ["qwen0.5b-lora-aux-mbr8", "qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32"],
+    "qwen0.5b-lora-aux-mbr-pool2": (["qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32"], "rougeL"),
+    "qwen0.5b-lora-aux-mbr-pool3": (["qwen0.5b-lora-aux-mbr8", "qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32"], "rougeL"),
+    # the same answers chosen by ROUGE-L plus the cosine of their sentence embeddings
+    "qwen0.5b-lora-aux-mbr16-rougeL-semsim": (["qwen0.5b-lora-aux-mbr16"], "rougeL+semsim"),
+    "qwen0.5b-lora-aux-mbr-pool2-rougeL-semsim": (["qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32"], "rougeL+semsim"),
 }
 
 def pool_command(name: str) -> str:
     "The `emosum pool` command line that rebuilds pool `name` from its recipes' CV folders (each made by `recipe_command`)."
-    return " ".join(["emosum pool", *POOLS[name], "--name", name])
+    parts, utility = POOLS[name]
+    return " ".join(["emosum pool", *parts, "--name", name, *([f"--utility {utility}"] if utility != "rougeL" else [])])

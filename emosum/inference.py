@@ -807,7 +807,9 @@ def _run_padded(model, tokenizer, prompts: list, eng: dict, emit, bar, max_new_t
         bar.update(len(batch))
 
 # %% ../nbs/04_inference.ipynb #13c57e3d
-MBR_UTILITIES = ("rougeL", "rouge1", "rouge2")   # how two answers' values are compared in `mbr_choice`
+# how two answers' values are compared in `mbr_choice`: ROUGE F1; the cosine of their sentence embeddings (the semantic
+# model chapter 05 scores similarity with); or ROUGE-L F1 plus that cosine
+MBR_UTILITIES = ("rougeL", "rouge1", "rouge2", "semsim", "rougeL+semsim")
 
 @functools.lru_cache(maxsize=1 << 16)
 def _pair_rouge(a: str, b: str, language: str) -> dict:
@@ -818,12 +820,27 @@ def agreement(a: str, b: str, language: str = "en", utility: str = "rougeL") -> 
     "How far two values agree: ROUGE F1, symmetric, so each pair is scored once (memoised; chapter 08 re-chooses often)."
     return _pair_rouge(*sorted((a, b)), language)[utility]
 
+def _agreements(vals: list[str], language: str, utility: str) -> list[float]:
+    "Each value's summed agreement with the others under `utility` (one of MBR_UTILITIES)."
+    n, total = len(vals), [0.0] * len(vals)
+    if utility != "semsim":
+        metric = utility.split("+")[0]
+        for a in range(n):
+            for b in range(a + 1, n):
+                s = agreement(vals[a], vals[b], language, metric); total[a] += s; total[b] += s
+    if "semsim" in utility:
+        from emosum.evaluation import embed
+        e = embed(vals)
+        cos = e @ e.T
+        for a in range(n): total[a] += float(cos[a].sum() - cos[a, a])
+    return total
+
 def mbr_choice(answers: list[str],           # the sampled answers to one prompt
                task: str = "es",             # es | reflection
                language: str = "en",         # for ROUGE's tokens (en | zh)
                utility: str = "rougeL",      # one of MBR_UTILITIES (chapter 08 compares them)
               ) -> tuple[ParseResult, dict]:
-    "Per field, the parsed answers' value of highest mean ROUGE-L to the others': (`ParseResult`, the row's `mbr`)."
+    "Per field, the parsed answers' value that agrees most with the others' (`utility`): (`ParseResult`, the row's `mbr`)."
     if utility not in MBR_UTILITIES: raise ValueError(f"utility must be one of {MBR_UTILITIES}, got {utility!r}")
     parsed = [parse_summary(a, task) for a in answers]
     usable = [i for i, p in enumerate(parsed) if p.fields]
@@ -837,8 +854,8 @@ def mbr_choice(answers: list[str],           # the sampled answers to one prompt
         vals = {i: str(parsed[i].fields.get(f) or "") for i in usable}
         filled = [i for i in usable if vals[i].strip()]
         if not filled: fields[f], info["chosen"][f] = "", None; continue    # empty in every answer
-        agree = lambda i: sum(agreement(vals[i], vals[j], language, utility) for j in filled if j != i)
-        best = max(filled, key=lambda i: (agree(i), -i))            # ties: the earlier answer
+        agree = dict(zip(filled, _agreements([vals[i] for i in filled], language, utility)))
+        best = max(filled, key=lambda i: (agree[i], -i))            # ties: the earlier answer
         fields[f], info["chosen"][f] = vals[best], best
     picks = [i for i in info["chosen"].values() if i is not None] or usable[:1]
     info["raw_from"] = max(dict.fromkeys(picks), key=picks.count)   # the answer that gave the most fields

@@ -723,11 +723,13 @@ def _add_cv(sub):
                     help="run just these folds (the others in another lease, same --name); the finished ones are scored")
     cv.add_argument("-p", "--set", dest="overrides", action="append", type=_kv, default=[], metavar="KEY=VALUE")
     pool = sub.add_parser("pool", help="minimum Bayes risk over several cross-validations' answers to the same records, "
-                                       "an ensemble of trainings, written and scored as a CV folder (notebook 08)")
+                                       "an ensemble of trainings (or one CV's, chosen among again by another utility), "
+                                       "written and scored as a CV folder (notebook 08)")
     pool.add_argument("cvs", nargs="+", metavar="CV", help="finished CV folders (names under runs/ or paths)")
     pool.add_argument("--name", required=True, help="the pooled folder under runs/ (or a path)")
     pool.add_argument("--data", help="the records (default: the first CV's)")
-    pool.add_argument("--utility", default="rougeL", help="how two answers' values are compared: rougeL, rouge1 or rouge2")
+    pool.add_argument("--utility", default="rougeL", help="how two answers' values are compared: rougeL, rouge1, rouge2, "
+                                                          "semsim (embedding cosine) or rougeL+semsim")
 
 # %% ../nbs/07_pipeline.ipynb #5d33c15d
 def _parser() -> argparse.ArgumentParser:

@@ -457,6 +457,27 @@ def test_agreement_is_rouge_f1_scored_once_per_pair(monkeypatch):
     assert {u: agreement(b, a, utility=u) for u in want} == pytest.approx(want)   # F1 is symmetric: the same either way
 
 
+def test_mbr_choice_by_semantic_agreement_and_by_the_sum(monkeypatch):
+    "utility=semsim sums embedding cosines; rougeL+semsim adds them to ROUGE-L; both use chapter 05's embed."
+    import numpy as np
+    import emosum.evaluation as ev
+    from emosum.inference import mbr_choice
+    causes = ["stress at work", "stress at work and home", "burnout", "exhaustion"]
+    # hand-made unit vectors: "burnout" and "exhaustion" are the same idea, the two "stress" values point elsewhere
+    vec = {"stress at work": [1, 0], "stress at work and home": [0.6, 0.8], "burnout": [0, 1], "exhaustion": [0, 1]}
+    seen = []
+    monkeypatch.setattr(ev, "embed", lambda texts, model=None: seen.append(list(texts)) or np.array([vec[t] for t in texts], float))
+    answers = [_answer(causes=c) for c in causes]
+    pick = lambda u: mbr_choice(answers, utility=u)[0].fields["causes"]
+    assert pick("rougeL") == "stress at work" and seen == []                 # ROUGE alone: the two that share words
+    # cosine sums: 0.6, 2.2, 1.8, 1.8: the value between both ideas
+    assert pick("semsim") == "stress at work and home" and seen[0] == causes
+    # sum: ROUGE-L (0.75 between the two stress values, 0 elsewhere) + cosine: 1.35, 2.95, 1.8, 1.8
+    assert pick("rougeL+semsim") == "stress at work and home"
+    vec.update({"stress at work and home": [1, 0]})                          # now the stress values agree in meaning too
+    assert pick("rougeL+semsim") == "stress at work" and pick("semsim") == "stress at work"   # ties: the earlier answer
+
+
 @pytest.mark.parametrize("engine", ["padded", "continuous"])
 def test_generate_with_mbr_samples_writes_one_chosen_row_per_record(tiny, tmp_path, engine):
     import torch
