@@ -12,16 +12,16 @@ from .config import load_model, load_tokenizer, Profile, resolve_adapter
 from .data import Record, json_line, read_jsonl, write_jsonl
 from .prompts import build_prompt, parse_summary, end_of_turn_ids, BudgetError, ParseResult
 from .vocab import ES_FIELDS, PREDICTION_KEYS, TASK_FIELDS, detect_language, prediction_row, select_records
-from .vocab import record_language, record_value   # 00_vocab
+from .vocab import MBR_UTILITIES, record_language, record_value   # 00_vocab
 
 # %% auto #0
-__all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_EXTRA', 'ENGINES', 'MBR_UTILITIES',
-           'SUBMISSION_KEYS', 'merge_choice', 'load_model_and_tokenizer', 'load_for_inference', 'generate_batch',
-           'varlen_attention', 'paged_varlen_attention', 'paged_attention_implementation', 'kv_bytes_per_token',
-           'padded_batch_size', 'continuous_plan', 'generation_config', 'RepetitionPenalty', 'continuous_blockers',
-           'stream_continuous', 'generate_continuous', 'es_json_schema', 'json_constraint', 'JsonLogitsProcessor',
-           'adapter_sha256', 'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'agreement',
-           'mbr_choice', 'generate', 'profile_generate_kwargs', 'write_submission', 'Summarizer']
+__all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_EXTRA', 'ENGINES', 'SUBMISSION_KEYS',
+           'merge_choice', 'load_model_and_tokenizer', 'load_for_inference', 'generate_batch', 'varlen_attention',
+           'paged_varlen_attention', 'paged_attention_implementation', 'kv_bytes_per_token', 'padded_batch_size',
+           'continuous_plan', 'generation_config', 'RepetitionPenalty', 'continuous_blockers', 'stream_continuous',
+           'generate_continuous', 'es_json_schema', 'json_constraint', 'JsonLogitsProcessor', 'adapter_sha256',
+           'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'agreement', 'mbr_choice',
+           'generate', 'profile_generate_kwargs', 'write_submission', 'Summarizer']
 
 # %% ../nbs/04_inference.ipynb #2c982687
 MERGE_CHOICES = ("auto", "yes", "no")
@@ -660,11 +660,13 @@ def adapter_sha256(adapter: str | Path | None) -> str | None:
 # %% ../nbs/04_inference.ipynb #14b96d26
 def prediction_key(model_name, adapter, task: str, template: str, max_length: int, max_new_tokens: int,
                    language: str | None, do_sample: bool, temperature: float, top_p: float,
-                   gen_kwargs: dict | None = None, constrained: bool = False, mbr_samples: int = 1) -> dict:
+                   gen_kwargs: dict | None = None, constrained: bool = False, mbr_samples: int = 1,
+                   mbr_utility: str = "rougeL") -> dict:
     "What produced a prediction row; a resumed run reuses only rows with the same key (the engine is not part of it)."
     gen = {"do_sample": bool(do_sample), **({"temperature": temperature, "top_p": top_p} if do_sample else {}),
            **dict(sorted((gen_kwargs or {}).items())), **({"constrained_json": True} if constrained else {}),
-           **({"mbr_samples": mbr_samples} if mbr_samples > 1 else {})}
+           **({"mbr_samples": mbr_samples} if mbr_samples > 1 else {}),
+           **({"mbr_utility": mbr_utility} if mbr_samples > 1 and mbr_utility != "rougeL" else {})}
     key = dict(model=model_name, adapter_sha256=adapter_sha256(adapter), task=task, template=template,
                max_length=max_length, max_new_tokens=max_new_tokens, language=language, generation=gen)
     return json.loads(json.dumps(key, default=str))          # as it reads back from the file
@@ -807,10 +809,6 @@ def _run_padded(model, tokenizer, prompts: list, eng: dict, emit, bar, max_new_t
         bar.update(len(batch))
 
 # %% ../nbs/04_inference.ipynb #13c57e3d
-# how two answers' values are compared in `mbr_choice`: ROUGE F1; the cosine of their sentence embeddings (the semantic
-# model chapter 05 scores similarity with); or ROUGE-L F1 plus that cosine
-MBR_UTILITIES = ("rougeL", "rouge1", "rouge2", "semsim", "rougeL+semsim")
-
 @functools.lru_cache(maxsize=1 << 16)
 def _pair_rouge(a: str, b: str, language: str) -> dict:
     from emosum.evaluation import rouge
@@ -863,15 +861,17 @@ def mbr_choice(answers: list[str],           # the sampled answers to one prompt
     status = "ok" if all(parsed[i].status == "ok" for i in picks) else "repaired"
     return ParseResult(fields, status, "; ".join(bad) or None), info
 
-def _check_mbr(mbr_samples: int, do_sample: bool):
+def _check_mbr(mbr_samples: int, do_sample: bool, utility: str = "rougeL"):
+    if utility not in MBR_UTILITIES: raise ValueError(f"mbr_utility must be one of {MBR_UTILITIES}, got {utility!r}")
     if mbr_samples < 1 or (mbr_samples > 1 and not do_sample):
         raise ValueError(f"mbr_samples must be 1, or > 1 with do_sample=True (greedy decoding gives one answer however "
                          f"often it runs); got mbr_samples={mbr_samples}, do_sample={do_sample}")
 
-def _answer_of(texts: list[str], task: str, rec, language: str | None) -> tuple[ParseResult, str, dict | None]:
+def _answer_of(texts: list[str], task: str, rec, language: str | None,
+               utility: str = "rougeL") -> tuple[ParseResult, str, dict | None]:
     "(parsed answer, raw text, the row's `mbr`) of a record's answers: one parsed as it is, several by `mbr_choice`."
     if len(texts) == 1: return parse_summary(texts[0], task), texts[0], None
-    parsed, info = mbr_choice(texts, task, record_language(rec, language))
+    parsed, info = mbr_choice(texts, task, record_language(rec, language), utility)
     return parsed, texts[info.get("raw_from", 0)], info
 
 # %% ../nbs/04_inference.ipynb #84e44714
@@ -893,6 +893,7 @@ def generate(model, tokenizer,
              memory_fraction: float = 0.9,   # share of the memory free after loading that generation may take
              constrained: bool = False,      # keep answers to the ES JSON schema (`JsonLogitsProcessor`; padded engine)
              mbr_samples: int = 1,           # > 1: sample this many answers per record, keep each field's `mbr_choice`
+             mbr_utility: str = "rougeL",    # how `mbr_choice` compares the answers' values (MBR_UTILITIES)
              seed: int | None = None,        # sampling: torch's random state is seeded with it first (None: as it is)
             ) -> list[dict]:
     "Generate for each record not yet in `out_path` (same resume key), a row appended as each ends; `records`' rows."
@@ -902,9 +903,9 @@ def generate(model, tokenizer,
     language = None if language == "auto" else language
     gen_kwargs = dict(gen_kwargs or {})
     ids = _record_ids(records)
-    _check_mbr(mbr_samples, do_sample)
+    _check_mbr(mbr_samples, do_sample, mbr_utility)
     key = prediction_key(model_name, adapter, task, template, max_length, max_new_tokens, language, do_sample,
-                         temperature, top_p, gen_kwargs, constrained, mbr_samples)
+                         temperature, top_p, gen_kwargs, constrained, mbr_samples, mbr_utility)
     if constrained and task != "es":
         raise ValueError(f"constrained=True keeps answers to the ES JSON schema; task={task!r} answers in free text")
     vocab = _hf_model(model).config.vocab_size
@@ -925,7 +926,7 @@ def generate(model, tokenizer,
         got.append((text, n, seconds))
         if len(got) < mbr_samples: return
         del samples[rid]
-        parsed, raw, mbr = _answer_of([t for t, _, _ in got], task, rec, language)
+        parsed, raw, mbr = _answer_of([t for t, _, _ in got], task, rec, language, mbr_utility)
         write(row(rec, parsed.status, fields=parsed.fields, raw=raw, prompt=prompt, error=parsed.error, mbr=mbr,
                   new_tokens=sum(k for _, k, _ in got), seconds=sum(s for _, _, s in got)))
 
@@ -953,7 +954,8 @@ def profile_generate_kwargs(cfg: Profile) -> dict:
                 language=None if cfg.language == "auto" else cfg.language, model_name=cfg.model,
                 engine=getattr(cfg, "gen_engine", "auto"), memory_fraction=getattr(cfg, "gen_memory_fraction", 0.9),
                 constrained=getattr(cfg, "constrained_json", False), gen_kwargs=_penalty_kwargs(cfg),
-                mbr_samples=getattr(cfg, "mbr_samples", 1), seed=cfg.seed)
+                mbr_samples=getattr(cfg, "mbr_samples", 1), mbr_utility=getattr(cfg, "mbr_utility", "rougeL"),
+                seed=cfg.seed)
 
 def _penalty_kwargs(cfg: Profile) -> dict | None:
     "The profile's repetition penalty as `generate`'s gen_kwargs (None when off, so the resume key is unchanged)."
@@ -1004,7 +1006,7 @@ def _summarizer_settings(cfg: Profile) -> dict:
     return dict(task=cfg.task, template=cfg.template, max_length=cfg.max_length, max_new_tokens=cfg.max_new_tokens,
                 language=None if cfg.language == "auto" else cfg.language, do_sample=cfg.do_sample,
                 temperature=cfg.temperature, top_p=cfg.top_p, constrained=cfg.constrained_json,
-                gen_kwargs=_penalty_kwargs(cfg), mbr_samples=cfg.mbr_samples)
+                gen_kwargs=_penalty_kwargs(cfg), mbr_samples=cfg.mbr_samples, mbr_utility=cfg.mbr_utility)
 
 # %% ../nbs/04_inference.ipynb #da647cbe
 def _empty_summary(task: str, error) -> dict:
@@ -1021,8 +1023,9 @@ class Summarizer:
                  temperature: float = 0.7, top_p: float = 0.9, model_name: str | None = None, adapter=None,
                  gen_kwargs: dict | None = None,
                  constrained: bool = False,        # keep answers to the ES JSON schema (see `JsonLogitsProcessor`)
-                 mbr_samples: int = 1):            # > 1 (do_sample): each field's `mbr_choice` of this many answers
-        _check_mbr(mbr_samples, do_sample)
+                 mbr_samples: int = 1,             # > 1 (do_sample): each field's `mbr_choice` of this many answers
+                 mbr_utility: str = "rougeL"):     # how `mbr_choice` compares them (MBR_UTILITIES)
+        _check_mbr(mbr_samples, do_sample, mbr_utility)
         if constrained and task != "es":
             raise ValueError("constrained=True keeps answers to the ES JSON schema; "
                              f"task={task!r} answers in free text")
@@ -1030,7 +1033,7 @@ class Summarizer:
         self.max_length, self.max_new_tokens, self.language = max_length, max_new_tokens, language
         self.do_sample, self.temperature, self.top_p = do_sample, temperature, top_p
         self.model_name, self.adapter, self.last, self.gen_kwargs = model_name, adapter, None, dict(gen_kwargs or {})
-        self.constrained, self.mbr_samples = constrained, mbr_samples
+        self.constrained, self.mbr_samples, self.mbr_utility = constrained, mbr_samples, mbr_utility
 
     @classmethod
     def from_pretrained(cls, base: str,  # hub id, folder (e.g. a merged model), .gguf file or embedded:<name>
@@ -1068,7 +1071,7 @@ class Summarizer:
         t0 = time.perf_counter()
         outs = generate_batch(self.model, self.tokenizer, [p.input_ids] * self.mbr_samples, self.max_new_tokens,
                               self.do_sample, self.temperature, self.top_p, constraint=c, **self.gen_kwargs)
-        parsed, text, mbr = _answer_of([t for t, _ in outs], self.task, rec, self.language)
+        parsed, text, mbr = _answer_of([t for t, _ in outs], self.task, rec, self.language, self.mbr_utility)
         self.last = _row(rec, self.task, self.template, self.model_name, self.adapter, parsed.status, parsed.fields,
                          text, p, sum(n for _, n in outs), time.perf_counter() - t0, parsed.error,
                          constrained=self.constrained, mbr=mbr)
@@ -1081,4 +1084,5 @@ class Summarizer:
         return generate(self.model, self.tokenizer, records, out_path, self.task, self.template, self.max_length,
                         self.max_new_tokens, batch_size, self.do_sample, self.temperature, self.top_p, self.language,
                         self.model_name, self.adapter, gen_kwargs=self.gen_kwargs,
-                        **{"constrained": self.constrained, "mbr_samples": self.mbr_samples, **kw})
+                        **{"constrained": self.constrained, "mbr_samples": self.mbr_samples,
+                           "mbr_utility": self.mbr_utility, **kw})

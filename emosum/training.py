@@ -640,7 +640,7 @@ NOT_TRAINING = ("name", "description", "save_steps", "logging_steps",
                 "loss_chunk", "mlp_chunk", "expandable_segments", "checkpoint_every",                    # same loss
                 "num_threads", "data_path", "data_format", "test_path", "valid_frac", "max_new_tokens", "do_sample",
                 "temperature", "top_p", "gen_batch_size", "gen_engine", "gen_merge", "gen_memory_fraction", "repetition_penalty",
-                "mbr_samples", "constrained_json", "eval_limit", "judge_model", "judge_base_url", "judge_repeats")
+                "mbr_samples", "mbr_utility", "constrained_json", "eval_limit", "judge_model", "judge_base_url", "judge_repeats")
 
 # %% ../nbs/03_qlora_training.ipynb #2c52ed4b
 def training_key(cfg: Profile, train_records: list, valid_records: list) -> dict:

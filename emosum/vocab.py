@@ -9,9 +9,9 @@ from __future__ import annotations
 import re, sys
 
 # %% auto #0
-__all__ = ['ES_FIELDS', 'INPUT_FIELDS', 'TASK_FIELDS', 'TASKS', 'LANGUAGES', 'LANGUAGE_CHOICES', 'METRICS', 'PARSE_STATUSES',
-           'STATUSES', 'PREDICTION_KEYS', 'RUN_SPLITS', 'SPLITS', 'task_fields', 'detect_language', 'record_value',
-           'record_language', 'prediction_row', 'select_records', 'package_versions']
+__all__ = ['ES_FIELDS', 'INPUT_FIELDS', 'TASK_FIELDS', 'TASKS', 'LANGUAGES', 'MBR_UTILITIES', 'LANGUAGE_CHOICES', 'METRICS',
+           'PARSE_STATUSES', 'STATUSES', 'PREDICTION_KEYS', 'RUN_SPLITS', 'SPLITS', 'task_fields', 'detect_language',
+           'record_value', 'record_language', 'prediction_row', 'select_records', 'package_versions']
 
 # %% ../nbs/00_vocab.ipynb #9fad4c73
 ES_FIELDS = ("causes", "symptoms", "treatment_process", "characteristics_of_illness", "treatment_effect")
@@ -28,6 +28,9 @@ def task_fields(task: str = "es", # es | reflection
 
 # %% ../nbs/00_vocab.ipynb #69c9326f
 LANGUAGES = ("en", "zh")                  # a record's language
+# how minimum Bayes risk compares two answers' values (`mbr_choice`, 04_inference): ROUGE F1; the cosine of their
+# sentence embeddings (the semantic model chapter 05 scores similarity with); or ROUGE-L F1 plus that cosine
+MBR_UTILITIES = ("rougeL", "rouge1", "rouge2", "semsim", "rougeL+semsim")
 LANGUAGE_CHOICES = ("auto", *LANGUAGES)   # a profile's `language`; auto: each record's own
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"[A-Za-z]+")

@@ -518,8 +518,17 @@ def test_summarizer_and_profile_take_mbr_samples(tiny):
     assert s.last["mbr"]["samples"] == 3 and len(s.last["mbr"]["answers"]) == 3 and s.last["new_tokens"] <= 30
     with pytest.raises(ValueError, match="> 1 with do_sample=True"):
         Summarizer(model, tok, mbr_samples=3)
-    from emosum.inference import _summarizer_settings, profile_generate_kwargs
+    from emosum.inference import _summarizer_settings, prediction_key, profile_generate_kwargs
     assert _summarizer_settings(cfg)["mbr_samples"] == 4 and profile_generate_kwargs(cfg)["mbr_samples"] == 4
+    # the utility: a profile key, validated, passed on, and part of the resume key only when it is not the default
+    with pytest.raises(ValueError, match="mbr_utility must be one of"):
+        Profile(name="x", do_sample=True, mbr_samples=4, mbr_utility="bleu")
+    with pytest.raises(ValueError, match="mbr_utility must be one of"):
+        Summarizer(model, tok, do_sample=True, mbr_samples=3, mbr_utility="bleu")
+    sem = Profile(name="x", do_sample=True, mbr_samples=4, mbr_utility="rougeL+semsim")
+    assert _summarizer_settings(sem)["mbr_utility"] == profile_generate_kwargs(sem)["mbr_utility"] == "rougeL+semsim"
+    key = lambda u: prediction_key("m", None, "es", "benchmark", 1024, 10, "en", True, 0.7, 0.9, mbr_samples=4, mbr_utility=u)
+    assert "mbr_utility" not in key("rougeL")["generation"] and key("semsim")["generation"]["mbr_utility"] == "semsim"
 
 
 def test_sampled_generation_is_repeatable_with_a_seed(tiny, tmp_path):
