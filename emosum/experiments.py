@@ -333,8 +333,9 @@ CHOOSERS = ("rougeL", "rouge1", "rouge2", "median-length", "first")   # MBR util
 
 def _chosen_fields(answers: list[str], task: str, language: str, chooser: str = "rougeL") -> dict:
     "Each field's value chosen among `answers`: by MBR with a utility, the one of median length, or the first answer's."
-    from emosum.inference import MBR_UTILITIES, mbr_choice
+    from emosum.inference import mbr_choice
     from emosum.prompts import parse_summary
+    from emosum.vocab import MBR_UTILITIES
     if chooser in MBR_UTILITIES: return mbr_choice(answers, task, language, chooser)[0].fields or {}
     if chooser not in CHOOSERS: raise ValueError(f"chooser must be one of {CHOOSERS}, got {chooser!r}")
     parsed = [p.fields for p in (parse_summary(a, task) for a in answers) if p.fields]
@@ -460,9 +461,10 @@ def pool_cv(cv_dirs: list,                 # finished CV folders (names under ru
     from tqdm.auto import tqdm
     from emosum.config import Profile
     from emosum.evaluation import evaluate_run
-    from emosum.inference import mbr_choice
+    from emosum.inference import check_utility, mbr_choice
     from emosum.pipeline import resolve_run
     from emosum.vocab import prediction_row
+    check_utility(utility)                    # before any folder is made
     parts = _pool_parts([resolve_run(d) for d in cv_dirs])
     dirs = list(parts)
     cv0 = json.loads((dirs[0]/CV_FILE).read_text()) if (dirs[0]/CV_FILE).is_file() else {}

@@ -20,8 +20,8 @@ __all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_E
            'paged_varlen_attention', 'paged_attention_implementation', 'kv_bytes_per_token', 'padded_batch_size',
            'continuous_plan', 'generation_config', 'RepetitionPenalty', 'continuous_blockers', 'stream_continuous',
            'generate_continuous', 'es_json_schema', 'json_constraint', 'JsonLogitsProcessor', 'adapter_sha256',
-           'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'agreement', 'mbr_choice',
-           'generate', 'profile_generate_kwargs', 'write_submission', 'Summarizer']
+           'prediction_key', 'key_differences', 'read_predictions', 'choose_engine', 'agreement', 'check_utility',
+           'mbr_choice', 'generate', 'profile_generate_kwargs', 'write_submission', 'Summarizer']
 
 # %% ../nbs/04_inference.ipynb #2c982687
 MERGE_CHOICES = ("auto", "yes", "no")
@@ -818,6 +818,10 @@ def agreement(a: str, b: str, language: str = "en", utility: str = "rougeL") -> 
     "How far two values agree: ROUGE F1, symmetric, so each pair is scored once (memoised; chapter 08 re-chooses often)."
     return _pair_rouge(*sorted((a, b)), language)[utility]
 
+def check_utility(utility: str, what: str = "utility") -> None:
+    "A `ValueError` naming `what` unless `utility` is one of MBR_UTILITIES (the one check of every MBR entry point)."
+    if utility not in MBR_UTILITIES: raise ValueError(f"{what} must be one of {MBR_UTILITIES}, got {utility!r}")
+
 def _agreements(vals: list[str], language: str, utility: str) -> list[float]:
     "Each value's summed agreement with the others under `utility` (one of MBR_UTILITIES)."
     n, total = len(vals), [0.0] * len(vals)
@@ -839,7 +843,7 @@ def mbr_choice(answers: list[str],           # the sampled answers to one prompt
                utility: str = "rougeL",      # one of MBR_UTILITIES (chapter 08 compares them)
               ) -> tuple[ParseResult, dict]:
     "Per field, the parsed answers' value that agrees most with the others' (`utility`): (`ParseResult`, the row's `mbr`)."
-    if utility not in MBR_UTILITIES: raise ValueError(f"utility must be one of {MBR_UTILITIES}, got {utility!r}")
+    check_utility(utility)
     parsed = [parse_summary(a, task) for a in answers]
     usable = [i for i, p in enumerate(parsed) if p.fields]
     info = dict(samples=len(answers), parsed=len(usable), chosen={}, statuses=[p.status for p in parsed],
@@ -862,7 +866,7 @@ def mbr_choice(answers: list[str],           # the sampled answers to one prompt
     return ParseResult(fields, status, "; ".join(bad) or None), info
 
 def _check_mbr(mbr_samples: int, do_sample: bool, utility: str = "rougeL"):
-    if utility not in MBR_UTILITIES: raise ValueError(f"mbr_utility must be one of {MBR_UTILITIES}, got {utility!r}")
+    check_utility(utility, "mbr_utility")
     if mbr_samples < 1 or (mbr_samples > 1 and not do_sample):
         raise ValueError(f"mbr_samples must be 1, or > 1 with do_sample=True (greedy decoding gives one answer however "
                          f"often it runs); got mbr_samples={mbr_samples}, do_sample={do_sample}")

@@ -850,8 +850,8 @@ def _cmd_cv(a):
 
 def _cmd_pool(a):
     from emosum.experiments import pool_cv
-    from emosum.inference import MBR_UTILITIES
-    if a.utility not in MBR_UTILITIES: raise ValueError(f"--utility must be one of {MBR_UTILITIES}, got {a.utility!r}")
+    from emosum.inference import check_utility
+    check_utility(a.utility, "--utility")
     res = pool_cv(a.cvs, a.name, data_path=_overrides([("data_path", a.data)])["data_path"] if a.data else None,
                   utility=a.utility)
     print(f"\n{summary(res['cv_dir'])}\npooled {len(res['pooled'])} cross-validations, "

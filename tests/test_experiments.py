@@ -153,6 +153,10 @@ def test_emosum_pool_chooses_among_every_cross_validations_answers(tmp_path, cap
     # bad input: a clear error (exit 2), nothing deep inside a library
     assert main(["pool", str(a), str(b), "--name", str(tmp_path / "x"), "--utility", "bleu"]) == 2
     assert "--utility must be one of" in capsys.readouterr().err
+    from emosum.experiments import pool_cv
+    with pytest.raises(ValueError, match="utility must be one of"):
+        pool_cv([a, b], tmp_path / "z", utility="bleu")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()   # refused before any folder is made
     assert main(["pool", str(a), str(tmp_path / "missing"), "--name", str(tmp_path / "y")]) == 2
     assert "No run" in capsys.readouterr().err
 
