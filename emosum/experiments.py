@@ -317,6 +317,11 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     "qwen0.5b-lora-aux-lr1e-4-mbr8": ("qwen2.5-0.5b-lora", {"learning_rate": 1e-4, "do_sample": True, "mbr_samples": 8}),
     "qwen0.5b-lora-aux-mbr32": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 32}),
     "smollm2-r64-lr4e-4-5ep-mbr8": ("smollm2-gpu", {"learning_rate": 4e-4, "num_epochs": 5, "do_sample": True, "mbr_samples": 8}),
+    # round 8: the sampling temperature of the answers MBR chooses among (the profile's is 0.7, top_p 0.9), 32 answers each
+    # so that the curve k = 1..32 comes from one training; SmolLM2 at rank 8 (the shipped adapter's size) for 5 epochs
+    "qwen0.5b-lora-aux-mbr32-t1.0": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 32, "temperature": 1.0}),
+    "qwen0.5b-lora-aux-mbr32-t0.5": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 32, "temperature": 0.5}),
+    "smollm2-r8-lr4e-4-5ep": ("smollm2-gpu", {"lora_r": 8, "lora_alpha": 16, "learning_rate": 4e-4, "num_epochs": 5}),
 }
 
 # %% ../nbs/08_experiments.ipynb #44398691
