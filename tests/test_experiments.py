@@ -199,3 +199,21 @@ def test_the_best_recipe_profiles_are_what_the_chapter_measured():
         differ = {k: (measured[k], named[k]) for k in measured if k not in ("name", "description") and measured[k] != named[k]}
         assert differ == {}, (profile, differ)
     assert load_profile("smollm2-lora").to_dict() != load_profile("smollm2-gpu").to_dict()
+
+
+def test_the_shipped_adapter_is_the_recipe_the_chapter_cross_validated():
+    "The embedded adapter's own run record trained with exactly the settings of its cross-validated recipe."
+    import json
+    from emosum.config import EMBEDDED_ADAPTERS, load_profile
+    from emosum.experiments import RECIPES
+    folder = Path(__import__("emosum").__file__).parent / EMBEDDED_ADAPTERS["smollm2-135m-es"][0]
+    run = json.loads((folder / "run.json").read_text())
+    assert run["steps"]["03"]["status"] == "done"
+    base, ov = RECIPES["smollm2-r8-lr4e-4-5ep"]
+    measured = load_profile(base, **ov).to_dict()
+    trained = run["config"]
+    skip = ("name", "description", "data_path", "gen_memory_fraction")     # where it ran, not what it learned
+    assert run["profile"] == base
+    assert {k: (measured[k], trained[k]) for k in measured if k not in skip and measured[k] != trained.get(k)} == {}
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["result"]["train_examples"] + meta["result"]["valid_examples"] == 100     # the whole dev file
