@@ -322,6 +322,8 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     "qwen0.5b-lora-aux-mbr32-t1.0": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 32, "temperature": 1.0}),
     "qwen0.5b-lora-aux-mbr32-t0.5": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 32, "temperature": 0.5}),
     "smollm2-r8-lr4e-4-5ep": ("smollm2-gpu", {"lora_r": 8, "lora_alpha": 16, "learning_rate": 4e-4, "num_epochs": 5}),
+    # and the best recipe's 16 answers chosen by ROUGE-L plus embedding cosine (mbr_utility) while generating
+    "qwen0.5b-lora-aux-mbr16-semsim": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 16, "mbr_utility": "rougeL+semsim"}),
 }
 
 # %% ../nbs/08_experiments.ipynb #44398691
@@ -514,6 +516,9 @@ POOLS = {   # name -> (the recipes whose cross-validations it pools: their CV fo
     # three trainings of the profile's recipe, sampled 16 + 32 (and 8) times: 48 (56) answers a record
     "qwen0.5b-lora-aux-mbr-pool2": (["qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32"], "rougeL"),
     "qwen0.5b-lora-aux-mbr-pool3": (["qwen0.5b-lora-aux-mbr8", "qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32"], "rougeL"),
+    # round 8: every training of the profile's recipe at temperature 0.7, the fourth chosen by meaning as well: 72 answers
+    "qwen0.5b-lora-aux-mbr-pool4": (["qwen0.5b-lora-aux-mbr8", "qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32",
+                                     "qwen0.5b-lora-aux-mbr16-semsim"], "rougeL"),
     # the same answers chosen by ROUGE-L plus the cosine of their sentence embeddings
     "qwen0.5b-lora-aux-mbr16-rougeL-semsim": (["qwen0.5b-lora-aux-mbr16"], "rougeL+semsim"),
     "qwen0.5b-lora-aux-mbr-pool2-rougeL-semsim": (["qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32"], "rougeL+semsim"),
