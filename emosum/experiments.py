@@ -516,7 +516,8 @@ POOLS = {   # name -> (the recipes whose cross-validations it pools: their CV fo
     # three trainings of the profile's recipe, sampled 16 + 32 (and 8) times: 48 (56) answers a record
     "qwen0.5b-lora-aux-mbr-pool2": (["qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32"], "rougeL"),
     "qwen0.5b-lora-aux-mbr-pool3": (["qwen0.5b-lora-aux-mbr8", "qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32"], "rougeL"),
-    # round 8: every training of the profile's recipe at temperature 0.7, the fourth chosen by meaning as well: 72 answers
+    # round 8: all four trainings of the profile's recipe at temperature 0.7, 72 answers (the fourth CV chose by meaning;
+    # its stored answers are pooled and chosen among by ROUGE-L like the others')
     "qwen0.5b-lora-aux-mbr-pool4": (["qwen0.5b-lora-aux-mbr8", "qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32",
                                      "qwen0.5b-lora-aux-mbr16-semsim"], "rougeL"),
     # the same answers chosen by ROUGE-L plus the cosine of their sentence embeddings
