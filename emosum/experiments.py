@@ -16,7 +16,7 @@ from .vocab import TASK_FIELDS, record_language, record_value
 # %% auto #0
 __all__ = ['CV_FILE', 'ATTENTION', 'GREEDY', 'RECIPES', 'CHOOSERS', 'POOLS', 'kfold_split', 'write_folds', 'cross_validate',
            'score_finished_folds', 'cv_summary', 'leaderboard', 'plot_leaderboard', 'recipe_command',
-           'mbr_sample_curve', 'mbr_chooser_table', 'plot_mbr_curve', 'pool_cv', 'pool_command']
+           'mbr_sample_curve', 'mbr_chooser_table', 'plot_mbr_curve', 'plot_mbr_curves_by', 'pool_cv', 'pool_command']
 
 # %% ../nbs/08_experiments.ipynb #e8000007
 def kfold_split(ids: list,     # record ids
@@ -428,6 +428,21 @@ def plot_mbr_curve(curve: "pd.DataFrame", greedy: float | None = None):
     if greedy is not None: ax.axhline(greedy, color="tab:red", ls=":", lw=1.5, label="greedy (overall)")
     ax.set_xscale("log", base=2); ax.set_xticks(sorted(mbr.k.unique())); ax.set_xticklabels(sorted(mbr.k.unique()))
     ax.set_xlabel("sampled answers chosen among (k)"); ax.set_ylabel("ROUGE-L against the reference")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)); fig.tight_layout()
+    return fig
+
+# %% ../nbs/08_experiments.ipynb #3bcf0ec4
+def plot_mbr_curves_by(curves: "pd.DataFrame", by: str = "temperature"):
+    "Overall ROUGE-L against k for each value of `by` (rows of `mbr_sample_curve`'s overall curve plus a `by` column); each oracle dashed."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for (v, g), color in zip(curves.groupby(by), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        mbr, ora = g[g.how == "mbr"].sort_values("k"), g[g.how == "oracle"]
+        ax.plot(mbr.k, mbr.rougeL, marker="o", color=color, label=f"{by} {v}")
+        if len(ora): ax.axhline(ora.rougeL.iloc[0], color=color, ls="--", lw=1, label=f"{by} {v}: oracle")
+    ks = sorted(curves[curves.how == "mbr"].k.unique())
+    ax.set_xscale("log", base=2); ax.set_xticks(ks); ax.set_xticklabels(ks)
+    ax.set_xlabel("sampled answers chosen among (k)"); ax.set_ylabel("ROUGE-L (overall)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)); fig.tight_layout()
     return fig
 
