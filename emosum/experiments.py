@@ -426,8 +426,13 @@ def plot_mbr_curve(curve: "pd.DataFrame", greedy: float | None = None):
     ora = curve[(curve.how == "oracle") & (curve.field == "overall")]
     if len(ora): ax.axhline(ora.rougeL.iloc[0], color="k", ls="--", lw=1, label="oracle (overall)")
     if greedy is not None: ax.axhline(greedy, color="tab:red", ls=":", lw=1.5, label="greedy (overall)")
-    ax.set_xscale("log", base=2); ax.set_xticks(sorted(mbr.k.unique())); ax.set_xticklabels(sorted(mbr.k.unique()))
-    ax.set_xlabel("sampled answers chosen among (k)"); ax.set_ylabel("ROUGE-L against the reference")
+    return _k_axis(fig, ax, mbr.k, "ROUGE-L against the reference")
+
+def _k_axis(fig, ax, ks, ylabel: str):
+    "The MBR plots' shared frame: k on a log2 axis with a tick at each k, labels, the legend outside; the figure."
+    ks = sorted(set(ks))
+    ax.set_xscale("log", base=2); ax.set_xticks(ks); ax.set_xticklabels(ks)
+    ax.set_xlabel("sampled answers chosen among (k)"); ax.set_ylabel(ylabel)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)); fig.tight_layout()
     return fig
 
@@ -440,11 +445,7 @@ def plot_mbr_curves_by(curves: "pd.DataFrame", by: str = "temperature"):
         mbr, ora = g[g.how == "mbr"].sort_values("k"), g[g.how == "oracle"]
         ax.plot(mbr.k, mbr.rougeL, marker="o", color=color, label=f"{by} {v}")
         if len(ora): ax.axhline(ora.rougeL.iloc[0], color=color, ls="--", lw=1, label=f"{by} {v}: oracle")
-    ks = sorted(curves[curves.how == "mbr"].k.unique())
-    ax.set_xscale("log", base=2); ax.set_xticks(ks); ax.set_xticklabels(ks)
-    ax.set_xlabel("sampled answers chosen among (k)"); ax.set_ylabel("ROUGE-L (overall)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)); fig.tight_layout()
-    return fig
+    return _k_axis(fig, ax, curves[curves.how == "mbr"].k, "ROUGE-L (overall)")
 
 # %% ../nbs/08_experiments.ipynb #pool0002
 def _answers_of(row: dict) -> list[str]:
@@ -489,7 +490,8 @@ def pool_cv(cv_dirs: list,                 # finished CV folders (names under ru
     check_utility(utility)                    # before any folder is made
     parts = _pool_parts([resolve_run(d) for d in cv_dirs])
     dirs = list(parts)
-    cv0 = json.loads((dirs[0]/CV_FILE).read_text()) if (dirs[0]/CV_FILE).is_file() else {}
+    cvs = [json.loads((d/CV_FILE).read_text()) if (d/CV_FILE).is_file() else {} for d in dirs]
+    cv0 = cvs[0]
     cfg = Profile.load(dirs[0]/"profile.json")
     data = project_path(data_path or cv0.get("data_path") or cfg.data_path)
     by_id = {str(r.id): r for r in load_records(data)}
@@ -518,7 +520,6 @@ def pool_cv(cv_dirs: list,                 # finished CV folders (names under ru
     partial.unlink()
     cfg = cfg.replace(data_path=str(data), test_path=None); cfg.save(out/"profile.json")
     metrics = evaluate_run(out, records=[by_id[i] for i in ids], cfg=cfg)
-    cvs = [json.loads((d/CV_FILE).read_text()) if (d/CV_FILE).is_file() else {} for d in dirs]
     summary = {"profile": cv0.get("profile"), "overrides": {"pool": [d.name for d in dirs], "utility": utility},
                "folds": cv0.get("folds"), "zero_shot": all(c.get("zero_shot") for c in cvs), "data_path": str(data),
                "pooled": [str(d) for d in dirs], "answers_per_record": round(sum(len(r["mbr"]["answers"]) for r in rows) / len(rows), 2),
