@@ -111,6 +111,8 @@ class Profile:
     warmup_ratio: float = 0.03
     lr_scheduler: str = "cosine"
     weight_decay: float = 0.0
+    neftune_alpha: float = 0.0          # > 0: NEFTune, uniform noise of size alpha/sqrt(L*d) on the input embeddings while
+                                        # training (L: the row's tokens, a packed row's all; d: hidden size); 0: off
     optim: str = "adamw_torch"
     save_steps: int = 200
     logging_steps: int = 10
@@ -184,7 +186,7 @@ class Profile:
         if not 0 <= self.lora_dropout < 1: raise ValueError(f"Profile {self.name!r}: lora_dropout must be in [0, 1)")
         if not 0 < self.valid_frac < 1: raise ValueError(f"Profile {self.name!r}: valid_frac must be in (0, 1)")
         bad = lambda k, why: ValueError(f"Profile {self.name!r}: {k} must be {why}, got {getattr(self, k)!r}")
-        for k in ("learning_rate", "num_epochs", "warmup_ratio", "weight_decay", "temperature", "top_p",
+        for k in ("learning_rate", "num_epochs", "warmup_ratio", "weight_decay", "neftune_alpha", "temperature", "top_p",
                   "repetition_penalty"):
             if not math.isfinite(getattr(self, k)): raise bad(k, "a finite number")
         if not self.learning_rate > 0: raise bad("learning_rate", "> 0")
@@ -192,6 +194,7 @@ class Profile:
         if self.max_steps == 0 or self.max_steps < -1: raise bad("max_steps", "> 0, or -1 to train for num_epochs")
         if not 0 <= self.warmup_ratio < 1: raise bad("warmup_ratio", "in [0, 1)")
         if self.weight_decay < 0: raise bad("weight_decay", ">= 0")
+        if self.neftune_alpha < 0: raise bad("neftune_alpha", ">= 0 (0: off)")
         for k in ("save_steps", "logging_steps"):
             if getattr(self, k) <= 0: raise bad(k, "> 0")
         if not self.temperature > 0: raise bad("temperature", "> 0")

@@ -324,6 +324,11 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     "smollm2-r8-lr4e-4-5ep": ("smollm2-gpu", {"lora_r": 8, "lora_alpha": 16, "learning_rate": 4e-4, "num_epochs": 5}),
     # and the best recipe's 16 answers chosen by ROUGE-L plus embedding cosine (mbr_utility) while generating
     "qwen0.5b-lora-aux-mbr16-semsim": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 16, "mbr_utility": "rougeL+semsim"}),
+    # round 9: two changes to the training, each with the profile's 16 answers: DoRA (weight-decomposed LoRA, peft's
+    # use_dora) and NEFTune (noise on the input embeddings while training, alpha 5); and 64 answers from one training
+    "qwen0.5b-lora-aux-dora-mbr16": ("qwen2.5-0.5b-lora", {"use_dora": True, "do_sample": True, "mbr_samples": 16}),
+    "qwen0.5b-lora-aux-neft5-mbr16": ("qwen2.5-0.5b-lora", {"neftune_alpha": 5.0, "do_sample": True, "mbr_samples": 16}),
+    "qwen0.5b-lora-aux-mbr64": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 64}),
 }
 
 # %% ../nbs/08_experiments.ipynb #44398691

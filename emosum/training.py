@@ -16,7 +16,7 @@ from .data import read_jsonl, write_jsonl
 from .vocab import package_versions
 
 # %% auto #0
-__all__ = ['PADDING_FREE_ATTENTION', 'TRAINING_KEY', 'NOT_TRAINING', 'GENERATION_CURVES', 'check_quantization',
+__all__ = ['PADDING_FREE_ATTENTION', 'TRAINING_KEY', 'NOT_TRAINING', 'ADDED_LATER', 'GENERATION_CURVES', 'check_quantization',
            'check_trainable_4bit', 'model_max_length', 'check_max_length', 'use_expandable_segments', 'HostEmbedding',
            'embedding_to_host', 'chunked_head_loss', 'head_returns_hidden', 'chunk_mlps', 'apply_liger', 'lora_config',
            'prepare_model', 'trainable_parameters', 'estimate_memory', 'causal_lm_loss', 'compare_loss_paths',
@@ -581,6 +581,7 @@ def training_arguments(cfg: Profile, run_dir: Path, has_eval: bool = True, **kw)
         metric_for_best_model=cfg.select_metric if has_eval else None,
         load_best_model_at_end=False, bf16=mixed == "bfloat16", fp16=mixed == "float16", gradient_checkpointing=False,
         seed=cfg.seed, data_seed=cfg.seed, report_to="none", remove_unused_columns=False,
+        neftune_noise_alpha=cfg.neftune_alpha or None,   # NEFTune: Trainer hooks the input embeddings while training
         include_num_input_tokens_seen=True,
         train_sampling_strategy="random" if cfg.attn_implementation in PADDING_FREE_ATTENTION else "group_by_length",
         dataloader_num_workers=0, disable_tqdm=False, use_cpu=not torch.cuda.is_available(),
@@ -643,10 +644,13 @@ NOT_TRAINING = ("name", "description", "save_steps", "logging_steps",
                 "mbr_samples", "mbr_utility", "constrained_json", "eval_limit", "judge_model", "judge_base_url", "judge_repeats")
 
 # %% ../nbs/03_qlora_training.ipynb #2c52ed4b
+ADDED_LATER = {"select_metric": "eval_loss", "neftune_alpha": 0.0}   # training settings newer than some checkpoints
+
 def training_key(cfg: Profile, train_records: list, valid_records: list) -> dict:
     "What shapes a training's checkpoints: the profile's settings but `NOT_TRAINING`, and the records' sha256."
     key = {k: v for k, v in cfg.to_dict().items() if k not in NOT_TRAINING}
-    if key.get("select_metric") == "eval_loss": del key["select_metric"]   # the default: keys made before it existed hold
+    for k, default in ADDED_LATER.items():       # at its default: keys made before the setting existed still hold
+        if k in key and key[k] == default: del key[k]
     content = lambda rs: [{k: v for k, v in (r.to_dict() if hasattr(r, "to_dict") else r).items() if k != "source"}
                           for r in rs or []]
     key.update(train_records=records_hash(content(train_records)),        # their content, not where they were read

@@ -10,6 +10,7 @@ import torch
 from emosum.config import load_profile
 from emosum.data import Record
 from emosum.prompts import BudgetError, target_text
+from transformers import TrainerCallback
 from emosum.training import (CheckpointMismatch, build_dataset, causal_lm_loss, check_quantization, compare_loss_paths, export_merged,
                              training_key,
                              greedy_generate, make_collator, prepare_model, prompt_ids, read_train_log, train)
@@ -349,3 +350,38 @@ def test_checkpoint_chosen_by_a_generation_metric(tmp_path):
     assert training_key(cfg_(select_metric="semsim"), RECS, [])["select_metric"] == "semsim"
     with pytest.raises(ValueError, match="select_metric"): cfg_(select_metric="bleu")
     with pytest.raises(ValueError, match="select_metric"): cfg_(select_metric="rougeL", num_processes=2)
+
+
+class _EmbeddingProbe(TrainerCallback):
+    "Records, at each training forward, the row length and how far the embeddings' output is from the table lookup."
+    def __init__(self): self.gaps, self.handle, self.emb, self.hooks_at_start = [], None, None, []
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self.emb = model.get_input_embeddings()
+        self.hooks_at_start = [h.__name__ for h in self.emb._forward_hooks.values()]
+        def probe(module, inputs, output):             # registered after Trainer's NEFTune hook: sees its output
+            if module.training:
+                self.gaps.append((inputs[0].shape[1], float((output - module.weight[inputs[0]]).abs().max())))
+        self.handle = self.emb.register_forward_hook(probe)
+    def on_train_end(self, *a, **kw): self.handle.remove()
+
+NEFTUNE_HOOK = "neftune_post_forward_hook"
+
+
+@pytest.mark.parametrize("alpha", [0.0, 5.0])
+def test_neftune_noises_the_embeddings_only_while_training(tmp_path, alpha):
+    "neftune_alpha > 0: every training forward's embeddings carry noise of at most alpha/sqrt(L*d); 0: the plain lookup."
+    probe = _EmbeddingProbe()
+    train(cfg_(neftune_alpha=alpha, max_steps=2), RECS[:2], [], tmp_path, callbacks=[probe])
+    assert len(probe.gaps) >= 2
+    d = probe.emb.weight.shape[1]
+    if alpha:
+        assert NEFTUNE_HOOK in probe.hooks_at_start
+        assert all(0 < gap <= alpha / (L * d) ** 0.5 * (1 + 1e-5) for L, gap in probe.gaps), (d, probe.gaps)
+    else:
+        assert NEFTUNE_HOOK not in probe.hooks_at_start and all(gap == 0 for _, gap in probe.gaps)
+    # Trainer takes its hook off again, so generation after training sees the plain embeddings
+    assert NEFTUNE_HOOK not in [h.__name__ for h in probe.emb._forward_hooks.values()]
+    # off, the resume key is the one made before the setting existed; on, it is another training
+    assert "neftune_alpha" not in training_key(cfg_(), RECS, [])
+    assert training_key(cfg_(neftune_alpha=5.0), RECS, [])["neftune_alpha"] == 5.0
+    with pytest.raises(ValueError, match="neftune_alpha"): cfg_(neftune_alpha=-1.0)
