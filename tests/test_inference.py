@@ -444,17 +444,39 @@ def test_mbr_choice_keeps_per_field_the_value_closest_to_the_others():
 
 def test_agreement_is_rouge_f1_scored_once_per_pair(monkeypatch):
     import emosum.evaluation as ev
-    from emosum.inference import _pair_rouge, agreement
+    from rouge_score import rouge_scorer as rs
+    from emosum.inference import _pair_rouge, _rouge_tokens, agreement
     a, b = "poor sleep and worry about work", "worry and poor sleep"
     want = {u: ev.rouge(a, b)[u] for u in ("rougeL", "rouge1", "rouge2")}
     assert want["rougeL"] != ev.rouge(a, a)["rougeL"]                       # the two texts differ, so the check can fail
-    _pair_rouge.cache_clear()
-    calls = []
-    monkeypatch.setattr(ev, "rouge", lambda p, r, lang="en": calls.append((p, r)) or {"rougeL": 0.5, "rouge1": 0.6, "rouge2": 0.1})
-    assert agreement(a, b) == agreement(b, a) == 0.5 and agreement(b, a, utility="rouge2") == 0.1
+    _pair_rouge.cache_clear(); _rouge_tokens.cache_clear()
+    calls, real = [], rs._score_lcs
+    monkeypatch.setattr(rs, "_score_lcs", lambda t, p: calls.append((t, p)) or real(t, p))
+    assert agreement(a, b) == agreement(b, a) == want["rougeL"] and agreement(b, a, utility="rouge2") == want["rouge2"]
     assert len(calls) == 1                                                  # both orders, all utilities: one scoring
-    monkeypatch.undo(); _pair_rouge.cache_clear()
-    assert {u: agreement(b, a, utility=u) for u in want} == pytest.approx(want)   # F1 is symmetric: the same either way
+    assert {u: agreement(b, a, utility=u) for u in want} == want            # F1 is symmetric: the same either way
+
+
+def test_mbr_agreement_equals_rouge_and_tokenizes_each_text_once(monkeypatch):
+    "MBR's fast path (cached tokens) gives `rouge`'s numbers exactly, in English and Chinese, empty and odd values too."
+    import itertools
+    import emosum.evaluation as ev
+    from emosum.inference import _agreements, _pair_rouge, _rouge_tokens, agreement
+    en = ["Poor sleep; worries about work.", "worrying about working, and sleeping poorly", "CBT: 8 sessions.",
+          "...", "", "  ", "sleep sleep sleep", "Relaxation training (progressive muscle relaxation) and sleep hygiene."]
+    zh = ["失眠，担心工作", "担心工作和失眠", "认知行为疗法", "。。", ""]
+    for lang, vals in (("en", en), ("zh", zh)):
+        for x, y in itertools.product(vals, repeat=2):
+            for u in ("rougeL", "rouge1", "rouge2"):
+                assert agreement(x, y, lang, u) == ev.rouge(x, y, lang)[u], (lang, x, y, u)
+    assert len({agreement(x, y) for x, y in itertools.combinations(en, 2)}) > 3   # not all zero: the check can fail
+    _pair_rouge.cache_clear(); _rouge_tokens.cache_clear()
+    scorer = ev._rouge_scorer("en")
+    seen, real = [], scorer._tokenizer.tokenize
+    monkeypatch.setattr(scorer._tokenizer, "tokenize", lambda t: seen.append(t) or real(t))
+    vals = [v for v in en if v.strip()]
+    _agreements(vals, "en", "rougeL")
+    assert sorted(seen) == sorted(vals)                                     # n texts, n tokenizations (not n(n-1))
 
 
 def test_mbr_choice_by_semantic_agreement_and_by_the_sum(monkeypatch):
