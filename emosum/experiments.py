@@ -324,7 +324,7 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     "smollm2-r8-lr4e-4-5ep": ("smollm2-gpu", {"lora_r": 8, "lora_alpha": 16, "learning_rate": 4e-4, "num_epochs": 5}),
     # and the best recipe's 16 answers chosen by ROUGE-L plus embedding cosine (mbr_utility) while generating
     "qwen0.5b-lora-aux-mbr16-semsim": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 16, "mbr_utility": "rougeL+semsim"}),
-    # round 9: two changes to the training, each with the profile's 16 answers: DoRA (weight-decomposed LoRA, peft's
+    # round 9: two changes to the training, each with 16 answers (the profile's until then): DoRA (weight-decomposed LoRA, peft's
     # use_dora) and NEFTune (noise on the input embeddings while training, alpha 5); and 64 answers from one training
     "qwen0.5b-lora-aux-dora-mbr16": ("qwen2.5-0.5b-lora", {"use_dora": True, "do_sample": True, "mbr_samples": 16}),
     "qwen0.5b-lora-aux-neft5-mbr16": ("qwen2.5-0.5b-lora", {"neftune_alpha": 5.0, "do_sample": True, "mbr_samples": 16}),
@@ -544,6 +544,13 @@ POOLS = {   # name -> (the recipes whose cross-validations it pools: their CV fo
     # the same answers chosen by ROUGE-L plus the cosine of their sentence embeddings
     "qwen0.5b-lora-aux-mbr16-rougeL-semsim": (["qwen0.5b-lora-aux-mbr16"], "rougeL+semsim"),
     "qwen0.5b-lora-aux-mbr-pool2-rougeL-semsim": (["qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32"], "rougeL+semsim"),
+    # round 9: the three trainings sampled most (16 + 32 + 64 = 112 answers), by ROUGE-L and by ROUGE-L plus meaning;
+    # and every training of the recipe at temperature 0.7 (8 + 16 + 32 + 64 + 16 = 136 answers)
+    "qwen0.5b-lora-aux-mbr-pool3-64": (["qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32", "qwen0.5b-lora-aux-mbr64"], "rougeL"),
+    "qwen0.5b-lora-aux-mbr-pool3-64-rougeL-semsim": (["qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32",
+                                                      "qwen0.5b-lora-aux-mbr64"], "rougeL+semsim"),
+    "qwen0.5b-lora-aux-mbr-pool5": (["qwen0.5b-lora-aux-mbr8", "qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32",
+                                     "qwen0.5b-lora-aux-mbr64", "qwen0.5b-lora-aux-mbr16-semsim"], "rougeL"),
 }
 
 def pool_command(name: str) -> str:

@@ -193,7 +193,7 @@ def test_the_best_recipe_profiles_are_what_the_chapter_measured():
     "Each model's best-recipe profile trains and decodes exactly as its cross-validated recipe did (settings.ini)."
     from emosum.config import load_profile
     from emosum.experiments import RECIPES
-    for profile, recipe in [("qwen2.5-0.5b-lora", "qwen0.5b-lora-aux-mbr16"), ("smollm2-lora", "smollm2-r64-lr4e-4-5ep-mbr8")]:
+    for profile, recipe in [("qwen2.5-0.5b-lora", "qwen0.5b-lora-aux-mbr64"), ("smollm2-lora", "smollm2-r64-lr4e-4-5ep-mbr8")]:
         base, ov = RECIPES[recipe]
         measured, named = load_profile(base, **ov).to_dict(), load_profile(profile).to_dict()
         differ = {k: (measured[k], named[k]) for k in measured if k not in ("name", "description") and measured[k] != named[k]}
