@@ -311,7 +311,7 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     "qwen0.5b-lora-aux-r128": ("qwen2.5-0.5b-lora", {"lora_r": 128, "lora_alpha": 256, **GREEDY}),
     "qwen0.5b-lora-aux-select-rougeL": ("qwen2.5-0.5b-lora", {"select_metric": "rougeL", **GREEDY}),
     "qwen0.5b-lora-aux-mbr8": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 8}),
-    # round 7, with the auxiliary task: 16 and 32 answers per record (16 is now the profile's), and lr 1e-4 (ahead of
+    # round 7, with the auxiliary task: 16 and 32 answers per record (16 the profile's until round 9), and lr 1e-4 (ahead of
     # 2e-4 without the auxiliary task on folds 0-2); SmolLM2 at lr 4e-4 x 5 epochs with 8 answers (the profile smollm2-lora)
     "qwen0.5b-lora-aux-mbr16": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 16}),
     "qwen0.5b-lora-aux-lr1e-4-mbr8": ("qwen2.5-0.5b-lora", {"learning_rate": 1e-4, "do_sample": True, "mbr_samples": 8}),
