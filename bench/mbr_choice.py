@@ -1,9 +1,9 @@
 """Minimum Bayes risk choice on the CPU: ROUGE per pair of texts (the old path) against cached tokens (the new path).
 
 `emosum.inference.mbr_choice` compares, per field, every sampled value with every other one: n(n-1)/2 ROUGE scores
-per field and record. The old path called `emosum.evaluation.rouge` per pair, which tokenizes and stems both texts
-each time; the new path (`_agreements` -> `_pair_rouge`) tokenizes each text once and scores the pair with
-rouge_score's own functions. Both run here side by side, row after row, on the stored answers of a cross-validation
+per field and record. The old path scored each pair with rouge_score's `RougeScorer.score` (what
+`emosum.evaluation.rouge` called until round 9), which tokenizes and stems both texts every time; the new path
+(`_agreements` -> `rouge`) tokenizes each text once (cached) and scores the pair with rouge_score's own functions. Both run here side by side, row after row, on the stored answers of a cross-validation
 that sampled them (`predictions.jsonl` rows with `mbr.answers`), each row's caches cleared first so that neither
 path reuses the other's work; every field's agreement totals must come out equal.
 
@@ -20,12 +20,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def old_agreements(vals: list[str], language: str, metric: str) -> list[float]:
-    "The path before round 9: `rouge` (tokenize + stem both texts, then score) for every pair."
-    from emosum.evaluation import rouge
-    total = [0.0] * len(vals)
+    "The path before round 9: `RougeScorer.score` (tokenize + stem both texts, then score) for every pair."
+    from emosum.evaluation import _rouge_scorer
+    total, scorer = [0.0] * len(vals), _rouge_scorer(language)
     for a in range(len(vals)):
         for b in range(a + 1, len(vals)):
-            s = rouge(*sorted((vals[a], vals[b])), language)[metric]; total[a] += s; total[b] += s
+            x, y = sorted((vals[a], vals[b]))
+            s = scorer.score(y, x)[metric].fmeasure; total[a] += s; total[b] += s
     return total
 
 
@@ -36,7 +37,8 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="results file (default bench/results/mbr_choice_<date>.json)")
     a = ap.parse_args(argv)
     from emosum.data import read_jsonl
-    from emosum.inference import _agreements, _pair_rouge, _rouge_tokens
+    from emosum.evaluation import _rouge_tokens
+    from emosum.inference import _agreements, _pair_rouge
     from emosum.prompts import parse_summary
     from emosum.vocab import TASK_FIELDS
     rows = [r for r in read_jsonl(a.predictions) if (r.get("mbr") or {}).get("answers")][:a.rows]

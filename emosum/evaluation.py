@@ -64,11 +64,20 @@ def _rouge_scorer(language: str):
     return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
 
 # %% ../nbs/05_evaluation.ipynb #c51657a8
+@functools.lru_cache(maxsize=1 << 14)
+def _rouge_tokens(text: str, language: str) -> tuple:
+    "`text` split by the scorer's own tokenizer for `language` (lower case and stems; jieba words for zh), once per text."
+    return tuple(_rouge_scorer(language)._tokenizer.tokenize(text))
+
 def rouge(prediction: str, reference: str, language: str = "en") -> dict[str, float]:
-    "ROUGE-1/2/L F1 of `prediction` against `reference` (0 when either is empty)."
+    """ROUGE-1/2/L F1 of `prediction` against `reference` (0 when either is empty): `RougeScorer.score`'s numbers, from
+    each text's cached tokens and rouge_score's own scoring functions. A text is tokenized (stemmed) once, however
+    often it is scored: minimum Bayes risk compares every sampled value with every other one (chapter 04)."""
+    from rouge_score import rouge_scorer as rs
     if not prediction.strip() or not reference.strip(): return {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-    s = _rouge_scorer(language).score(reference, prediction)
-    return {k: float(v.fmeasure) for k, v in s.items()}
+    p, r = _rouge_tokens(prediction, language), _rouge_tokens(reference, language)
+    ngrams = lambda n: rs._score_ngrams(rs._create_ngrams(r, n), rs._create_ngrams(p, n)).fmeasure
+    return {"rouge1": float(ngrams(1)), "rouge2": float(ngrams(2)), "rougeL": float(rs._score_lcs(r, p).fmeasure)}
 
 # %% ../nbs/05_evaluation.ipynb #5fb4f22c
 @functools.lru_cache(maxsize=None)

@@ -809,21 +809,11 @@ def _run_padded(model, tokenizer, prompts: list, eng: dict, emit, bar, max_new_t
         bar.update(len(batch))
 
 # %% ../nbs/04_inference.ipynb #13c57e3d
-@functools.lru_cache(maxsize=1 << 14)
-def _rouge_tokens(text: str, language: str) -> tuple:
-    "`text` split by ROUGE's own tokenizer for `language` (lower case and stems; jieba words for zh), once per text."
-    from emosum.evaluation import _rouge_scorer
-    return tuple(_rouge_scorer(language)._tokenizer.tokenize(text))
-
 @functools.lru_cache(maxsize=1 << 16)
 def _pair_rouge(a: str, b: str, language: str) -> dict:
-    """`rouge(a, b, language)`, from each text's cached tokens and rouge_score's own scoring functions: MBR compares
-    every value with every other, and tokenizing (stemming) each text once instead of once per pair is ~3x faster."""
-    from rouge_score import rouge_scorer as rs
-    if not a.strip() or not b.strip(): return {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-    ta, tb = _rouge_tokens(a, language), _rouge_tokens(b, language)
-    ngrams = lambda n: rs._score_ngrams(rs._create_ngrams(tb, n), rs._create_ngrams(ta, n)).fmeasure
-    return {"rouge1": float(ngrams(1)), "rouge2": float(ngrams(2)), "rougeL": float(rs._score_lcs(tb, ta).fmeasure)}
+    "`rouge(a, b, language)` memoised (`rouge` itself tokenizes each text once)."
+    from emosum.evaluation import rouge
+    return rouge(a, b, language)
 
 def agreement(a: str, b: str, language: str = "en", utility: str = "rougeL") -> float:
     "How far two values agree: ROUGE F1, symmetric, so each pair is scored once (memoised; chapter 08 re-chooses often)."

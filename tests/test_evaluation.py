@@ -176,3 +176,28 @@ def test_reflection_task():
     assert list(m["per_field"]) == ["experience_and_reflection"] and len(sc) == 1 and 0.3 < m["overall"]["rougeL"] < 1
     cb = copy_baseline([r], task="reflection")[0]["fields"]
     assert list(cb) == ["experience_and_reflection"] and "listening" not in cb["experience_and_reflection"]
+
+
+def test_rouge_is_the_librarys_score_from_cached_tokens(monkeypatch):
+    "`rouge` gives rouge_score's `RougeScorer.score` F1 exactly (English and Chinese), and tokenizes a text only once."
+    import itertools
+    import emosum.evaluation as ev
+    from rouge_score import rouge_scorer
+    texts = {"en": ["Poor sleep; worries about work.", "worrying about working, and sleeping poorly", "CBT: 8 sessions.",
+                    "...", "sleep sleep sleep", "Relaxation training and sleep hygiene; fewer worries."],
+             "zh": ["失眠，担心工作", "担心工作和失眠", "认知行为疗法", "。。"]}
+    library = {"en": rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True),
+               "zh": rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=ev.JiebaTokenizer())}
+    seen = set()
+    for lang, vals in texts.items():
+        for p, r in itertools.product(vals, repeat=2):
+            want = {k: v.fmeasure for k, v in library[lang].score(r, p).items()}
+            assert ev.rouge(p, r, lang) == want, (lang, p, r)
+            seen |= {round(v, 6) for v in want.values()}
+    assert len(seen) > 5                                      # varied scores, not all 0 or 1: the check can fail
+    ev._rouge_tokens.cache_clear()
+    calls, real = [], ev._rouge_scorer("en")._tokenizer.tokenize
+    monkeypatch.setattr(ev._rouge_scorer("en")._tokenizer, "tokenize", lambda t: calls.append(t) or real(t))
+    a, b, c = texts["en"][:3]
+    for p, r in [(a, b), (b, a), (a, c), (c, b)]: ev.rouge(p, r)
+    assert sorted(calls) == sorted([a, b, c])                 # three texts, three tokenizations

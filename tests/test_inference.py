@@ -445,7 +445,8 @@ def test_mbr_choice_keeps_per_field_the_value_closest_to_the_others():
 def test_agreement_is_rouge_f1_scored_once_per_pair(monkeypatch):
     import emosum.evaluation as ev
     from rouge_score import rouge_scorer as rs
-    from emosum.inference import _pair_rouge, _rouge_tokens, agreement
+    from emosum.evaluation import _rouge_tokens
+    from emosum.inference import _pair_rouge, agreement
     a, b = "poor sleep and worry about work", "worry and poor sleep"
     want = {u: ev.rouge(a, b)[u] for u in ("rougeL", "rouge1", "rouge2")}
     assert want["rougeL"] != ev.rouge(a, a)["rougeL"]                       # the two texts differ, so the check can fail
@@ -461,7 +462,8 @@ def test_mbr_agreement_equals_rouge_and_tokenizes_each_text_once(monkeypatch):
     "MBR's fast path (cached tokens) gives `rouge`'s numbers exactly, in English and Chinese, empty and odd values too."
     import itertools
     import emosum.evaluation as ev
-    from emosum.inference import _agreements, _pair_rouge, _rouge_tokens, agreement
+    from emosum.evaluation import _rouge_tokens
+    from emosum.inference import _agreements, _pair_rouge, agreement
     en = ["Poor sleep; worries about work.", "worrying about working, and sleeping poorly", "CBT: 8 sessions.",
           "...", "", "  ", "sleep sleep sleep", "Relaxation training (progressive muscle relaxation) and sleep hygiene."]
     zh = ["失眠，担心工作", "担心工作和失眠", "认知行为疗法", "。。", ""]

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from emosum.config import load_profile
 from emosum.data import Record
 from emosum.prompts import BudgetError, target_text
-from transformers import TrainerCallback
 from emosum.training import (CheckpointMismatch, build_dataset, causal_lm_loss, check_quantization, compare_loss_paths, export_merged,
                              training_key,
                              greedy_generate, make_collator, prepare_model, prompt_ids, read_train_log, train)
