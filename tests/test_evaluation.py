@@ -178,6 +178,30 @@ def test_reflection_task():
     assert list(cb) == ["experience_and_reflection"] and "listening" not in cb["experience_and_reflection"]
 
 
+def test_rouge_l_matrix_is_the_librarys_rouge_l_for_every_pair():
+    "Each cell of `rouge_l_matrix` is `RougeScorer.score`'s ROUGE-L F1 to the last bit: long texts (past rapidfuzz's "
+    "64-token blocks), equal, empty and punctuation-only ones, in English and Chinese."
+    import itertools, random
+    import emosum.evaluation as ev
+    from rouge_score import rouge_scorer
+    rng = random.Random(0)
+    words = "sleep worry work family panic therapy anxiety mother school exam night fear calm".split()
+    en = [" ".join(rng.choice(words) for _ in range(rng.randint(40, 220))) for _ in range(6)]
+    en += ["Poor sleep; worries about work.", "...", "", en[0], "Panic at night."]
+    zh = ["失眠，担心工作", "担心工作和失眠", "。。", "".join(rng.choice(["失眠", "担心", "工作", "家庭", "焦虑", "。"]) for _ in range(150))]
+    library = {"en": rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True),
+               "zh": rouge_scorer.RougeScorer(["rougeL"], tokenizer=ev.JiebaTokenizer())}
+    seen = set()
+    for lang, texts in (("en", en), ("zh", zh)):
+        m = ev.rouge_l_matrix(texts, lang)
+        assert m.shape == (len(texts), len(texts))
+        for i, j in itertools.product(range(len(texts)), repeat=2):
+            want = library[lang].score(texts[j], texts[i])["rougeL"].fmeasure     # row: prediction, column: reference
+            assert m[i, j] == want == ev.rouge(texts[i], texts[j], lang)["rougeL"], (lang, i, j)
+            seen.add(round(want, 9))
+    assert len(seen) > 20 and m.dtype == float                # varied scores, not all 0 or 1: the check can fail
+
+
 def test_rouge_is_the_librarys_score_from_cached_tokens(monkeypatch):
     "`rouge` gives rouge_score's `RougeScorer.score` F1 exactly (English and Chinese), and tokenizes a text only once."
     import itertools

@@ -444,15 +444,15 @@ def test_mbr_choice_keeps_per_field_the_value_closest_to_the_others():
 
 def test_agreement_is_rouge_f1_scored_once_per_pair(monkeypatch):
     import emosum.evaluation as ev
-    from rouge_score import rouge_scorer as rs
+    from rapidfuzz.distance import LCSseq
     from emosum.evaluation import _rouge_tokens
     from emosum.inference import _pair_rouge, agreement
     a, b = "poor sleep and worry about work", "worry and poor sleep"
     want = {u: ev.rouge(a, b)[u] for u in ("rougeL", "rouge1", "rouge2")}
     assert want["rougeL"] != ev.rouge(a, a)["rougeL"]                       # the two texts differ, so the check can fail
     _pair_rouge.cache_clear(); _rouge_tokens.cache_clear()
-    calls, real = [], rs._score_lcs
-    monkeypatch.setattr(rs, "_score_lcs", lambda t, p: calls.append((t, p)) or real(t, p))
+    calls, real = [], LCSseq.similarity
+    monkeypatch.setattr(LCSseq, "similarity", lambda x, y: calls.append((x, y)) or real(x, y))
     assert agreement(a, b) == agreement(b, a) == want["rougeL"] and agreement(b, a, utility="rouge2") == want["rouge2"]
     assert len(calls) == 1                                                  # both orders, all utilities: one scoring
     assert {u: agreement(b, a, utility=u) for u in want} == want            # F1 is symmetric: the same either way
@@ -479,6 +479,24 @@ def test_mbr_agreement_equals_rouge_and_tokenizes_each_text_once(monkeypatch):
     vals = [v for v in en if v.strip()]
     _agreements(vals, "en", "rougeL")
     assert sorted(seen) == sorted(vals)                                     # n texts, n tokenizations (not n(n-1))
+
+
+def test_agreement_totals_from_one_table_are_the_pair_loops_to_the_last_bit():
+    "MBR's ROUGE-L totals (`_agreements`: one LCS table, `rouge_l_matrix`) equal summing `agreement` pair by pair, bit for bit."
+    import random
+    from emosum.inference import _agreements, agreement
+    rng = random.Random(3)
+    words = "sleep worry work family panic therapy anxiety mother school exam night fear calm sessions".split()
+    vals = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 150))) for _ in range(30)]
+    vals += [vals[0], vals[5], "Calm.", "calm"]                             # equal texts, and equal tokens in other texts
+    for lang in ("en", "zh"):
+        loop = [0.0] * len(vals)
+        for a in range(len(vals)):
+            for b in range(a + 1, len(vals)):
+                s = agreement(vals[a], vals[b], lang); loop[a] += s; loop[b] += s
+        assert _agreements(vals, lang, "rougeL") == loop, lang
+    assert len({round(t, 9) for t in loop}) > 20                            # varied totals: the check can fail
+    assert _agreements(["calm"], "en", "rougeL") == [0.0] and _agreements([], "en", "rougeL") == []
 
 
 def test_mbr_choice_by_semantic_agreement_and_by_the_sum(monkeypatch):
