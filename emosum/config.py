@@ -57,7 +57,7 @@ def cache_dir() -> Path:
 # %% ../nbs/00_config.ipynb #8753b95c
 QUANTIZATIONS = ("nf4", "int8", "none")
 DTYPES = ("bfloat16", "float16", "float32")
-from .vocab import TASKS, LANGUAGE_CHOICES, MBR_UTILITIES   # the shared vocabulary (00_vocab)
+from .vocab import TASKS, LANGUAGE_CHOICES, MBR_UTILITIES, mbr_utility_parts   # the shared vocabulary (00_vocab)
 LIGER = ("auto", "on", "off")
 GEN_ENGINES = ("auto", "continuous", "padded")
 GEN_MERGE = ("auto", "yes", "no")
@@ -151,6 +151,7 @@ class Profile:
     mbr_samples: int = 1                # > 1 (with do_sample): sample this many answers per record and keep, per field,
                                         # the value closest to the others' (minimum Bayes risk; 04_inference)
     mbr_utility: str = "rougeL"         # how those values are compared: rougeL | rouge1 | rouge2 | semsim | rougeL+semsim
+                                        # | rougeL+W*semsim (the cosine weighted by W > 0, e.g. rougeL+0.25*semsim)
     gen_batch_size: int = 4             # upper bound on the requests generated together (fewer when GPU memory is
                                         # short)
     gen_engine: str = "auto"            # auto | continuous | padded: auto = continuous batching on a GPU, the padded
@@ -202,7 +203,8 @@ class Profile:
         if self.mbr_samples < 1: raise bad("mbr_samples", ">= 1 (1: off)")
         if self.mbr_samples > 1 and not self.do_sample:
             raise bad("mbr_samples", "1 unless do_sample is true (greedy decoding gives one answer, however often)")
-        if self.mbr_utility not in MBR_UTILITIES: raise bad("mbr_utility", f"one of {', '.join(MBR_UTILITIES)}")
+        try: mbr_utility_parts(self.mbr_utility)
+        except ValueError: raise bad("mbr_utility", f"one of {', '.join(MBR_UTILITIES)}, or rougeL+W*semsim with W > 0") from None
         if not 0 < self.gen_memory_fraction <= 1: raise bad("gen_memory_fraction", "in (0, 1]")
         if self.aux_task is not None and (self.aux_task not in TASKS or self.aux_task == self.task):
             raise bad("aux_task", f"none or a task other than task={self.task!r} ({', '.join(TASKS)})")

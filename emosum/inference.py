@@ -12,7 +12,7 @@ from .config import load_model, load_tokenizer, Profile, resolve_adapter
 from .data import Record, json_line, read_jsonl, write_jsonl
 from .prompts import build_prompt, parse_summary, end_of_turn_ids, BudgetError, ParseResult
 from .vocab import ES_FIELDS, PREDICTION_KEYS, TASK_FIELDS, detect_language, prediction_row, select_records
-from .vocab import MBR_UTILITIES, record_language, record_value   # 00_vocab
+from .vocab import MBR_UTILITIES, mbr_utility_parts, record_language, record_value   # 00_vocab
 
 # %% auto #0
 __all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_EXTRA', 'ENGINES', 'SUBMISSION_KEYS',
@@ -820,13 +820,14 @@ def agreement(a: str, b: str, language: str = "en", utility: str = "rougeL") -> 
     return _pair_rouge(*sorted((a, b)), language)[utility]
 
 def check_utility(utility: str, what: str = "utility") -> None:
-    "A `ValueError` naming `what` unless `utility` is one of MBR_UTILITIES (the one check of every MBR entry point)."
-    if utility not in MBR_UTILITIES: raise ValueError(f"{what} must be one of {MBR_UTILITIES}, got {utility!r}")
+    "A `ValueError` naming `what` unless `utility` is one of MBR_UTILITIES or a weighted sum (the one check of every MBR entry point)."
+    try: mbr_utility_parts(utility)
+    except ValueError as e: raise ValueError(f"{what} {e}") from None
 
 def _agreements(vals: list[str], language: str, utility: str) -> list[float]:
-    "Each value's summed agreement with the others under `utility` (one of MBR_UTILITIES)."
+    "Each value's summed agreement with the others under `utility` (see `mbr_utility_parts`)."
     n, total = len(vals), [0.0] * len(vals)
-    metric = utility.split("+")[0]
+    metric, weight = mbr_utility_parts(utility)
     if metric == "rougeL":       # every pair at once (`rouge_l_matrix`), oriented as `agreement` orients it: the same floats
         import numpy as np
         from emosum.evaluation import rouge_l_matrix
@@ -835,15 +836,15 @@ def _agreements(vals: list[str], language: str, utility: str) -> list[float]:
         f = np.where(rank[:, None] < rank[None, :], f, f.T)     # row: the text that sorts first (equal texts: symmetric)
         np.fill_diagonal(f, 0.0)
         total = [sum(row) for row in f.tolist()]                 # summed in the pairs' order, as the loop below does
-    elif metric != "semsim":
+    elif metric is not None:
         for a in range(n):
             for b in range(a + 1, n):
                 s = agreement(vals[a], vals[b], language, metric); total[a] += s; total[b] += s
-    if "semsim" in utility:
+    if weight:
         from emosum.evaluation import embed
         e = embed(vals)
         cos = e @ e.T
-        for a in range(n): total[a] += float(cos[a].sum() - cos[a, a])
+        for a in range(n): total[a] += weight * float(cos[a].sum() - cos[a, a])   # weight 1: the plain sum, bit for bit
     return total
 
 def mbr_choice(answers: list[str],           # the sampled answers to one prompt

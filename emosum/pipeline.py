@@ -729,7 +729,7 @@ def _add_cv(sub):
     pool.add_argument("--name", required=True, help="the pooled folder under runs/ (or a path)")
     pool.add_argument("--data", help="the records (default: the first CV's)")
     pool.add_argument("--utility", default="rougeL", help="how two answers' values are compared: rougeL, rouge1, rouge2, "
-                                                          "semsim (embedding cosine) or rougeL+semsim")
+                                                          "semsim (embedding cosine), rougeL+semsim, or rougeL+W*semsim (the cosine weighted by W, e.g. rougeL+0.25*semsim)")
 
 # %% ../nbs/07_pipeline.ipynb #5d33c15d
 def _parser() -> argparse.ArgumentParser:

@@ -10,8 +10,8 @@ import re, sys
 
 # %% auto #0
 __all__ = ['ES_FIELDS', 'INPUT_FIELDS', 'TASK_FIELDS', 'TASKS', 'LANGUAGES', 'MBR_UTILITIES', 'LANGUAGE_CHOICES', 'METRICS',
-           'PARSE_STATUSES', 'STATUSES', 'PREDICTION_KEYS', 'RUN_SPLITS', 'SPLITS', 'task_fields', 'detect_language',
-           'record_value', 'record_language', 'prediction_row', 'select_records', 'package_versions']
+           'PARSE_STATUSES', 'STATUSES', 'PREDICTION_KEYS', 'RUN_SPLITS', 'SPLITS', 'task_fields', 'mbr_utility_parts',
+           'detect_language', 'record_value', 'record_language', 'prediction_row', 'select_records', 'package_versions']
 
 # %% ../nbs/00_vocab.ipynb #9fad4c73
 ES_FIELDS = ("causes", "symptoms", "treatment_process", "characteristics_of_illness", "treatment_effect")
@@ -29,8 +29,22 @@ def task_fields(task: str = "es", # es | reflection
 # %% ../nbs/00_vocab.ipynb #69c9326f
 LANGUAGES = ("en", "zh")                  # a record's language
 # how minimum Bayes risk compares two answers' values (`mbr_choice`, 04_inference): ROUGE F1; the cosine of their
-# sentence embeddings (the semantic model chapter 05 scores similarity with); or ROUGE-L F1 plus that cosine
+# sentence embeddings (the semantic model chapter 05 scores similarity with); or ROUGE-L F1 plus that cosine, whole or
+# weighted (`rougeL+0.25*semsim`: a quarter of it; any ROUGE variant and weight > 0, see `mbr_utility_parts`)
 MBR_UTILITIES = ("rougeL", "rouge1", "rouge2", "semsim", "rougeL+semsim")
+_WEIGHTED = re.compile(r"(rougeL|rouge1|rouge2)\+(?:(\d+(?:\.\d*)?|\.\d+)\*)?semsim")
+
+def mbr_utility_parts(utility: str) -> tuple[str | None, float]:
+    """(ROUGE variant or None, weight of the embedding cosine) of a minimum Bayes risk utility: one of MBR_UTILITIES,
+    or `ROUGE+W*semsim` with W > 0 (`rougeL+0.25*semsim` adds a quarter of the cosine to ROUGE-L). A `ValueError` else."""
+    if utility in ("rougeL", "rouge1", "rouge2"): return utility, 0.0
+    if utility == "semsim": return None, 1.0
+    m = _WEIGHTED.fullmatch(utility) if isinstance(utility, str) else None
+    w = float(m[2]) if m and m[2] else 1.0
+    if not m or not 0 < w < float("inf"):
+        raise ValueError(f"must be one of {MBR_UTILITIES}, or ROUGE+W*semsim with a weight W > 0 (e.g. rougeL+0.25*semsim); "
+                         f"got {utility!r}")
+    return m[1], w
 LANGUAGE_CHOICES = ("auto", *LANGUAGES)   # a profile's `language`; auto: each record's own
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"[A-Za-z]+")

@@ -520,6 +520,36 @@ def test_mbr_choice_by_semantic_agreement_and_by_the_sum(monkeypatch):
     assert pick("rougeL+semsim") == "stress at work" and pick("semsim") == "stress at work"   # ties: the earlier answer
 
 
+def test_mbr_utility_weighs_the_cosine(monkeypatch):
+    "rougeL+W*semsim adds W times the cosine totals to the ROUGE-L totals: W = 1 is rougeL+semsim exactly; W moves the choice."
+    import numpy as np
+    import emosum.evaluation as ev
+    from emosum.config import Profile
+    from emosum.inference import _agreements, check_utility, mbr_choice
+    from emosum.vocab import mbr_utility_parts
+    causes = ["stress at work", "stress at work and home", "stress and burnout", "burnout", "exhaustion"]
+    # ROUGE-L totals 1.08, 1.25, 1.33, 0.5, 0: "stress and burnout" shares the most words. Hand-made unit vectors:
+    # the two work values point one way, "burnout" and "exhaustion" mostly the other; cosine totals 2.2, 2.2, 1.6, 3, 3
+    vec = {"stress at work": [1, 0], "stress at work and home": [1, 0], "stress and burnout": [0, 1],
+           "burnout": [0.6, 0.8], "exhaustion": [0.6, 0.8]}
+    monkeypatch.setattr(ev, "embed", lambda texts, model=None: np.array([vec[t] for t in texts], float))
+    rl, cos = _agreements(causes, "en", "rougeL"), _agreements(causes, "en", "semsim")
+    assert _agreements(causes, "en", "rougeL+1*semsim") == _agreements(causes, "en", "rougeL+semsim")
+    for w in (0.25, 0.5, 3.0):
+        assert _agreements(causes, "en", f"rougeL+{w}*semsim") == [a + w * b for a, b in zip(rl, cos)]
+    pick = lambda u: mbr_choice([_answer(causes=c) for c in causes], utility=u)[0].fields["causes"]
+    assert pick("rougeL") == pick("rougeL+0.1*semsim") == "stress and burnout"     # a little cosine: the words decide
+    assert pick("rougeL+0.5*semsim") == "stress at work and home"                    # more: words and meaning together
+    assert pick("rougeL+3*semsim") == "burnout"                                      # much more: the meaning decides
+    assert mbr_utility_parts("rougeL+0.25*semsim") == ("rougeL", 0.25) and mbr_utility_parts("rouge1+semsim") == ("rouge1", 1.0)
+    assert mbr_utility_parts("semsim") == (None, 1.0) and mbr_utility_parts("rouge2") == ("rouge2", 0.0)
+    for bad in ("rougeL+0*semsim", "rougeL+-1*semsim", "semsim+rougeL", "rougeL+w*semsim", "bleu+semsim", ""):
+        with pytest.raises(ValueError, match="with a weight W > 0"): check_utility(bad)
+        with pytest.raises(ValueError, match="mbr_utility must be one of .* or rougeL\\+W\\*semsim"):
+            Profile(name="x", do_sample=True, mbr_samples=4, mbr_utility=bad)
+    assert Profile(name="x", do_sample=True, mbr_samples=4, mbr_utility="rougeL+0.25*semsim").mbr_utility == "rougeL+0.25*semsim"
+
+
 @pytest.mark.parametrize("engine", ["padded", "continuous"])
 def test_generate_with_mbr_samples_writes_one_chosen_row_per_record(tiny, tmp_path, engine):
     import torch
