@@ -7,7 +7,7 @@ Docs: https://emosum.github.io/emosum/experiments.html.md"""
 
 # %% ../nbs/08_experiments.ipynb #e8000003
 from __future__ import annotations
-import json, os, random, subprocess, sys, time
+import json, os, random, shlex, subprocess, sys, time
 from pathlib import Path
 from .config import load_profile, make_run_dir, project_path
 from .data import json_line, load_records, read_jsonl, write_jsonl
@@ -16,7 +16,8 @@ from .vocab import TASK_FIELDS, record_language, record_value
 # %% auto #0
 __all__ = ['CV_FILE', 'ATTENTION', 'GREEDY', 'RECIPES', 'CHOOSERS', 'POOLS', 'kfold_split', 'write_folds', 'cross_validate',
            'score_finished_folds', 'cv_summary', 'leaderboard', 'plot_leaderboard', 'recipe_command',
-           'mbr_sample_curve', 'mbr_chooser_table', 'plot_mbr_curve', 'plot_mbr_curves_by', 'pool_cv', 'pool_command']
+           'mbr_sample_curve', 'mbr_chooser_table', 'plot_mbr_curve', 'plot_mbr_curves_by', 'pool_cv', 'pool_command',
+           'plot_mbr_tradeoff']
 
 # %% ../nbs/08_experiments.ipynb #e8000007
 def kfold_split(ids: list,     # record ids
@@ -329,6 +330,9 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     "qwen0.5b-lora-aux-dora-mbr16": ("qwen2.5-0.5b-lora", {"use_dora": True, "do_sample": True, "mbr_samples": 16}),
     "qwen0.5b-lora-aux-neft5-mbr16": ("qwen2.5-0.5b-lora", {"neftune_alpha": 5.0, "do_sample": True, "mbr_samples": 16}),
     "qwen0.5b-lora-aux-mbr64": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 64}),
+    # round 10: 128 answers from one training, chosen by ROUGE-L plus meaning while generating (the embeddings on the GPU);
+    # its answers chosen by ROUGE-L alone, and pooled with the 16, 32 and 64 of rounds 7-9, are in POOLS
+    "qwen0.5b-lora-aux-mbr128-semsim": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 128, "mbr_utility": "rougeL+semsim"}),
 }
 
 # %% ../nbs/08_experiments.ipynb #44398691
@@ -551,9 +555,37 @@ POOLS = {   # name -> (the recipes whose cross-validations it pools: their CV fo
                                                       "qwen0.5b-lora-aux-mbr64"], "rougeL+semsim"),
     "qwen0.5b-lora-aux-mbr-pool5": (["qwen0.5b-lora-aux-mbr8", "qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32",
                                      "qwen0.5b-lora-aux-mbr64", "qwen0.5b-lora-aux-mbr16-semsim"], "rougeL"),
+    # round 10: the 128 answers of one training (chosen by ROUGE-L + meaning while generating) chosen among by ROUGE-L;
+    # the four trainings sampled most, 16 + 32 + 64 + 128 = 240 answers, by ROUGE-L and by ROUGE-L plus meaning; and
+    # those 240 chosen again with the cosine weighted by 0.25 (bench/mbr_utility_weights.py: the median of the weights
+    # each fold's other folds chose), from the 240-answer pool's stored answers (the same answers, in the same order)
+    "qwen0.5b-lora-aux-mbr128-rougeL": (["qwen0.5b-lora-aux-mbr128-semsim"], "rougeL"),
+    "qwen0.5b-lora-aux-mbr-pool4-128": (["qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32", "qwen0.5b-lora-aux-mbr64",
+                                         "qwen0.5b-lora-aux-mbr128-semsim"], "rougeL"),
+    "qwen0.5b-lora-aux-mbr-pool4-128-rougeL-semsim": (["qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32", "qwen0.5b-lora-aux-mbr64",
+                                                       "qwen0.5b-lora-aux-mbr128-semsim"], "rougeL+semsim"),
+    "qwen0.5b-lora-aux-mbr-pool4-128-rougeL-0.25semsim": (["qwen0.5b-lora-aux-mbr-pool4-128"], "rougeL+0.25*semsim"),
 }
 
 def pool_command(name: str) -> str:
     "The `emosum pool` command line that rebuilds pool `name` from its recipes' CV folders (each made by `recipe_command`)."
     parts, utility = POOLS[name]
-    return " ".join(["emosum pool", *parts, "--name", name, *([f"--utility {utility}"] if utility != "rougeL" else [])])
+    return " ".join(["emosum pool", *parts, "--name", name, *([f"--utility {shlex.quote(utility)}"] if utility != "rougeL" else [])])
+
+# %% ../nbs/08_experiments.ipynb #r10w0002
+def plot_mbr_tradeoff(weights: "pd.DataFrame",                       # columns w, rougeL, semsim: one row per weight
+                      goals: tuple[float, float] | None = (0.22, 0.55),  # ROUGE-L and similarity goals (dashed), or None
+                     ):
+    "Similarity against ROUGE-L of minimum Bayes risk's choice at each weight w of the embedding cosine, each point labelled with its w."
+    import matplotlib.pyplot as plt
+    d = weights.sort_values("w")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(d.rougeL, d.semsim, marker="o", color="k", lw=1)
+    for r in d.itertuples(): ax.annotate(f"{r.w:g}", (r.rougeL, r.semsim), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    if goals:
+        ax.axvline(goals[0], color="tab:red", ls="--", lw=1, label=f"ROUGE-L goal ({goals[0]:g})")
+        ax.axhline(goals[1], color="tab:blue", ls="--", lw=1, label=f"similarity goal ({goals[1]:g})")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_xlabel("ROUGE-L (overall)"); ax.set_ylabel("semantic similarity (overall)")
+    ax.set_title("utility: ROUGE-L + w x cosine (points labelled with w)", fontsize=10); fig.tight_layout()
+    return fig
