@@ -14,8 +14,8 @@ from .data import json_line, load_records, read_jsonl, write_jsonl
 from .vocab import TASK_FIELDS, record_language, record_value
 
 # %% auto #0
-__all__ = ['CV_FILE', 'ATTENTION', 'GREEDY', 'RECIPES', 'CHOOSERS', 'POOLS', 'kfold_split', 'write_folds', 'cross_validate',
-           'score_finished_folds', 'cv_summary', 'leaderboard', 'plot_leaderboard', 'recipe_command',
+__all__ = ['CV_FILE', 'ATTENTION', 'GREEDY', 'BY_ROUGE', 'RECIPES', 'CHOOSERS', 'POOLS', 'kfold_split', 'write_folds',
+           'cross_validate', 'score_finished_folds', 'cv_summary', 'leaderboard', 'plot_leaderboard', 'recipe_command',
            'mbr_sample_curve', 'mbr_chooser_table', 'plot_mbr_curve', 'plot_mbr_curves_by', 'pool_cv', 'pool_command',
            'plot_mbr_tradeoff']
 
@@ -278,6 +278,7 @@ def plot_leaderboard(board: "pd.DataFrame", metrics=("rougeL", "semsim")):
 # %% ../nbs/08_experiments.ipynb #b6ff3589
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 GREEDY = {"do_sample": False, "mbr_samples": 1}   # greedy decoding, pinned where a recipe ran before its profile sampled
+BY_ROUGE = {"mbr_utility": "rougeL"}  # minimum Bayes risk by ROUGE-L, pinned where a recipe ran before its profile weighed meaning
 RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see the table below)
     # SmolLM2-135M, bf16 LoRA
     "smollm2-zs": ("smollm2-gpu", {"zero_shot": True}),
@@ -311,25 +312,25 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     "qwen0.5b-lora-aux-r16": ("qwen2.5-0.5b-lora", {"lora_r": 16, "lora_alpha": 32, **GREEDY}),
     "qwen0.5b-lora-aux-r128": ("qwen2.5-0.5b-lora", {"lora_r": 128, "lora_alpha": 256, **GREEDY}),
     "qwen0.5b-lora-aux-select-rougeL": ("qwen2.5-0.5b-lora", {"select_metric": "rougeL", **GREEDY}),
-    "qwen0.5b-lora-aux-mbr8": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 8}),
+    "qwen0.5b-lora-aux-mbr8": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 8, **BY_ROUGE}),
     # round 7, with the auxiliary task: 16 and 32 answers per record (16 the profile's until round 9), and lr 1e-4 (ahead of
     # 2e-4 without the auxiliary task on folds 0-2); SmolLM2 at lr 4e-4 x 5 epochs with 8 answers (the profile smollm2-lora)
-    "qwen0.5b-lora-aux-mbr16": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 16}),
-    "qwen0.5b-lora-aux-lr1e-4-mbr8": ("qwen2.5-0.5b-lora", {"learning_rate": 1e-4, "do_sample": True, "mbr_samples": 8}),
-    "qwen0.5b-lora-aux-mbr32": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 32}),
+    "qwen0.5b-lora-aux-mbr16": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 16, **BY_ROUGE}),
+    "qwen0.5b-lora-aux-lr1e-4-mbr8": ("qwen2.5-0.5b-lora", {"learning_rate": 1e-4, "do_sample": True, "mbr_samples": 8, **BY_ROUGE}),
+    "qwen0.5b-lora-aux-mbr32": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 32, **BY_ROUGE}),
     "smollm2-r64-lr4e-4-5ep-mbr8": ("smollm2-gpu", {"learning_rate": 4e-4, "num_epochs": 5, "do_sample": True, "mbr_samples": 8}),
     # round 8: the sampling temperature of the answers MBR chooses among (the profile's is 0.7, top_p 0.9), 32 answers each
     # so that the curve k = 1..32 comes from one training; SmolLM2 at rank 8 (the shipped adapter's size) for 5 epochs
-    "qwen0.5b-lora-aux-mbr32-t1.0": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 32, "temperature": 1.0}),
-    "qwen0.5b-lora-aux-mbr32-t0.5": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 32, "temperature": 0.5}),
+    "qwen0.5b-lora-aux-mbr32-t1.0": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 32, "temperature": 1.0, **BY_ROUGE}),
+    "qwen0.5b-lora-aux-mbr32-t0.5": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 32, "temperature": 0.5, **BY_ROUGE}),
     "smollm2-r8-lr4e-4-5ep": ("smollm2-gpu", {"lora_r": 8, "lora_alpha": 16, "learning_rate": 4e-4, "num_epochs": 5}),
     # and the best recipe's 16 answers chosen by ROUGE-L plus embedding cosine (mbr_utility) while generating
     "qwen0.5b-lora-aux-mbr16-semsim": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 16, "mbr_utility": "rougeL+semsim"}),
     # round 9: two changes to the training, each with 16 answers (the profile's until then): DoRA (weight-decomposed LoRA, peft's
     # use_dora) and NEFTune (noise on the input embeddings while training, alpha 5); and 64 answers from one training
-    "qwen0.5b-lora-aux-dora-mbr16": ("qwen2.5-0.5b-lora", {"use_dora": True, "do_sample": True, "mbr_samples": 16}),
-    "qwen0.5b-lora-aux-neft5-mbr16": ("qwen2.5-0.5b-lora", {"neftune_alpha": 5.0, "do_sample": True, "mbr_samples": 16}),
-    "qwen0.5b-lora-aux-mbr64": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 64}),
+    "qwen0.5b-lora-aux-dora-mbr16": ("qwen2.5-0.5b-lora", {"use_dora": True, "do_sample": True, "mbr_samples": 16, **BY_ROUGE}),
+    "qwen0.5b-lora-aux-neft5-mbr16": ("qwen2.5-0.5b-lora", {"neftune_alpha": 5.0, "do_sample": True, "mbr_samples": 16, **BY_ROUGE}),
+    "qwen0.5b-lora-aux-mbr64": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 64, **BY_ROUGE}),
     # round 10: 128 answers from one training, chosen by ROUGE-L plus meaning while generating (the embeddings on the GPU);
     # its answers chosen by ROUGE-L alone, and pooled with the 16, 32 and 64 of rounds 7-9, are in POOLS
     "qwen0.5b-lora-aux-mbr128-semsim": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 128, "mbr_utility": "rougeL+semsim"}),
@@ -565,6 +566,8 @@ POOLS = {   # name -> (the recipes whose cross-validations it pools: their CV fo
     "qwen0.5b-lora-aux-mbr-pool4-128-rougeL-semsim": (["qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32", "qwen0.5b-lora-aux-mbr64",
                                                        "qwen0.5b-lora-aux-mbr128-semsim"], "rougeL+semsim"),
     "qwen0.5b-lora-aux-mbr-pool4-128-rougeL-0.25semsim": (["qwen0.5b-lora-aux-mbr-pool4-128"], "rougeL+0.25*semsim"),
+    # and the profile's own 64 answers chosen that way: what the profile qwen2.5-0.5b-lora now does (mbr_utility)
+    "qwen0.5b-lora-aux-mbr64-rougeL-0.25semsim": (["qwen0.5b-lora-aux-mbr64"], "rougeL+0.25*semsim"),
 }
 
 def pool_command(name: str) -> str:

@@ -191,11 +191,16 @@ def test_pool_cv_resumes_after_an_interruption(tmp_path, monkeypatch):
 
 
 def test_the_best_recipe_profiles_are_what_the_chapter_measured():
-    "Each model's best-recipe profile trains and decodes exactly as its cross-validated recipe did (settings.ini)."
+    "Each model's best-recipe profile trains and decodes exactly as its cross-validated recipe did (settings.ini): the"
+    "recipe's settings, with its stored answers chosen among by the utility of the pool that re-chose them, if one did."
     from emosum.config import load_profile
-    from emosum.experiments import RECIPES
-    for profile, recipe in [("qwen2.5-0.5b-lora", "qwen0.5b-lora-aux-mbr64"), ("smollm2-lora", "smollm2-r64-lr4e-4-5ep-mbr8")]:
+    from emosum.experiments import POOLS, RECIPES
+    for profile, recipe, pool in [("qwen2.5-0.5b-lora", "qwen0.5b-lora-aux-mbr64", "qwen0.5b-lora-aux-mbr64-rougeL-0.25semsim"),
+                                  ("smollm2-lora", "smollm2-r64-lr4e-4-5ep-mbr8", None)]:
         base, ov = RECIPES[recipe]
+        if pool:
+            assert POOLS[pool][0] == [recipe]                                # the pool re-chose that recipe's answers
+            ov = {**ov, "mbr_utility": POOLS[pool][1]}
         measured, named = load_profile(base, **ov).to_dict(), load_profile(profile).to_dict()
         differ = {k: (measured[k], named[k]) for k in measured if k not in ("name", "description") and measured[k] != named[k]}
         assert differ == {}, (profile, differ)
