@@ -566,8 +566,10 @@ POOLS = {   # name -> (the recipes whose cross-validations it pools: their CV fo
     "qwen0.5b-lora-aux-mbr-pool4-128-rougeL-semsim": (["qwen0.5b-lora-aux-mbr16", "qwen0.5b-lora-aux-mbr32", "qwen0.5b-lora-aux-mbr64",
                                                        "qwen0.5b-lora-aux-mbr128-semsim"], "rougeL+semsim"),
     "qwen0.5b-lora-aux-mbr-pool4-128-rougeL-0.25semsim": (["qwen0.5b-lora-aux-mbr-pool4-128"], "rougeL+0.25*semsim"),
-    # and the profile's own 64 answers chosen that way: what the profile qwen2.5-0.5b-lora now does (mbr_utility)
+    # and the profile's own 64 answers chosen that way, and with the weight its own folds chose out of fold (0.6): what
+    # the profile qwen2.5-0.5b-lora now does (mbr_utility)
     "qwen0.5b-lora-aux-mbr64-rougeL-0.25semsim": (["qwen0.5b-lora-aux-mbr64"], "rougeL+0.25*semsim"),
+    "qwen0.5b-lora-aux-mbr64-rougeL-0.6semsim": (["qwen0.5b-lora-aux-mbr64"], "rougeL+0.6*semsim"),
 }
 
 def pool_command(name: str) -> str:
@@ -578,17 +580,20 @@ def pool_command(name: str) -> str:
 # %% ../nbs/08_experiments.ipynb #r10w0002
 def plot_mbr_tradeoff(weights: "pd.DataFrame",                       # columns w, rougeL, semsim: one row per weight
                       goals: tuple[float, float] | None = (0.22, 0.55),  # ROUGE-L and similarity goals (dashed), or None
+                      by: str = "answers",                             # one line per value of this column, when present
                      ):
     "Similarity against ROUGE-L of minimum Bayes risk's choice at each weight w of the embedding cosine, each point labelled with its w."
     import matplotlib.pyplot as plt
-    d = weights.sort_values("w")
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(d.rougeL, d.semsim, marker="o", color="k", lw=1)
-    for r in d.itertuples(): ax.annotate(f"{r.w:g}", (r.rougeL, r.semsim), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    groups = weights.groupby(by, sort=False) if by in weights else [(None, weights)]
+    for (v, g), color in zip(groups, ["k", *plt.rcParams["axes.prop_cycle"].by_key()["color"]]):
+        d = g.sort_values("w")
+        ax.plot(d.rougeL, d.semsim, marker="o", color=color, lw=1, label=None if v is None else f"{v} {by}")
+        for r in d.itertuples(): ax.annotate(f"{r.w:g}", (r.rougeL, r.semsim), textcoords="offset points", xytext=(4, 3), fontsize=8)
     if goals:
         ax.axvline(goals[0], color="tab:red", ls="--", lw=1, label=f"ROUGE-L goal ({goals[0]:g})")
         ax.axhline(goals[1], color="tab:blue", ls="--", lw=1, label=f"similarity goal ({goals[1]:g})")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    if ax.get_legend_handles_labels()[1]: ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_xlabel("ROUGE-L (overall)"); ax.set_ylabel("semantic similarity (overall)")
     ax.set_title("utility: ROUGE-L + w x cosine (points labelled with w)", fontsize=10); fig.tight_layout()
     return fig
