@@ -6,7 +6,7 @@ ROUGE-L and the second best on similarity. This script traces the choices in bet
 pooled or single cross-validation (`predictions.jsonl` rows with `mbr.answers`), in two steps:
 
     # 1. per record and field, every candidate value's two agreement totals and its ROUGE-L and similarity against the
-    #    reference (embeddings: a GPU makes this minutes; 2 CPU cores take about an hour for 240 answers a record)
+    #    reference (embeddings: a GPU makes this minutes; 2 CPU cores take long; written as it goes, a rerun resumes)
     python bench/mbr_utility_weights.py collect --predictions runs/qwen0.5b-lora-aux-mbr-pool4-128/predictions.jsonl \\
         --data ../shared/data/longemotion_es/es_dev.jsonl --out table.json.gz
     # 2. the choice and its scores for each w (instant), and w chosen out of fold: for each fold, the w that the other
@@ -28,44 +28,50 @@ def collect(a):
     import numpy as np
     from tqdm.auto import tqdm
     from emosum.data import load_records, read_jsonl
-    from emosum.evaluation import _text, embed, record_targets, rouge, semantic_similarity
-    from emosum.inference import _agreements
+    from emosum.evaluation import _text, embed, record_targets, rouge
+    from emosum.inference import _agreements, _cosine_totals, _field_candidates
     from emosum.prompts import parse_summary
     from emosum.vocab import TASK_FIELDS, record_language
     recs = {str(r.id): r for r in load_records(a.data)}
-    rows, out, t0 = read_jsonl(a.predictions), [], time.time()
-    for p in tqdm(rows, desc="records"):
-        rec = recs[str(p["id"])]
-        lang, refs, answers = record_language(rec), record_targets(rec, "es"), p["mbr"]["answers"]
-        parsed = [parse_summary(x, "es") for x in answers]
-        usable = [i for i, q in enumerate(parsed) if q.fields]
-        fields = {}
-        for f in TASK_FIELDS["es"]:
-            vals = {i: str(parsed[i].fields.get(f) or "") for i in usable}
-            filled = [i for i in usable if vals[i].strip()]
-            texts = [vals[i] for i in filled]
-            if not texts: fields[f] = None; continue
-            e = embed(texts)
-            cos = (e @ e.T).sum(1) - np.diag(e @ e.T)
-            fields[f] = dict(idx=filled, rougeL_total=_agreements(texts, lang, "rougeL"), semsim_total=[float(c) for c in cos],
-                             rougeL=[rouge(_text(t), refs[f], lang)["rougeL"] for t in texts],
-                             semsim=[float(s) for s in semantic_similarity([_text(t) for t in texts], [refs[f]] * len(texts))])
-        empty = {f: dict(rougeL=0.0, semsim=0.0) for f in TASK_FIELDS["es"]}   # a field empty in every answer scores 0
-        out.append(dict(id=p["id"], fold=p.get("fold"), fields=fields, empty=empty))
+    partial = Path(str(a.out) + ".partial.jsonl")       # one line per record as it is done: a rerun resumes
+    done = {str(r["id"]) for r in read_jsonl(partial, torn_tail="truncate")} if partial.is_file() else set()
+    rows, t0 = read_jsonl(a.predictions), time.time()
+    with open(partial, "a", encoding="utf-8") as fh:
+        for p in tqdm([p for p in rows if str(p["id"]) not in done], desc="records"):
+            rec = recs[str(p["id"])]
+            lang, refs = record_language(rec), record_targets(rec, "es")
+            parsed = [parse_summary(x, "es") for x in p["mbr"]["answers"]]
+            usable = [i for i, q in enumerate(parsed) if q.fields]
+            fields = {}
+            for f in TASK_FIELDS["es"]:
+                filled, vals = _field_candidates(parsed, usable, f)       # mbr_choice's own candidates
+                texts = [vals[i] for i in filled]
+                if not texts: fields[f] = None; continue
+                e = embed(texts)                                           # once: agreement and similarity both
+                ref = embed([refs[f]])[0] if refs[f].strip() else None
+                fields[f] = dict(idx=filled, rougeL_total=_agreements(texts, lang, "rougeL"), semsim_total=_cosine_totals(e),
+                                 rougeL=[rouge(_text(t), refs[f], lang)["rougeL"] for t in texts],
+                                 semsim=[0.0 if ref is None else float(np.clip(x @ ref, 0, 1)) for x in e])
+            empty = {f: dict(rougeL=0.0, semsim=0.0) for f in TASK_FIELDS["es"]}   # a field empty in every answer scores 0
+            fh.write(json.dumps(dict(id=p["id"], fold=p.get("fold"), fields=fields, empty=empty)) + "\n"); fh.flush()
+    by_id = {str(r["id"]): r for r in read_jsonl(partial)}
+    out = [by_id[str(p["id"])] for p in rows]
     with gzip.open(a.out, "wt", encoding="utf-8") as fh:
         json.dump(dict(predictions=str(a.predictions), seconds=round(time.time() - t0, 1), rows=out), fh)
+    partial.unlink()
     print(f"wrote {a.out}: {len(out)} records, {time.time() - t0:.0f} s")
 
 
 def _scores(rows, w: float):
     "Per record: mean ROUGE-L and similarity over the fields of the choice at weight w (ties: the earlier answer)."
+    from emosum.inference import _best
     per = []
     for r in rows:
         rl, ss = [], []
         for f, c in r["fields"].items():
             if c is None: rl.append(r["empty"][f]["rougeL"]); ss.append(r["empty"][f]["semsim"]); continue
             tot = [x + w * y for x, y in zip(c["rougeL_total"], c["semsim_total"])] if w else c["rougeL_total"]
-            best = max(range(len(tot)), key=lambda j: (tot[j], -c["idx"][j]))
+            best = c["idx"].index(_best(c["idx"], tot))                   # mbr_choice's pick, ties to the earlier answer
             rl.append(c["rougeL"][best]); ss.append(c["semsim"][best])
         per.append((sum(rl) / len(rl), sum(ss) / len(ss)))
     return per

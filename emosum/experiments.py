@@ -352,8 +352,10 @@ def _chosen_fields(answers: list[str], task: str, language: str, chooser: str = 
     "Each field's value chosen among `answers`: by MBR with a utility, the one of median length, or the first answer's."
     from emosum.inference import mbr_choice
     from emosum.prompts import parse_summary
-    from emosum.vocab import MBR_UTILITIES
-    if chooser in MBR_UTILITIES: return mbr_choice(answers, task, language, chooser)[0].fields or {}
+    from emosum.vocab import mbr_utility_parts
+    try: mbr_utility_parts(chooser); by_mbr = True          # any MBR utility, weighted ones too
+    except ValueError: by_mbr = False
+    if by_mbr: return mbr_choice(answers, task, language, chooser)[0].fields or {}
     if chooser not in CHOOSERS: raise ValueError(f"chooser must be one of {CHOOSERS}, got {chooser!r}")
     parsed = [p.fields for p in (parse_summary(a, task) for a in answers) if p.fields]
     if chooser == "first" or not parsed: return (parsed or [{}])[0]

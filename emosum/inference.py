@@ -842,10 +842,23 @@ def _agreements(vals: list[str], language: str, utility: str) -> list[float]:
                 s = agreement(vals[a], vals[b], language, metric); total[a] += s; total[b] += s
     if weight:
         from emosum.evaluation import embed
-        e = embed(vals)
-        cos = e @ e.T
-        for a in range(n): total[a] += weight * float(cos[a].sum() - cos[a, a])   # weight 1: the plain sum, bit for bit
+        for a, c in enumerate(_cosine_totals(embed(vals))): total[a] += weight * c   # weight 1: the plain sum, bit for bit
     return total
+
+def _cosine_totals(e) -> list[float]:
+    "Each row's summed cosine with the other rows of `e` (unit-length sentence embeddings, one row per value)."
+    cos = e @ e.T
+    return [float(cos[a].sum() - cos[a, a]) for a in range(len(e))]
+
+def _field_candidates(parsed: list, usable: list[int], field: str) -> tuple[list[int], dict]:
+    "The answers (indices into `parsed`) whose `field` is filled, and every usable answer's value of it as text."
+    vals = {i: str(parsed[i].fields.get(field) or "") for i in usable}
+    return [i for i in usable if vals[i].strip()], vals
+
+def _best(filled: list[int], totals) -> int:
+    "The candidate with the highest agreement total; ties go to the earlier answer."
+    agree = dict(zip(filled, totals))
+    return max(filled, key=lambda i: (agree[i], -i))
 
 def mbr_choice(answers: list[str],           # the sampled answers to one prompt
                task: str = "es",             # es | reflection
@@ -863,11 +876,9 @@ def mbr_choice(answers: list[str],           # the sampled answers to one prompt
         return ParseResult(None, "failed", why), info
     fields = {}
     for f in TASK_FIELDS[task]:
-        vals = {i: str(parsed[i].fields.get(f) or "") for i in usable}
-        filled = [i for i in usable if vals[i].strip()]
+        filled, vals = _field_candidates(parsed, usable, f)
         if not filled: fields[f], info["chosen"][f] = "", None; continue    # empty in every answer
-        agree = dict(zip(filled, _agreements([vals[i] for i in filled], language, utility)))
-        best = max(filled, key=lambda i: (agree[i], -i))            # ties: the earlier answer
+        best = _best(filled, _agreements([vals[i] for i in filled], language, utility))
         fields[f], info["chosen"][f] = vals[best], best
     picks = [i for i in info["chosen"].values() if i is not None] or usable[:1]
     info["raw_from"] = max(dict.fromkeys(picks), key=picks.count)   # the answer that gave the most fields

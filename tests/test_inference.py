@@ -541,6 +541,8 @@ def test_mbr_utility_weighs_the_cosine(monkeypatch):
     assert pick("rougeL") == pick("rougeL+0.1*semsim") == "stress and burnout"     # a little cosine: the words decide
     assert pick("rougeL+0.5*semsim") == "stress at work and home"                    # more: words and meaning together
     assert pick("rougeL+3*semsim") == "burnout"                                      # much more: the meaning decides
+    from emosum.experiments import _chosen_fields                                   # chapter 08's choosers take them too
+    assert _chosen_fields([_answer(causes=c) for c in causes], "es", "en", "rougeL+3*semsim")["causes"] == "burnout"
     assert mbr_utility_parts("rougeL+0.25*semsim") == ("rougeL", 0.25) and mbr_utility_parts("rouge1+semsim") == ("rouge1", 1.0)
     assert mbr_utility_parts("semsim") == (None, 1.0) and mbr_utility_parts("rouge2") == ("rouge2", 0.0)
     for bad in ("rougeL+0*semsim", "rougeL+-1*semsim", "semsim+rougeL", "rougeL+w*semsim", "bleu+semsim", ""):
