@@ -334,6 +334,9 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     # round 10: 128 answers from one training, chosen by ROUGE-L plus meaning while generating (the embeddings on the GPU);
     # its answers chosen by ROUGE-L alone, and pooled with the 16, 32 and 64 of rounds 7-9, are in POOLS
     "qwen0.5b-lora-aux-mbr128-semsim": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 128, "mbr_utility": "rougeL+semsim"}),
+    # round 11: the profile qwen2.5-0.5b-lora as it stands, end to end: one training, 64 answers chosen while generating by
+    # ROUGE-L plus 0.6 x cosine (the weight its round-9 answers chose out of fold, re-chosen in POOLS)
+    "qwen0.5b-lora-aux-mbr64-0.6semsim": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 64, "mbr_utility": "rougeL+0.6*semsim"}),
 }
 
 # %% ../nbs/08_experiments.ipynb #44398691

@@ -196,6 +196,7 @@ def test_the_best_recipe_profiles_are_what_the_chapter_measured():
     from emosum.config import load_profile
     from emosum.experiments import POOLS, RECIPES
     for profile, recipe, pool in [("qwen2.5-0.5b-lora", "qwen0.5b-lora-aux-mbr64", "qwen0.5b-lora-aux-mbr64-rougeL-0.6semsim"),
+                                  ("qwen2.5-0.5b-lora", "qwen0.5b-lora-aux-mbr64-0.6semsim", None),   # and end to end
                                   ("smollm2-lora", "smollm2-r64-lr4e-4-5ep-mbr8", None)]:
         base, ov = RECIPES[recipe]
         if pool:
