@@ -501,8 +501,9 @@ def pool_cv(cv_dirs: list,                 # finished CV folders (names under ru
     from emosum.evaluation import evaluate_run
     from emosum.inference import check_utility, mbr_choice
     from emosum.pipeline import resolve_run
-    from emosum.vocab import prediction_row
+    from emosum.vocab import canonical_utility, prediction_row
     check_utility(utility)                    # before any folder is made
+    utility = canonical_utility(utility)      # one spelling in the rows, cv.json and the resume check
     parts = _pool_parts([resolve_run(d) for d in cv_dirs])
     dirs = list(parts)
     cvs = [json.loads((d/CV_FILE).read_text()) if (d/CV_FILE).is_file() else {} for d in dirs]

@@ -12,7 +12,7 @@ from .config import load_model, load_tokenizer, Profile, resolve_adapter
 from .data import Record, json_line, read_jsonl, write_jsonl
 from .prompts import build_prompt, parse_summary, end_of_turn_ids, BudgetError, ParseResult
 from .vocab import ES_FIELDS, PREDICTION_KEYS, TASK_FIELDS, detect_language, prediction_row, select_records
-from .vocab import MBR_UTILITIES, mbr_utility_parts, record_language, record_value   # 00_vocab
+from .vocab import MBR_UTILITIES, canonical_utility, mbr_utility_parts, record_language, record_value   # 00_vocab
 
 # %% auto #0
 __all__ = ['MERGE_CHOICES', 'PAGED_ATTENTION', 'JSON_SEPARATORS', 'CONSTRAINED_EXTRA', 'ENGINES', 'SUBMISSION_KEYS',
@@ -666,7 +666,7 @@ def prediction_key(model_name, adapter, task: str, template: str, max_length: in
     gen = {"do_sample": bool(do_sample), **({"temperature": temperature, "top_p": top_p} if do_sample else {}),
            **dict(sorted((gen_kwargs or {}).items())), **({"constrained_json": True} if constrained else {}),
            **({"mbr_samples": mbr_samples} if mbr_samples > 1 else {}),
-           **({"mbr_utility": mbr_utility} if mbr_samples > 1 and mbr_utility != "rougeL" else {})}
+           **({"mbr_utility": u} if mbr_samples > 1 and (u := canonical_utility(mbr_utility)) != "rougeL" else {})}
     key = dict(model=model_name, adapter_sha256=adapter_sha256(adapter), task=task, template=template,
                max_length=max_length, max_new_tokens=max_new_tokens, language=language, generation=gen)
     return json.loads(json.dumps(key, default=str))          # as it reads back from the file

@@ -7,11 +7,13 @@ Docs: https://emosum.github.io/emosum/vocab.html.md"""
 # %% ../nbs/00_vocab.ipynb #7cce401c
 from __future__ import annotations
 import re, sys
+from decimal import Decimal
 
 # %% auto #0
 __all__ = ['ES_FIELDS', 'INPUT_FIELDS', 'TASK_FIELDS', 'TASKS', 'LANGUAGES', 'MBR_UTILITIES', 'LANGUAGE_CHOICES', 'METRICS',
            'PARSE_STATUSES', 'STATUSES', 'PREDICTION_KEYS', 'RUN_SPLITS', 'SPLITS', 'task_fields', 'mbr_utility_parts',
-           'detect_language', 'record_value', 'record_language', 'prediction_row', 'select_records', 'package_versions']
+           'canonical_utility', 'detect_language', 'record_value', 'record_language', 'prediction_row',
+           'select_records', 'package_versions']
 
 # %% ../nbs/00_vocab.ipynb #9fad4c73
 ES_FIELDS = ("causes", "symptoms", "treatment_process", "characteristics_of_illness", "treatment_effect")
@@ -45,6 +47,14 @@ def mbr_utility_parts(utility: str) -> tuple[str | None, float]:
         raise ValueError(f"must be one of {MBR_UTILITIES}, or ROUGE+W*semsim with a weight W > 0 (e.g. rougeL+0.25*semsim); "
                          f"got {utility!r}")
     return m[1], w
+
+def canonical_utility(utility: str) -> str:
+    """The one spelling of a minimum Bayes risk utility, what resume keys record: `rougeL+1*semsim` is `rougeL+semsim`,
+    `rougeL+0.250*semsim` and `rougeL+.25*semsim` are `rougeL+0.25*semsim`. A `ValueError` for what `mbr_utility_parts` refuses."""
+    metric, w = mbr_utility_parts(utility)
+    if metric is None or w == 0: return metric or "semsim"
+    if w == 1: return f"{metric}+semsim"
+    return f"{metric}+{format(Decimal(repr(w)).normalize(), 'f')}*semsim"   # positional, no trailing zeros (1e-07: 0.0000001)
 LANGUAGE_CHOICES = ("auto", *LANGUAGES)   # a profile's `language`; auto: each record's own
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"[A-Za-z]+")

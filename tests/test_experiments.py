@@ -162,9 +162,13 @@ def test_emosum_pool_chooses_among_every_cross_validations_answers(tmp_path, cap
     assert "No run" in capsys.readouterr().err
 
 
-def test_pool_cv_resumes_after_an_interruption(tmp_path, monkeypatch):
-    "Rows are appended as they are chosen; a rerun chooses only the records left, and the work file goes at the end."
+@pytest.mark.parametrize("first, then", [("rougeL", "rougeL"), ("rougeL+1.0*semsim", "rougeL+semsim")])
+def test_pool_cv_resumes_after_an_interruption(tmp_path, monkeypatch, first, then):
+    "Rows are appended as they are chosen; a rerun chooses only the records left (by the same utility, however spelt),"
+    "and the work file goes at the end."
     import json
+    import numpy as np
+    import emosum.evaluation as ev
     import emosum.inference as inf
     from emosum.config import project_path
     from emosum.experiments import pool_cv
@@ -178,15 +182,16 @@ def test_pool_cv_resumes_after_an_interruption(tmp_path, monkeypatch):
         if len(calls) == 2: raise KeyboardInterrupt
         calls.append(answers); return real(answers, *args)
     monkeypatch.setattr(inf, "mbr_choice", stop_after_two)
+    monkeypatch.setattr(ev, "embed", lambda texts, model=None: np.ones((len(texts), 2)))   # no sentence model needed
     with pytest.raises(KeyboardInterrupt):
-        pool_cv([a, b], tmp_path / "ab", progress_bar=False)
+        pool_cv([a, b], tmp_path / "ab", progress_bar=False, utility=first)
     partial = tmp_path / "ab" / "pool.partial.jsonl"
     assert len(read_jsonl(partial)) == 2 and not (tmp_path / "ab" / "predictions.jsonl").exists()
     calls.clear(); monkeypatch.setattr(inf, "mbr_choice", lambda answers, *args: calls.append(answers) or real(answers, *args))
-    res = pool_cv([a, b], tmp_path / "ab", progress_bar=False)
+    res = pool_cv([a, b], tmp_path / "ab", progress_bar=False, utility=then)
     assert len(calls) == 2 and not partial.exists()                       # only the two records left were chosen
     rows = read_jsonl(tmp_path / "ab" / "predictions.jsonl")
-    assert [r["id"] for r in rows] == [r.id for r in recs] and all(r["mbr"]["utility"] == "rougeL" for r in rows)
+    assert [r["id"] for r in rows] == [r.id for r in recs] and all(r["mbr"]["utility"] == then for r in rows)
     assert res["metrics"]["overall"]["rougeL"] == pytest.approx(1.0)
 
 

@@ -552,6 +552,24 @@ def test_mbr_utility_weighs_the_cosine(monkeypatch):
     assert Profile(name="x", do_sample=True, mbr_samples=4, mbr_utility="rougeL+0.25*semsim").mbr_utility == "rougeL+0.25*semsim"
 
 
+def test_equal_utilities_share_one_spelling_and_one_resume_key():
+    "Spellings of the same utility canonicalise to one, so a resumed run or pool keeps the rows; other weights do not."
+    from emosum.inference import prediction_key
+    from emosum.vocab import canonical_utility, mbr_utility_parts
+    spelt = {"rougeL+1*semsim": "rougeL+semsim", "rougeL+1.0*semsim": "rougeL+semsim", "rougeL+semsim": "rougeL+semsim",
+             "rougeL+0.250*semsim": "rougeL+0.25*semsim", "rougeL+.25*semsim": "rougeL+0.25*semsim",
+             "rouge1+2.*semsim": "rouge1+2*semsim", "rougeL+100*semsim": "rougeL+100*semsim",
+             "rougeL+0.0000001*semsim": "rougeL+0.0000001*semsim", "semsim": "semsim", "rouge2": "rouge2"}
+    assert {u: canonical_utility(u) for u in spelt} == spelt
+    assert all(mbr_utility_parts(canonical_utility(u)) == mbr_utility_parts(u) for u in spelt)   # the same utility
+    with pytest.raises(ValueError, match="with a weight W > 0"): canonical_utility("rougeL+0*semsim")
+    key = lambda u, n=4: prediction_key("m", None, "es", "default", 64, 16, "en", True, 0.7, 0.9, mbr_samples=n, mbr_utility=u)
+    assert key("rougeL+1*semsim") == key("rougeL+semsim") and key("rougeL+0.250*semsim") == key("rougeL+.25*semsim")
+    assert key("rougeL+0.25*semsim") != key("rougeL+0.3*semsim") != key("rougeL")
+    assert key("rougeL+0.250*semsim")["generation"]["mbr_utility"] == "rougeL+0.25*semsim"
+    assert "mbr_utility" not in key("rougeL")["generation"] and "mbr_utility" not in key("semsim", n=1)["generation"]
+
+
 @pytest.mark.parametrize("engine", ["padded", "continuous"])
 def test_generate_with_mbr_samples_writes_one_chosen_row_per_record(tiny, tmp_path, engine):
     import torch
