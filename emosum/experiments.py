@@ -341,12 +341,13 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
 
 # %% ../nbs/08_experiments.ipynb #44398691
 def recipe_command(name: str, folds: int = 5, data_path: str | None = None) -> str:
-    "The `emosum cv` command line that reproduces recipe `name`."
+    "The `emosum cv` command line that reproduces recipe `name`, quoted for a shell (`-p 'mbr_utility=rougeL+0.6*semsim'`)."
     profile, ov = RECIPES[name]
     ov = dict(ov); zs = ov.pop("zero_shot", False)
     val = lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
     return " ".join(["emosum cv", "--profile", profile, "--folds", str(folds), "--name", name, *(["--zero-shot"] if zs else []),
-                     *([f"--data {data_path}"] if data_path else []), *[f"-p {k}={val(v)}" for k, v in ov.items()]])
+                     *([f"--data {shlex.quote(str(data_path))}"] if data_path else []),
+                     *[f"-p {shlex.quote(f'{k}={val(v)}')}" for k, v in ov.items()]])
 
 # %% ../nbs/08_experiments.ipynb #5dac2491
 CHOOSERS = ("rougeL", "rouge1", "rouge2", "median-length", "first")   # MBR utilities, and two choices without one
@@ -576,6 +577,10 @@ POOLS = {   # name -> (the recipes whose cross-validations it pools: their CV fo
     # the profile qwen2.5-0.5b-lora now does (mbr_utility)
     "qwen0.5b-lora-aux-mbr64-rougeL-0.25semsim": (["qwen0.5b-lora-aux-mbr64"], "rougeL+0.25*semsim"),
     "qwen0.5b-lora-aux-mbr64-rougeL-0.6semsim": (["qwen0.5b-lora-aux-mbr64"], "rougeL+0.6*semsim"),
+    # round 11: a fifth training (the profile end to end, RECIPES) pooled with the 240 answers: 304 a record, chosen
+    # as the 240 were (W = 0.25)
+    "qwen0.5b-lora-aux-mbr-pool5-304-rougeL-0.25semsim": (["qwen0.5b-lora-aux-mbr-pool4-128", "qwen0.5b-lora-aux-mbr64-0.6semsim"],
+                                                          "rougeL+0.25*semsim"),
 }
 
 def pool_command(name: str) -> str:

@@ -45,6 +45,7 @@ def test_folds_are_stable_and_disjoint():
 
 def test_every_recipe_is_a_valid_profile_and_every_recorded_row_has_its_recipe():
     "Each recipe's overrides make a valid profile, and each row of the committed leaderboard names a recipe (or its folds 0-2 rerun)."
+    import shlex
     import pandas as pd
     from emosum.config import load_profile, project_path
     from emosum.experiments import POOLS, RECIPES, pool_command, recipe_command
@@ -52,6 +53,10 @@ def test_every_recipe_is_a_valid_profile_and_every_recorded_row_has_its_recipe()
         cfg = load_profile(profile, **{k: v for k, v in ov.items() if k != "zero_shot"})
         assert all(getattr(cfg, k) == v for k, v in ov.items() if k != "zero_shot"), name
         assert recipe_command(name).startswith(f"emosum cv --profile {profile} ")
+        argv = shlex.split(recipe_command(name, data_path="my data/es.jsonl"))   # what a shell passes on, * and spaces too
+        assert argv[argv.index("--data") + 1] == "my data/es.jsonl"
+        val = lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+        assert [argv[i + 1] for i, a in enumerate(argv) if a == "-p"] == [f"{k}={val(v)}" for k, v in ov.items() if k != "zero_shot"]
     for i, (name, (parts, utility)) in enumerate(POOLS.items()):   # a pool's parts are recipes or earlier pools, each
         earlier = list(POOLS)[:i]                                   # rerun by its own command first
         assert parts and all(p in RECIPES or p in earlier for p in parts) and f" --name {name}" in pool_command(name)
