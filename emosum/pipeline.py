@@ -587,11 +587,23 @@ def _metric_lines(h: dict, # `headline(run_dir)`
     return lines
 
 # %% ../nbs/07_pipeline.ipynb #1a932dcc
+def _title(rd: Path, r: dict, status: str) -> str:
+    "The summary's first line: a run (run.json), a cross-validation or a pool of them (cv.json), or a bare folder."
+    if r: return f"run: {rd}  (profile {r.get('profile', '?')}, status {status})"
+    cv = json.loads((rd/"cv.json").read_text()) if (rd/"cv.json").is_file() else None
+    if not isinstance(cv, dict): return f"run: {rd}  (no run.json)"
+    ov = cv.get("overrides") or {}
+    if "pool" in ov:
+        return f"pool: {rd}  ({' + '.join(map(str, ov['pool']))}; utility {ov.get('utility', 'rougeL')})"
+    done = cv.get("folds_done") or []
+    return (f"cross-validation: {rd}  (profile {cv.get('profile', '?')}, {len(done)} of {cv.get('folds', '?')} folds "
+            f"scored{', partial' if cv.get('partial') else ''})")
+
 def summary(run_dir: str | Path) -> str:
-    "A few lines: where the run is, its steps and the headline metrics against the baselines."
+    "A few lines: where the run (or cross-validation, or pool) is, its steps and the headline metrics against the baselines."
     rd = Path(run_dir); r = read_run(rd) or {}; h = headline(rd)
     status = run_status(rd, r) if r else "?"
-    lines = [f"run: {rd}  (profile {r.get('profile', '?')}, status {status})"]
+    lines = [_title(rd, r, status)]
     st = r.get("steps", {})
     show = lambda s: "killed" if s == "running" and status == "killed" else s
     secs = lambda v: f" {v['seconds']:.0f}s" if v.get("seconds") else ""
@@ -855,7 +867,7 @@ def _cmd_pool(a):
     res = pool_cv(a.cvs, a.name, data_path=_overrides([("data_path", a.data)])["data_path"] if a.data else None,
                   utility=a.utility)
     print(f"\n{summary(res['cv_dir'])}\npooled {len(res['pooled'])} cross-validations, "
-          f"{res['answers_per_record']} answers a record")
+          f"{res['answers_per_record']:g} answers a record")
 
 # %% ../nbs/07_pipeline.ipynb #23b45899
 def _cmd_profiles(a):

@@ -149,7 +149,8 @@ def test_emosum_pool_chooses_among_every_cross_validations_answers(tmp_path, cap
     b = _fake_cv(tmp_path / "b", [dict(id=r.id, fold=i % 2, raw=answer(r, rest), mbr=dict(answers=[answer(r, rest), answer(r, rest | {"causes"})]))
                                   for i, r in enumerate(recs)], train_s=7.0)
     assert main(["pool", str(a), str(b), "--name", str(tmp_path / "ab")]) == 0
-    assert "pooled 2 cross-validations, 3.0 answers a record" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "pooled 2 cross-validations, 3 answers a record" in out and "(a + b; utility rougeL)" in out.split("pool: ")[1]
     rows = read_jsonl(tmp_path / "ab" / "predictions.jsonl")
     assert [r["id"] for r in rows] == [r.id for r in recs] and all(r["mbr"]["source"] == [0, 1, 1] for r in rows)
     assert all(row["fields"] == {f: truth(r, f) for f in TASK_FIELDS["es"]} for row, r in zip(rows, recs))

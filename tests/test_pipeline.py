@@ -313,3 +313,16 @@ def test_summary_shows_the_reference_runs_as_columns(tmp_path):
     assert next(l for l in lines if l.startswith("ROUGE-L")).split()[1:] == ["0.200", "0.100", "0.400"]
     assert next(l for l in lines if l.startswith("JSON valid")).split()[2:] == ["1.000", "-", "0.500"]
 
+
+
+def test_summary_names_a_cross_validation_a_pool_and_a_bare_folder(tmp_path):
+    "Folders without run.json: a CV and a pool say what they are from cv.json, a bare folder says it has no run.json."
+    import json
+    from emosum.pipeline import summary
+    cv, pool, bare = tmp_path / "cv", tmp_path / "pool", tmp_path / "bare"
+    for d in (cv, pool, bare): d.mkdir()
+    (cv / "cv.json").write_text(json.dumps({"profile": "p", "folds": 5, "folds_done": [0, 1, 2], "partial": True}))
+    (pool / "cv.json").write_text(json.dumps({"profile": "p", "overrides": {"pool": ["a", "b"], "utility": "rougeL+0.25*semsim"}}))
+    assert summary(cv).splitlines()[0] == f"cross-validation: {cv}  (profile p, 3 of 5 folds scored, partial)"
+    assert summary(pool).splitlines()[0] == f"pool: {pool}  (a + b; utility rougeL+0.25*semsim)"
+    assert summary(bare).splitlines()[:2] == [f"run: {bare}  (no run.json)", "no metrics.json yet (the evaluation step has not run)"]
