@@ -590,7 +590,8 @@ def _metric_lines(h: dict, # `headline(run_dir)`
 def _title(rd: Path, r: dict, status: str) -> str:
     "The summary's first line: a run (run.json), a cross-validation or a pool of them (cv.json), scored predictions, or a bare folder."
     if r: return f"run: {rd}  (profile {r.get('profile', '?')}, status {status})"
-    cv = json.loads((rd/"cv.json").read_text()) if (rd/"cv.json").is_file() else None
+    try: cv = json.loads((rd/"cv.json").read_text()) if (rd/"cv.json").is_file() else None
+    except ValueError: cv = None      # a torn cv.json: the folder is still shown, by what else it holds
     if not isinstance(cv, dict):      # emosum evaluate's folder: predictions scored on their own
         return f"evaluation: {rd}  (scored predictions)" if (rd/"metrics.json").is_file() else f"run: {rd}  (no run.json)"
     ov = cv.get("overrides") or {}

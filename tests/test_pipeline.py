@@ -328,3 +328,5 @@ def test_summary_names_a_cross_validation_a_pool_and_a_bare_folder(tmp_path):
     assert summary(bare).splitlines()[:2] == [f"run: {bare}  (no run.json)", "no metrics.json yet (the evaluation step has not run)"]
     (bare / "metrics.json").write_text(json.dumps({"overall": {"rougeL": 0.25}, "n": 3}))          # what emosum evaluate writes
     assert summary(bare).splitlines()[0] == f"evaluation: {bare}  (scored predictions)"
+    (bare / "cv.json").write_text('{"profile": "p", "fol')                                           # torn: no crash
+    assert summary(bare).splitlines()[0] == f"evaluation: {bare}  (scored predictions)"
