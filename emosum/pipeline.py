@@ -587,12 +587,17 @@ def _metric_lines(h: dict, # `headline(run_dir)`
     return lines
 
 # %% ../nbs/07_pipeline.ipynb #1a932dcc
+def _read_cv(rd: Path) -> dict | None:
+    "A cross-validation's or pool's cv.json (chapter 08), None when the folder has none or it is torn."
+    try: cv = json.loads((rd/"cv.json").read_text()) if (rd/"cv.json").is_file() else None
+    except ValueError: return None       # a torn cv.json: the folder is still shown, by what else it holds
+    return cv if isinstance(cv, dict) else None
+
 def _title(rd: Path, r: dict, status: str) -> str:
     "The summary's first line: a run (run.json), a cross-validation or a pool of them (cv.json), scored predictions, or a bare folder."
     if r: return f"run: {rd}  (profile {r.get('profile', '?')}, status {status})"
-    try: cv = json.loads((rd/"cv.json").read_text()) if (rd/"cv.json").is_file() else None
-    except ValueError: cv = None      # a torn cv.json: the folder is still shown, by what else it holds
-    if not isinstance(cv, dict):      # emosum evaluate's folder: predictions scored on their own
+    cv = _read_cv(rd)
+    if cv is None:      # emosum evaluate's folder: predictions scored on their own
         return f"evaluation: {rd}  (scored predictions)" if (rd/"metrics.json").is_file() else f"run: {rd}  (no run.json)"
     ov = cv.get("overrides") or {}
     if "pool" in ov:
@@ -641,20 +646,25 @@ def _run_row(d: Path,      # a run folder
     pj = d/"profile.json"
     profile = r.get("profile") or (json.loads(pj.read_text()).get("name") if pj.exists() else None)
     done = sum(s.get("status") in ("done", "skipped") for s in st.values())
-    return {"name": d.name, "profile": profile, "status": run_status(d, r) if r else "-",
-            "steps": f"{done}/{max(len(st), n_steps) if st else 0}", "updated": (r.get("updated") or "")[:16],
+    status, steps = (run_status(d, r), f"{done}/{max(len(st), n_steps) if st else 0}") if r else ("-", "0/0")
+    if not r and (cv := _read_cv(d)):     # a cross-validation: its folds; a pool: the CVs it pools
+        pool = (cv.get("overrides") or {}).get("pool")
+        status = "pool" if pool else "cv, partial" if cv.get("partial") else "cv"
+        steps = f"{len(pool)} CVs" if pool else f"{len(cv.get('folds_done') or [])}/{cv.get('folds', '?')} folds"
+        profile = profile or cv.get("profile")
+    return {"name": d.name, "profile": profile, "status": status, "steps": steps, "updated": (r.get("updated") or "")[:16],
             **{k: v for k, v in h.items() if "." not in k and k != "n"}}
 
 # %% ../nbs/07_pipeline.ipynb #ad7f540a
 def list_runs(root: str | Path | None = None) -> list[dict]:
-    "One dict per run folder under `root` (default `runs_root()`): name, profile, status, steps done, headline metrics."
+    "One dict per run, cross-validation or pool folder under `root` (default `runs_root()`): name, profile, status, steps done, headline metrics."
     root = Path(root or runs_root())
     try: n_steps = len(list_steps())
     except (FileNotFoundError, ValueError): n_steps = 0
     rows = []
     for d in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
         r = read_run(d)
-        if r is None and not (d/"metrics.json").exists(): continue
+        if r is None and not (d/"metrics.json").exists() and _read_cv(d) is None: continue   # not a run, CV or pool
         rows.append(_run_row(d, r or {}, n_steps))
     return rows
 
@@ -693,7 +703,7 @@ def _add_run(sub):
 
 # %% ../nbs/07_pipeline.ipynb #f06bb49d
 def _add_list_compare(sub):
-    ls = sub.add_parser("list", help="runs with their headline metrics")
+    ls = sub.add_parser("list", help="runs, cross-validations and pools with their headline metrics")
     ls.add_argument("--root", help="runs folder (default: runs/ or $EMOSUM_RUNS)")
     c = sub.add_parser("compare", help="per-field deltas with bootstrap CIs between runs (the first is the base)")
     c.add_argument("runs", nargs="+", metavar="RUN")

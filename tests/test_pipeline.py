@@ -330,3 +330,8 @@ def test_summary_names_a_cross_validation_a_pool_and_a_bare_folder(tmp_path):
     assert summary(bare).splitlines()[0] == f"evaluation: {bare}  (scored predictions)"
     (bare / "cv.json").write_text('{"profile": "p", "fol')                                           # torn: no crash
     assert summary(bare).splitlines()[0] == f"evaluation: {bare}  (scored predictions)"
+    from emosum.pipeline import list_runs                                  # emosum list: a CV's folds, a pool's parts
+    rows = {r["name"]: r for r in list_runs(tmp_path)}
+    assert {k: rows["cv"][k] for k in ("profile", "status", "steps")} == {"profile": "p", "status": "cv, partial", "steps": "3/5 folds"}
+    assert {k: rows["pool"][k] for k in ("profile", "status", "steps")} == {"profile": "p", "status": "pool", "steps": "2 CVs"}
+    assert (rows["bare"]["status"], rows["bare"]["steps"]) == ("-", "0/0")
