@@ -15,7 +15,10 @@ tokens/s, the prompt tokens the engine took from the shared cache instead of com
 peak GPU memory and the plan (blocks, concurrency); for real weights, how many answers parse. Results go to
 bench/results/mbr_prefix_sharing_<date>.json with the machine, versions and command.
 
-    python bench/mbr_prefix_sharing.py --data ../shared/data/longemotion_es/es_dev.jsonl                  # one H200: ~3-4 min
+With `--concurrency 128,256` it also measures each limit on the requests decoded together (gen_batch_size).
+
+    python bench/mbr_prefix_sharing.py --data ../shared/data/longemotion_es/es_dev.jsonl                  # one H200: ~2 min
+    python bench/mbr_prefix_sharing.py --data ... --records 4 --samples 64 --records-7b 0 --layouts contiguous --concurrency 128,256
     python bench/mbr_prefix_sharing.py --tiny --cpu                                                       # seconds: the code path
 """
 from __future__ import annotations
@@ -49,8 +52,8 @@ def prompts_for(data: Path, tok, records: int, samples: int, max_length: int, ne
     return [p for p in ps[:records] for _ in range(samples)]
 
 
-def measure(model, tok, prompts, new, layouts, label, device, a, stop, counter, parse=False):
-    "Each layout on the same prompts and seed: seconds, tokens, shared prompt tokens, memory, plan."
+def measure(model, tok, prompts, new, layouts, label, device, a, stop, counter, keep, parse=False):
+    "Each layout (and concurrency) on the same prompts and seed: seconds, tokens, shared prompt tokens, memory, plan; `keep(row)` as each ends."
     from emosum.inference import continuous_plan, generate_continuous
     from emosum.prompts import parse_summary
     lens = [len(p) for p in prompts]
@@ -58,11 +61,12 @@ def measure(model, tok, prompts, new, layouts, label, device, a, stop, counter, 
     for layout in layouts:   # each layout's kernels and allocations once, untimed, so the first timed layout pays nothing extra
         generate_continuous(model, tok, warm, max_new_tokens=4, stop_ids=stop, plan=continuous_plan(model, [512] * 2, 4, layout=layout))
     rows = []
-    for layout in layouts:
-        row = dict(label=label, layout=layout, prompts=len(prompts), samples=a.samples, records=len(prompts) // a.samples,
-                   prompt_tokens=sum(lens), prompt_tokens_mean=round(sum(lens) / len(lens)), max_new_tokens=new)
+    for layout, conc in [(l, c) for l in layouts for c in a.concurrency]:
+        row = dict(label=label, layout=layout, max_concurrency=conc, prompts=len(prompts), samples=a.samples,
+                   records=len(prompts) // a.samples, prompt_tokens=sum(lens), prompt_tokens_mean=round(sum(lens) / len(lens)),
+                   max_new_tokens=new)
         try:
-            plan = continuous_plan(model, lens, new, a.concurrency, a.memory_fraction, layout=layout)
+            plan = continuous_plan(model, lens, new, conc, a.memory_fraction, layout=layout)
             row.update({k: plan[k] for k in ("concurrency", "block_size", "num_blocks", "cache_gib", "max_batch_tokens")})
             torch.manual_seed(a.seed); counter.clear()
             res, secs, peak = timed(device, lambda: generate_continuous(model, tok, prompts, max_new_tokens=new, do_sample=True,
@@ -74,10 +78,11 @@ def measure(model, tok, prompts, new, layouts, label, device, a, stop, counter, 
         except Exception as e:
             row["error"] = ("OOM: " if is_oom(e) else "") + f"{type(e).__name__}: {str(e)[:300]}"
             if not is_oom(e): traceback.print_exc()
-        log(row); rows.append(row)
+        log(row); rows.append(row); keep(row)
     done = [r for r in rows if "seconds" in r]
-    if len(done) == 2: rows.append(dict(label=label, speedup_paged_over_contiguous=round(done[0]["seconds"] / done[1]["seconds"], 2)
-                                        if done[0]["layout"] == "contiguous" else None)); log(rows[-1])
+    if len(done) > 1:   # each measurement's speed against the first's
+        rows.append(dict(label=label, speedup_over_first={f"{r['layout']}@{r['max_concurrency']}": round(done[0]["seconds"] / r["seconds"], 2)
+                                                          for r in done[1:]})); log(rows[-1]); keep(rows[-1])
     return rows
 
 
@@ -92,7 +97,8 @@ def main(argv=None):
     ap.add_argument("--new-7b", type=int, default=128, help="new tokens on the 7B shape (each answer runs to it)")
     ap.add_argument("--max-length", type=int, default=8192)
     ap.add_argument("--layouts", default="contiguous,paged")
-    ap.add_argument("--concurrency", type=int, default=128, help="max requests decoded together (the GPU profiles' gen_batch_size)")
+    ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[128],
+                    help="max requests decoded together (the GPU profiles' gen_batch_size); a comma list measures each")
     ap.add_argument("--memory-fraction", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--tiny", action="store_true", help="the tiny Qwen2 and the bundled sample (a dry run)")
@@ -111,23 +117,27 @@ def main(argv=None):
                command="python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]), machine=machine_info(device),
                data=str(data), settings=vars(a), runs=[])
     t0 = time.time()
+    path = Path(a.out or ROOT / "bench" / "results" / f"mbr_prefix_sharing_{datetime.date.today()}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    def keep(row):   # written after every measurement: a run cut short keeps what it measured
+        out["runs"].append(row); out["seconds"] = round(time.time() - t0, 1)
+        path.write_text(json.dumps(out, indent=1, default=str) + "\n")
     name = "embedded:tiny-qwen2" if a.tiny else a.model
     if name != "none":
         model, tok = load_model_and_tokenizer(name, None, compute_dtype="bfloat16" if device == "cuda" else "float32",
                                               device_map={"": 0} if device == "cuda" else {"": "cpu"})
         new = 8 if a.tiny else a.new
         ps = prompts_for(data, tok, 2 if a.tiny else a.records, a.samples, 1024 if a.tiny else a.max_length, new)
-        out["runs"] += measure(model, tok, ps, new, layouts, f"{name} (real weights)", device, a, end_of_turn_ids(tok), counter, parse=True)
+        measure(model, tok, ps, new, layouts, f"{name} (real weights)", device, a, end_of_turn_ids(tok), counter, keep, parse=True)
         del model; gc.collect(); torch.cuda.empty_cache() if device == "cuda" else None
     if a.records_7b and not a.tiny:
         tok = load_tokenizer("embedded:qwen2.5-coder-0.5b-instruct")   # the Qwen2 vocabulary
         model = build_random_qwen2(QWEN2_7B, "none", device).eval(); model.config.use_cache = True
         ps = prompts_for(data, tok, a.records_7b, a.samples, a.max_length, a.new_7b)
-        out["runs"] += measure(model, tok, ps, a.new_7b, layouts, "Qwen2-7B shape, random weights, bf16", device, a, [], counter)
+        measure(model, tok, ps, a.new_7b, layouts, "Qwen2-7B shape, random weights, bf16", device, a, [], counter, keep)
         del model; gc.collect(); torch.cuda.empty_cache() if device == "cuda" else None
     out["seconds"] = round(time.time() - t0, 1)
-    path = Path(a.out or ROOT / "bench" / "results" / f"mbr_prefix_sharing_{datetime.date.today()}.json")
-    path.parent.mkdir(parents=True, exist_ok=True); path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
     print(f"wrote {path} ({out['seconds']} s)")
 
 
