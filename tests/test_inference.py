@@ -636,3 +636,23 @@ def test_sampled_generation_is_repeatable_with_a_seed(tiny, tmp_path):
     assert [r["mbr"]["answers"] for r in a] == [r["mbr"]["answers"] for r in b]
     c = generate(model, tok, recs, tmp_path/"c.jsonl", seed=8, **kw)
     assert [r["mbr"]["answers"] for r in a] != [r["mbr"]["answers"] for r in c]
+
+
+def test_mbr_prefix_sharing_bench_measures_both_layouts_and_counts_shared_prompt_tokens(tmp_path):
+    "bench/mbr_prefix_sharing.py's dry run: each layout x concurrency measured on the same prompts; only the paged layout"
+    "takes prompt tokens from shared blocks (transformers' counter, which the script wraps: a transformers upgrade that"
+    "moves it fails here, not on a GPU lease)."
+    import importlib.util, json
+    from emosum.config import project_path
+    spec = importlib.util.spec_from_file_location("mbr_prefix_sharing", project_path("bench/mbr_prefix_sharing.py"))
+    bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
+    from transformers.generation.continuous_batching.cache import PagedAttentionCache
+    real = PagedAttentionCache.search_prefix_match
+    try: bench.main(["--tiny", "--cpu", "--samples", "2", "--concurrency", "2,4", "--out", str(tmp_path / "r.json")])
+    finally: PagedAttentionCache.search_prefix_match = real
+    runs = json.loads((tmp_path / "r.json").read_text())["runs"]
+    got = {(r["layout"], r["max_concurrency"]): r for r in runs if "layout" in r}
+    assert set(got) == {(l, c) for l in ("contiguous", "paged") for c in (2, 4)}
+    assert all(r["new_tokens"] > 0 and r["prompts"] == 4 and "error" not in r for r in got.values())
+    assert all(got["contiguous", c]["shared_prompt_tokens"] == 0 < got["paged", c]["shared_prompt_tokens"] for c in (2, 4))
+    assert set(runs[-1]["speedup_over_first"]) == {"contiguous@4", "paged@2", "paged@4"}
