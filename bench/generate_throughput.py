@@ -61,6 +61,7 @@ def load_prompts(data: Path, tok, n_max: int, max_length: int, new: int):
     for r in recs:
         p = build_prompt(r, tok, "es", "benchmark", max_length, new)
         if p.fits: prompts.append(p.input_ids)
+        if len(prompts) == n_max: break            # enough: the rest are not tokenised
     if not prompts: raise SystemExit(f"no record of {data} fits max_length={max_length}")
     reps = -(-n_max // len(prompts))
     return recs, (prompts * reps)[:n_max]

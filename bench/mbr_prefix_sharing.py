@@ -22,7 +22,7 @@ With `--concurrency 128,256` it also measures each limit on the requests decoded
     python bench/mbr_prefix_sharing.py --tiny --cpu                                                       # seconds: the code path
 """
 from __future__ import annotations
-import argparse, datetime, gc, json, sys, time, traceback
+import argparse, contextlib, datetime, gc, json, sys, time, traceback
 from pathlib import Path
 
 import torch
@@ -30,26 +30,25 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "bench"))
 from train_throughput import QWEN2_7B, build_random_qwen2, machine_info, log, is_oom  # noqa: E402
-from generate_throughput import timed  # noqa: E402
+from generate_throughput import load_prompts, timed  # noqa: E402
 
 
+@contextlib.contextmanager
 def shared_prefix_counter():
-    "A list whose sum is the prompt tokens every paged cache made since took from shared blocks (transformers' counter)."
+    """A list that collects, while the block is open, the prompt tokens each request took from shared blocks: what
+    transformers' `search_prefix_match` returns (the paged cache's own counter lives inside the engine, out of reach)."""
     from transformers.generation.continuous_batching.cache import PagedAttentionCache
     seen, real = [], PagedAttentionCache.search_prefix_match
     def counted(self, request_id, prompt_ids):
         n = real(self, request_id, prompt_ids); seen.append(n); return n
     PagedAttentionCache.search_prefix_match = counted
-    return seen
+    try: yield seen
+    finally: PagedAttentionCache.search_prefix_match = real
 
 
 def prompts_for(data: Path, tok, records: int, samples: int, max_length: int, new: int) -> list[list[int]]:
-    "Each of the first `records` records' prompt (the profiles' `benchmark` template), `samples` times side by side, as generate queues them."
-    from emosum.data import load_records
-    from emosum.prompts import build_prompt
-    ps = [p.input_ids for r in list(load_records(data)) if (p := build_prompt(r, tok, "es", "benchmark", max_length, new)).fits]
-    if not ps: raise SystemExit(f"no record of {data} fits max_length={max_length}")
-    return [p for p in ps[:records] for _ in range(samples)]
+    "The first `records` records' prompts (`load_prompts`: the `benchmark` template), each `samples` times side by side, as generate queues them."
+    return [p for p in load_prompts(data, tok, records, max_length, new)[1] for _ in range(samples)]
 
 
 def measure(model, tok, prompts, new, layouts, label, device, a, stop, counter, keep, parse=False):
@@ -83,7 +82,6 @@ def measure(model, tok, prompts, new, layouts, label, device, a, stop, counter, 
     if len(done) > 1:   # each measurement's speed against the first's
         rows.append(dict(label=label, speedup_over_first={f"{r['layout']}@{r['max_concurrency']}": round(done[0]["seconds"] / r["seconds"], 2)
                                                           for r in done[1:]})); log(rows[-1]); keep(rows[-1])
-    return rows
 
 
 def main(argv=None):
@@ -109,10 +107,6 @@ def main(argv=None):
     layouts = [x for x in a.layouts.split(",") if x]
     data = ROOT / "data" / "sample_es.jsonl" if a.tiny else Path(a.data)
     if not data.is_file(): raise SystemExit(f"{data} not found: pass --data <ES records>, or --tiny")
-    from emosum.config import load_tokenizer
-    from emosum.inference import load_model_and_tokenizer
-    from emosum.prompts import end_of_turn_ids
-    counter = shared_prefix_counter()
     out = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), device=device,
                command="python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]), machine=machine_info(device),
                data=str(data), settings=vars(a), runs=[])
@@ -123,19 +117,23 @@ def main(argv=None):
         out["runs"].append(row); out["seconds"] = round(time.time() - t0, 1)
         path.write_text(json.dumps(out, indent=1, default=str) + "\n")
     name = "embedded:tiny-qwen2" if a.tiny else a.model
-    if name != "none":
-        model, tok = load_model_and_tokenizer(name, None, compute_dtype="bfloat16" if device == "cuda" else "float32",
-                                              device_map={"": 0} if device == "cuda" else {"": "cpu"})
-        new = 8 if a.tiny else a.new
-        ps = prompts_for(data, tok, 2 if a.tiny else a.records, a.samples, 1024 if a.tiny else a.max_length, new)
-        measure(model, tok, ps, new, layouts, f"{name} (real weights)", device, a, end_of_turn_ids(tok), counter, keep, parse=True)
-        del model; gc.collect(); torch.cuda.empty_cache() if device == "cuda" else None
-    if a.records_7b and not a.tiny:
-        tok = load_tokenizer("embedded:qwen2.5-coder-0.5b-instruct")   # the Qwen2 vocabulary
-        model = build_random_qwen2(QWEN2_7B, "none", device).eval(); model.config.use_cache = True
-        ps = prompts_for(data, tok, a.records_7b, a.samples, a.max_length, a.new_7b)
-        measure(model, tok, ps, a.new_7b, layouts, "Qwen2-7B shape, random weights, bf16", device, a, [], counter, keep)
-        del model; gc.collect(); torch.cuda.empty_cache() if device == "cuda" else None
+    from emosum.config import load_tokenizer
+    from emosum.inference import load_model_and_tokenizer
+    from emosum.prompts import end_of_turn_ids
+    with shared_prefix_counter() as counter:   # transformers' method is put back when the block ends
+        if name != "none":
+            model, tok = load_model_and_tokenizer(name, None, compute_dtype="bfloat16" if device == "cuda" else "float32",
+                                                  device_map={"": 0} if device == "cuda" else {"": "cpu"})
+            new = 8 if a.tiny else a.new
+            ps = prompts_for(data, tok, 2 if a.tiny else a.records, a.samples, 1024 if a.tiny else a.max_length, new)
+            measure(model, tok, ps, new, layouts, f"{name} (real weights)", device, a, end_of_turn_ids(tok), counter, keep, parse=True)
+            del model; gc.collect(); torch.cuda.empty_cache() if device == "cuda" else None
+        if a.records_7b and not a.tiny:
+            tok = load_tokenizer("embedded:qwen2.5-coder-0.5b-instruct")   # the Qwen2 vocabulary
+            model = build_random_qwen2(QWEN2_7B, "none", device).eval(); model.config.use_cache = True
+            ps = prompts_for(data, tok, a.records_7b, a.samples, a.max_length, a.new_7b)
+            measure(model, tok, ps, a.new_7b, layouts, "Qwen2-7B shape, random weights, bf16", device, a, [], counter, keep)
+            del model; gc.collect(); torch.cuda.empty_cache() if device == "cuda" else None
     out["seconds"] = round(time.time() - t0, 1)
     path.write_text(json.dumps(out, indent=1, default=str) + "\n")
     print(f"wrote {path} ({out['seconds']} s)")

@@ -593,18 +593,19 @@ def _read_cv(rd: Path) -> dict | None:
     except ValueError: return None       # a torn cv.json: the folder is still shown, by what else it holds
     return cv if isinstance(cv, dict) else None
 
+def _cv_facts(cv: dict) -> tuple[list | None, int, object, bool]:
+    "(the CVs a pool pools, None for a cross-validation; folds scored; folds; partial) from a cv.json."
+    return (cv.get("overrides") or {}).get("pool"), len(cv.get("folds_done") or []), cv.get("folds", "?"), bool(cv.get("partial"))
+
 def _title(rd: Path, r: dict, status: str) -> str:
     "The summary's first line: a run (run.json), a cross-validation or a pool of them (cv.json), scored predictions, or a bare folder."
     if r: return f"run: {rd}  (profile {r.get('profile', '?')}, status {status})"
     cv = _read_cv(rd)
     if cv is None:      # emosum evaluate's folder: predictions scored on their own
         return f"evaluation: {rd}  (scored predictions)" if (rd/"metrics.json").is_file() else f"run: {rd}  (no run.json)"
-    ov = cv.get("overrides") or {}
-    if "pool" in ov:
-        return f"pool: {rd}  ({' + '.join(map(str, ov['pool']))}; utility {ov.get('utility', 'rougeL')})"
-    done = cv.get("folds_done") or []
-    return (f"cross-validation: {rd}  (profile {cv.get('profile', '?')}, {len(done)} of {cv.get('folds', '?')} folds "
-            f"scored{', partial' if cv.get('partial') else ''})")
+    pool, done, folds, partial = _cv_facts(cv)
+    if pool: return f"pool: {rd}  ({' + '.join(map(str, pool))}; utility {cv['overrides'].get('utility', 'rougeL')})"
+    return f"cross-validation: {rd}  (profile {cv.get('profile', '?')}, {done} of {folds} folds scored{', partial' if partial else ''})"
 
 def summary(run_dir: str | Path) -> str:
     "A few lines: where the run (or cross-validation, or pool) is, its steps and the headline metrics against the baselines."
@@ -648,9 +649,9 @@ def _run_row(d: Path,      # a run folder
     done = sum(s.get("status") in ("done", "skipped") for s in st.values())
     status, steps = (run_status(d, r), f"{done}/{max(len(st), n_steps) if st else 0}") if r else ("-", "0/0")
     if not r and (cv := _read_cv(d)):     # a cross-validation: its folds; a pool: the CVs it pools
-        pool = (cv.get("overrides") or {}).get("pool")
-        status = "pool" if pool else "cv, partial" if cv.get("partial") else "cv"
-        steps = f"{len(pool)} CVs" if pool else f"{len(cv.get('folds_done') or [])}/{cv.get('folds', '?')} folds"
+        pool, done, folds, partial = _cv_facts(cv)
+        status = "pool" if pool else "cv, partial" if partial else "cv"
+        steps = f"{len(pool)} CVs" if pool else f"{done}/{folds} folds"
         profile = profile or cv.get("profile")
     return {"name": d.name, "profile": profile, "status": status, "steps": steps, "updated": (r.get("updated") or "")[:16],
             **{k: v for k, v in h.items() if "." not in k and k != "n"}}

@@ -648,8 +648,11 @@ def test_mbr_prefix_sharing_bench_measures_both_layouts_and_counts_shared_prompt
     bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
     from transformers.generation.continuous_batching.cache import PagedAttentionCache
     real = PagedAttentionCache.search_prefix_match
-    try: bench.main(["--tiny", "--cpu", "--samples", "2", "--concurrency", "2,4", "--out", str(tmp_path / "r.json")])
-    finally: PagedAttentionCache.search_prefix_match = real
+    bench.main(["--tiny", "--cpu", "--samples", "2", "--concurrency", "2,4", "--out", str(tmp_path / "r.json")])
+    assert PagedAttentionCache.search_prefix_match is real                 # the wrapper is gone again
+    from emosum.config import load_tokenizer
+    ps = bench.prompts_for(project_path("data/sample_es.jsonl"), load_tokenizer("embedded:tiny-qwen2"), 2, 3, 1024, 8)
+    assert len(ps) == 6 and ps[0] == ps[1] == ps[2] != ps[3] == ps[4] == ps[5]   # two records' prompts, side by side
     runs = json.loads((tmp_path / "r.json").read_text())["runs"]
     got = {(r["layout"], r["max_concurrency"]): r for r in runs if "layout" in r}
     assert set(got) == {(l, c) for l in ("contiguous", "paged") for c in (2, 4)}
