@@ -294,19 +294,24 @@ def kv_bytes_per_token(model) -> int:
     return 2 * c.num_hidden_layers * kv_heads * head_dim * _hf_model(model).dtype.itemsize
 
 # %% ../nbs/04_inference.ipynb #93e2780c
-def _act_bytes_per_token(model) -> int:
-    "Transient activation bytes per token of a forward pass (logits, MLP, attention inputs), with a safety factor."
+def _act_bytes_per_token(model, logits: bool = True) -> int:
+    "Transient activation bytes per token of a forward pass (logits unless `logits=False`, MLP, attention inputs), with a safety factor."
     c = _hf_model(model).config.get_text_config()
-    return int(1.5 * _hf_model(model).dtype.itemsize * (c.vocab_size + 3 * c.intermediate_size + 8 * c.hidden_size))
+    return int(1.5 * _hf_model(model).dtype.itemsize * (c.vocab_size * logits + 3 * c.intermediate_size + 8 * c.hidden_size))
 
 # %% ../nbs/04_inference.ipynb #964fff7b
 def padded_batch_size(model, prompt_lens: list[int], max_new_tokens: int, upper: int,
                       memory_fraction: float = 0.9) -> int:
     "How many prompts one padded `generate` call takes: `upper` (gen_batch_size), fewer where free GPU memory is short."
-    dev = _hf_model(model).device
+    m = _hf_model(model); dev = m.device
     if dev.type != "cuda" or not prompt_lens: return max(1, upper)
-    L = max(prompt_lens) + max_new_tokens
-    per_seq = L * kv_bytes_per_token(model) + max(prompt_lens) * _act_bytes_per_token(model)
+    P = max(prompt_lens); L = P + max_new_tokens
+    # `generate` asks a model that takes `logits_to_keep` for the last position's logits only: then the vocabulary is
+    # paid once a row (fp32 scores and the processors' copies), not once a prompt token; the left-padded prefill's
+    # boolean attention mask is P x P bytes a row
+    last_only = getattr(m, "_supports_logits_to_keep", lambda: False)()
+    per_seq = (L * kv_bytes_per_token(model) + P * _act_bytes_per_token(model, logits=not last_only) + P * P
+               + (16 * m.config.get_text_config().vocab_size if last_only else 0))
     return max(1, min(upper, int(_free_memory(dev) * memory_fraction // per_seq)))
 
 # %% ../nbs/04_inference.ipynb #104926ff
@@ -602,27 +607,56 @@ def _consume_last(matchers: list, texts: list[str], last: list[int], decode):
                           "its answer ends here")
 
 # %% ../nbs/04_inference.ipynb #bdb2b9d4
-def _allowed_tokens(llg, matchers: list, vocab: int, scores):
+_LL_EXECUTORS: dict = {}   # (process id, threads) -> llguidance's thread pool (a forked child's copy has no threads)
+
+def _grammar_threads() -> int:
+    "llguidance's own default for its pool: 80% of the CPUs this process may use, at most 32 (1 on a 2-core machine)."
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(32, max(1, cpus * 4 // 5))
+
+def _ll_executor(llg, threads: int):
+    "llguidance's pool of `threads` threads for a batch's masks: made on first use, kept for the process."
+    k = (os.getpid(), threads)
+    if k not in _LL_EXECUTORS: _LL_EXECUTORS[k] = llg.LLExecutor(threads)
+    return _LL_EXECUTORS[k]
+
+def _next_token_bitmask(llg, matchers: list, vocab: int, executor=None):
+    "llguidance's packed bitmask [rows, vocab/32] of each row's allowed next tokens: on `executor`, else row by row."
+    bits = llg.torch.allocate_token_bitmask(len(matchers), vocab)
+    if executor is None:
+        for i, m in enumerate(matchers): llg.torch.fill_next_token_bitmask(m, bits, i)
+        return bits
+    # a stopped row's mask is its stop tokens alone: left empty here, the processor's finished-row rule sets them
+    stopped = [i for i, m in enumerate(matchers) if m.is_stopped()]
+    if stopped: bits[stopped] = 0
+    live = [(m, i) for i, m in enumerate(matchers) if not m.is_stopped()]
+    if live: llg.torch.fill_next_token_bitmask_par(executor, live, bits)
+    return bits
+
+def _allowed_tokens(llg, matchers: list, vocab: int, scores, executor=None):
     "[rows, scores' width] bool: the tokens each row's grammar allows next (llguidance's bitmask, unpacked)."
     import torch
-    bits = llg.torch.allocate_token_bitmask(len(matchers), vocab)
-    for i, m in enumerate(matchers): llg.torch.fill_next_token_bitmask(m, bits, i)
-    bits = bits.to(scores.device)
+    bits = _next_token_bitmask(llg, matchers, vocab, executor).to(scores.device)
     unpacked = (bits.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32, device=bits.device)) & 1
     return unpacked.flatten(1)[:, :scores.shape[1]].bool()
 
 # %% ../nbs/04_inference.ipynb #cf81cd90
 class JsonLogitsProcessor:
     "Each row's next token kept to the ES schema (llguidance); when the tokens left just hold the closing, it closes."
-    def __init__(self, c: dict, max_new_tokens: int): self.c, self.budget, self.m = c, max_new_tokens, None
+    def __init__(self, c: dict, max_new_tokens: int,
+                 threads: int | None = None):  # llguidance's threads for the masks (None: its default); 1: row by row
+        self.c, self.budget, self.m = c, max_new_tokens, None
+        self.threads = _grammar_threads() if threads is None else threads
 
     def __call__(self, input_ids, scores):
         llg, c, key = _llguidance(), self.c, JSON_SEPARATORS[1]
+        # the rows' masks on llguidance's pool; with one thread, row by row (the same masks either way)
+        ex = _ll_executor(llg, self.threads) if self.threads > 1 else None
         if self.m is None:
             self.m, self.start = [llg.LLMatcher(c["tokenizer"], c["grammar"]) for _ in input_ids], input_ids.shape[1]
             self.text = [""] * len(input_ids)
         else: _consume_last(self.m, self.text, input_ids[:, -1].tolist(), c["decode"])
-        allowed = _allowed_tokens(llg, self.m, c["vocab"], scores)
+        allowed = _allowed_tokens(llg, self.m, c["vocab"], scores, ex)
         left = self.budget - (input_ids.shape[1] - self.start)
         for i, m in enumerate(self.m):
             if m.is_stopped() or left > c["close"] + sum(v for f, v in c["cost"].items()

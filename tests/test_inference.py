@@ -347,6 +347,53 @@ def test_constrained_answer_ends_at_the_end_of_turn_token(tiny):
     assert all(e in stop for e in ends)                                        # every row ended with a stop token, not the budget
 
 
+def test_constrained_masks_on_llguidance_threads_equal_the_row_by_row_ones_at_every_step(tiny):
+    "A sampled, seeded batch: at every step the processor on llguidance's thread pool masks exactly as the row-by-row"
+    "one, with finished rows (both stop tokens allowed, as llguidance's own mask for them) beside unfinished ones."
+    import torch
+    from transformers import LogitsProcessorList
+    from emosum.inference import JsonLogitsProcessor, json_constraint, _ll_executor, _llguidance
+    model, tok = tiny
+    prompts = [build_prompt(r, tok, max_length=1024, max_new_tokens=80).input_ids for r in _records(2) for _ in range(4)]
+    c = json_constraint(tok, model.config.vocab_size, stop_ids=[2, 0], max_new_tokens=80)   # <|im_end|>, <|endoftext|>
+    par, ser, seen = JsonLogitsProcessor(c, 80, threads=2), JsonLogitsProcessor(c, 80, threads=1), []
+    assert _ll_executor(_llguidance(), 2) is _ll_executor(_llguidance(), 2)          # one pool a process (and size)
+
+    def closers_sooner(ids, scores):    # a random model never closes a string: here each field ends at a random step
+        scores[:, c["closers"]] += 5.0; return scores
+
+    def both(ids, scores):
+        a, b = par(ids, scores.clone()), ser(ids, scores.clone())
+        assert torch.equal(a, b)                                                     # the same -inf, to the bit
+        seen.append(sum(m.is_stopped() for m in par.m)); return a
+
+    ids = tok.pad({"input_ids": prompts}, padding=True, padding_side="left", return_tensors="pt")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.generate(**ids, max_new_tokens=80, do_sample=True, temperature=1.0, top_p=1.0, pad_token_id=tok.pad_token_id,
+                       eos_token_id=c["stop"], logits_processor=LogitsProcessorList([closers_sooner, both]))
+    assert len(seen) > 20 and any(0 < s < len(prompts) for s in seen)              # steps with rows done and rows going
+    assert par.text == ser.text and all(_five_fields(t) for t in par.text)
+    assert len(set(par.text)) == len(prompts)                                      # sampled: every row its own answer
+
+
+def test_constraint_batch_bench_walks_both_paths_to_the_same_tokens(tmp_path):
+    "bench/constraint_batch.py's dry run: the row-by-row and the thread-pool processor, timed on the same seeded walk."
+    import importlib.util
+    from emosum.config import project_path
+    spec = importlib.util.spec_from_file_location("constraint_batch", project_path("bench/constraint_batch.py"))
+    bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
+    import emosum.inference as inf
+    real = inf._consume_last, inf._next_token_bitmask
+    out = bench.main(["--tiny", "--out", str(tmp_path / "r.json")])
+    assert (inf._consume_last, inf._next_token_bitmask) == real                     # the timers are gone again
+    assert json.loads((tmp_path / "r.json").read_text())["runs"] == out["runs"] and [r["batch"] for r in out["runs"]] == [4, 8]
+    for r in out["runs"]:
+        assert r["same_tokens"] and r["threads"] >= 2 and r["serial"]["steps"] == r["parallel"]["steps"] > 20
+        assert r["serial"]["parsed"] == r["parallel"]["parsed"] == r["batch"]             # every walk a closed object
+        assert all(r[p][k] > 0 for p in ("serial", "parallel") for k in ("mask_ms_per_step", "consume_ms_per_step"))
+
+
 def test_constrained_option_flows_from_the_profile_to_the_rows(tiny, tmp_path):
     from emosum.config import load_profile
     from emosum.inference import profile_generate_kwargs
@@ -659,3 +706,26 @@ def test_mbr_prefix_sharing_bench_measures_both_layouts_and_counts_shared_prompt
     assert all(r["new_tokens"] > 0 and r["prompts"] == 4 and "error" not in r for r in got.values())
     assert all(got["contiguous", c]["shared_prompt_tokens"] == 0 < got["paged", c]["shared_prompt_tokens"] for c in (2, 4))
     assert set(runs[-1]["speedup_over_first"]) == {"contiguous@4", "paged@2", "paged@4"}
+
+
+def test_padded_batch_size_pays_the_vocabulary_once_a_row_when_generate_keeps_only_the_last_logits(tiny, monkeypatch):
+    """On a GPU a padded call takes as many rows as free memory holds: each row's KV cache, its prompt's activations and
+    P x P prefill mask, and its logits: once a row for a model that takes `logits_to_keep` (transformers' generate then
+    asks for the last position only), once a prompt token for one that does not."""
+    import types
+    import emosum.inference as inf
+    model, _ = tiny
+    assert model._supports_logits_to_keep()                           # the Qwen2 class: generate computes the last logits only
+    kv, act, act_logits = inf.kv_bytes_per_token(model), inf._act_bytes_per_token(model, logits=False), inf._act_bytes_per_token(model)
+    assert act_logits > act
+    P, new = 900, 100
+    row = (P + new) * kv + P * act + P * P + 16 * model.config.vocab_size
+    gpu = lambda last: types.SimpleNamespace(device=types.SimpleNamespace(type="cuda"), config=model.config, dtype=model.dtype,
+                                             _supports_logits_to_keep=lambda: last)
+    free = int(12.5 * row / 0.9)
+    monkeypatch.setattr(inf, "_free_memory", lambda dev: free)                        # room for 12 rows and a half
+    monkeypatch.setattr(inf, "_hf_model", lambda m: gpu(True))
+    assert inf.padded_batch_size(model, [P, 500, 300], new, upper=256) == 12          # the longest prompt sets every row's size
+    assert inf.padded_batch_size(model, [P], new, upper=8) == 8                      # never more than gen_batch_size
+    monkeypatch.setattr(inf, "_hf_model", lambda m: gpu(False))                      # every prompt token's logits: fewer rows
+    assert inf.padded_batch_size(model, [P], new, upper=256) == int(free * 0.9 // ((P + new) * kv + P * act_logits + P * P)) < 12
