@@ -15,9 +15,9 @@ from .vocab import TASK_FIELDS, record_language, record_value
 
 # %% auto #0
 __all__ = ['CV_FILE', 'ATTENTION', 'GREEDY', 'BY_ROUGE', 'RECIPES', 'CHOOSERS', 'POOLS', 'kfold_split', 'write_folds',
-           'cross_validate', 'score_finished_folds', 'cv_summary', 'leaderboard', 'plot_leaderboard', 'recipe_command',
-           'mbr_sample_curve', 'mbr_chooser_table', 'plot_mbr_curve', 'plot_mbr_curves_by', 'pool_cv', 'pool_command',
-           'plot_mbr_tradeoff']
+           'cross_validate', 'score_finished_folds', 'cv_summary', 'leaderboard', 'plot_leaderboard', 'recipe_args',
+           'recipe_command', 'mbr_sample_curve', 'mbr_chooser_table', 'plot_mbr_curve', 'plot_mbr_curves_by', 'pool_cv',
+           'pool_command', 'plot_mbr_tradeoff']
 
 # %% ../nbs/08_experiments.ipynb #e8000007
 def kfold_split(ids: list,     # record ids
@@ -56,11 +56,13 @@ def write_folds(data_path: str | Path,  # the records to cross-validate on (any 
 # %% ../nbs/08_experiments.ipynb #379a2fa8
 CV_FILE = "cv.json"
 
-def _fold_jobs(cv_dir: Path, fold_files, overrides: dict, zero_shot: bool) -> list:
-    "(i, fold folder, overrides, notebook parameters, steps) per fold: train on the pool, predict all of fold i."
-    steps = "01,04" if zero_shot else "01,03,04"
+def _fold_jobs(cv_dir: Path, fold_files, overrides: dict, zero_shot: bool, adapters: list | None = None) -> list:
+    """(i, fold folder, overrides, notebook parameters, steps) per fold: train on the pool, predict all of fold i; with
+    `adapters` (one per fold, another CV's: `_source_adapters`) fold i only predicts, with adapter i."""
+    steps = "01,04" if zero_shot or adapters else "01,03,04"
     return [(i, cv_dir/f"fold{i}", {**overrides, "data_path": str(pool), "test_path": str(test), "eval_limit": None},
-             {"split": "test"}, steps) for i, (pool, test) in enumerate(fold_files)]
+             {"split": "test", **({"adapter": str(adapters[i])} if adapters else {})}, steps)
+            for i, (pool, test) in enumerate(fold_files)]
 
 # %% ../nbs/08_experiments.ipynb #88a1f1e4
 def _gather_oof(jobs) -> list[dict]:
@@ -82,6 +84,43 @@ def _check_coverage(oof: list[dict], records) -> None:
                            f"repeated {sorted({x for x in ids if ids.count(x) > 1})[:5]})")
 
 # %% ../nbs/08_experiments.ipynb #d7c4ac7b
+def _same_file(a: Path, b: Path) -> bool:
+    "Both files exist with the same bytes."
+    import hashlib
+    h = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()
+    return a.is_file() and b.is_file() and h(a) == h(b)
+
+def _source_adapters(src: str | Path,    # a CV folder (a name under runs/, or a path) whose folds trained
+                     cv_dir: Path, cfg, fold_files,
+                     need: list[int] | None = None, # the folds about to run (None: all): only their adapters must exist yet
+                    ) -> list[Path]:
+    """Each fold's adapter of CV `src`, for a CV that only decodes (`adapters_from`): `src`'s fold files must hold the
+    same records (byte for byte: the same data, k and seed) and the folds in `need` must have trained with `cfg`'s
+    training settings (`training_key`), else an error naming what differs."""
+    from emosum.config import Profile, runs_root
+    from emosum.training import _key_differences, training_key
+    s = next((p.resolve() for p in (Path(src), runs_root()/str(src)) if (p/"folds").is_dir()), None)
+    if s is None: raise FileNotFoundError(f"adapters_from={str(src)!r}: no cross-validation folder (with folds/) by that "
+                                          f"name under {runs_root()} or at that path; run its emosum cv command first")
+    if s == Path(cv_dir).resolve(): raise ValueError(f"adapters_from names this CV itself ({s}): name the CV that trained")
+    ours = training_key(cfg, [], [])
+    out = []
+    for i, (pool, test) in enumerate(fold_files):
+        for f in (pool, test):
+            if not _same_file(s/"folds"/f.name, f):
+                raise ValueError(f"adapters_from={s.name}: its fold file {f.name} is missing or holds other records than "
+                                 f"this CV's; its adapters can only be reused on the same data, folds and seed")
+        fd = s/f"fold{i}"
+        out.append(fd/"adapter")
+        if need is not None and i not in need: continue
+        if not (fd/"adapter"/"adapter_config.json").is_file() or not (fd/"profile.json").is_file():
+            raise FileNotFoundError(f"adapters_from={s.name}: fold {i} has no trained adapter ({fd}/adapter): finish that "
+                                    f"cross-validation first (the same emosum cv command resumes it)")
+        diff = _key_differences(training_key(Profile.load(fd/"profile.json"), [], []), ours)
+        if diff: raise ValueError(f"adapters_from={s.name}: fold {i}'s adapter was trained with other settings than this "
+                                  f"recipe's ({'; '.join(diff)}); only decoding settings may differ")
+    return out
+
 def _step_seconds(fold_dir: Path, step: str) -> float:
     "Seconds a fold run's step took (run.json), 0 when it did not run."
     steps = json.loads((fold_dir/"run.json").read_text()).get("steps") or {} if (fold_dir/"run.json").is_file() else {}
@@ -98,25 +137,31 @@ def cross_validate(profile: str,                 # a settings.ini profile (a rec
                    progress_bar: bool = False,
                    only_folds: list[int] | None = None, # run just these folds (the rest in another lease or machine, same
                                                  # name): the folder's finished folds are scored (`score_finished_folds`)
+                   adapters_from: str | Path | None = None, # a CV of the same folds whose fold adapters to decode with:
+                                                 # no training here, only other decoding settings (checked)
                    **overrides,                  # profile overrides of the recipe
                   ) -> dict:
     "k-fold cross-validation: fold `i` trains on the other folds and predicts fold `i`: one out-of-fold prediction a record."
     from emosum.evaluation import evaluate_run
+    if zero_shot and adapters_from: raise ValueError("zero_shot and adapters_from exclude each other: no adapter, or another CV's")
     cfg = load_profile(profile, **overrides)
     data = data_path or cfg.data_path
     cv_dir = make_run_dir(name or f"cv-{profile}-{folds}fold" + ("-zs" if zero_shot else ""))
-    jobs_ = _fold_jobs(cv_dir, write_folds(data, cv_dir/"folds", folds, cfg.seed), overrides, zero_shot)
+    files = write_folds(data, cv_dir/"folds", folds, cfg.seed)
+    adapters = _source_adapters(adapters_from, cv_dir, cfg, files, only_folds) if adapters_from else None
+    jobs_ = _fold_jobs(cv_dir, files, overrides, zero_shot, adapters)
+    src = {"adapters_from": str(adapters[0].parent.parent)} if adapters else {}
     t0 = time.time()
     if only_folds is not None: return _run_some_folds(profile, cv_dir, jobs_, only_folds, jobs, force, progress_bar,
                                                       dict(profile=profile, overrides=dict(overrides), folds=folds,
-                                                           zero_shot=zero_shot, data_path=str(project_path(data))))
+                                                           zero_shot=zero_shot, data_path=str(project_path(data)), **src))
     status = _run_folds(profile, jobs_, jobs, force, progress_bar)
     oof, records = _gather_oof(jobs_), load_records(project_path(data))
     _check_coverage(oof, records)
     write_jsonl(cv_dir/"predictions.jsonl", oof)
     cfg.replace(data_path=str(project_path(data))).save(cv_dir/"profile.json")
     metrics = evaluate_run(cv_dir, records=records, cfg=cfg)
-    summary = {"profile": profile, "overrides": dict(overrides), "folds": folds, "zero_shot": zero_shot,
+    summary = {"profile": profile, "overrides": dict(overrides), "folds": folds, "zero_shot": zero_shot, **src,
                "data_path": str(project_path(data)), "seconds": round(time.time() - t0, 1),
                "train_seconds": sum(_step_seconds(fd, "03") for _, fd, *_ in jobs_),
                "generate_seconds": sum(_step_seconds(fd, "04") for _, fd, *_ in jobs_),
@@ -184,7 +229,7 @@ def _partial_record(cv: dict, cfg, data: Path, done: list[int], runs: dict) -> d
     skip = ("data_path", "test_path", "eval_limit", "gen_memory_fraction")
     return {**cv, "profile": cfg.name, "data_path": str(data), "folds_done": done,
             "partial": len(done) < int(cv.get("folds") or len(done) + 1),
-            "zero_shot": not any("03" in s for s in runs.values()),
+            "zero_shot": not cv.get("adapters_from") and not any("03" in s for s in runs.values()),
             "overrides": cv.get("overrides") or {k: v for k, v in cfg.to_dict().items() if k not in skip and base.get(k) != v},
             "train_seconds": sum((s.get("03") or {}).get("seconds") or 0 for s in runs.values()),
             "generate_seconds": sum((s.get("04") or {}).get("seconds") or 0 for s in runs.values())}
@@ -233,7 +278,8 @@ def cv_summary(cv_dir: str | Path) -> dict:
     cv = json.loads((d/CV_FILE).read_text()) if (d/CV_FILE).is_file() else {}
     m = json.loads((d/"metrics.json").read_text())
     row = {"recipe": d.name, "profile": cv.get("profile"), "overrides": json.dumps(cv.get("overrides") or {}, sort_keys=True),
-           "zero_shot": cv.get("zero_shot"), "n": m.get("n"),
+           "zero_shot": cv.get("zero_shot"), "adapters_from": Path(cv["adapters_from"]).name if cv.get("adapters_from") else None,
+           "n": m.get("n"),
            "folds_scored": len(cv["folds_done"]) if cv.get("folds_done") else cv.get("folds")}
     _with_ci(row, m.get("overall", {}), (m.get("ci95") or {}).get("overall", {}))
     row.update(json_valid=m.get("json_valid_rate"), json_parsed=m.get("json_parsed_rate"),
@@ -337,15 +383,30 @@ RECIPES = {   # name -> (profile, overrides); one `emosum cv` command each (see 
     # round 11: the profile qwen2.5-0.5b-lora as it stands, end to end: one training, 64 answers chosen while generating by
     # ROUGE-L plus 0.6 x cosine (the weight its round-9 answers chose out of fold, re-chosen in POOLS)
     "qwen0.5b-lora-aux-mbr64-0.6semsim": ("qwen2.5-0.5b-lora", {"do_sample": True, "mbr_samples": 64, "mbr_utility": "rougeL+0.6*semsim"}),
+    # round 12: the JSON constraint on the fine-tuned profile, with and without it on the same adapters (t12: one training,
+    # greedy and constrained; the three after it decode its fold adapters, `adapters_from`): greedy, and the profile's own
+    # 64 answers chosen by ROUGE-L plus 0.6 x cosine, unconstrained and constrained
+    "qwen0.5b-lora-aux-t12-constrained": ("qwen2.5-0.5b-lora", {"constrained_json": True, **GREEDY}),
+    "qwen0.5b-lora-aux-t12-greedy": ("qwen2.5-0.5b-lora", {"adapters_from": "qwen0.5b-lora-aux-t12-constrained", **GREEDY}),
+    "qwen0.5b-lora-aux-t12-mbr64-0.6semsim": ("qwen2.5-0.5b-lora", {"adapters_from": "qwen0.5b-lora-aux-t12-constrained"}),
+    "qwen0.5b-lora-aux-t12-mbr64-0.6semsim-constrained": ("qwen2.5-0.5b-lora", {"adapters_from": "qwen0.5b-lora-aux-t12-constrained",
+                                                                                "constrained_json": True}),
 }
 
 # %% ../nbs/08_experiments.ipynb #44398691
+def recipe_args(name: str) -> tuple[str, dict, dict]:
+    "(profile, `cross_validate`'s own arguments: zero_shot, adapters_from, the profile overrides) of recipe `name`."
+    profile, ov = RECIPES[name]
+    ov = dict(ov)
+    return profile, {"zero_shot": ov.pop("zero_shot", False), "adapters_from": ov.pop("adapters_from", None)}, ov
+
 def recipe_command(name: str, folds: int = 5, data_path: str | None = None) -> str:
     "The `emosum cv` command line that reproduces recipe `name`, quoted for a shell (`-p 'mbr_utility=rougeL+0.6*semsim'`)."
-    profile, ov = RECIPES[name]
-    ov = dict(ov); zs = ov.pop("zero_shot", False)
+    profile, how, ov = recipe_args(name)
     val = lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
-    return " ".join(["emosum cv", "--profile", profile, "--folds", str(folds), "--name", name, *(["--zero-shot"] if zs else []),
+    return " ".join(["emosum cv", "--profile", profile, "--folds", str(folds), "--name", name,
+                     *(["--zero-shot"] if how["zero_shot"] else []),
+                     *([f"--adapters-from {shlex.quote(how['adapters_from'])}"] if how["adapters_from"] else []),
                      *([f"--data {shlex.quote(str(data_path))}"] if data_path else []),
                      *[f"-p {shlex.quote(f'{k}={val(v)}')}" for k, v in ov.items()]])
 

@@ -595,7 +595,9 @@ def _read_cv(rd: Path) -> dict | None:
 
 def _cv_facts(cv: dict) -> tuple[list | None, int, object, bool]:
     "(the CVs a pool pools, None for a cross-validation; folds scored; folds; partial) from a cv.json."
-    return (cv.get("overrides") or {}).get("pool"), len(cv.get("folds_done") or []), cv.get("folds", "?"), bool(cv.get("partial"))
+    folds = cv.get("folds", "?")      # a whole CV's cv.json has no folds_done: every fold was scored
+    done = len(cv.get("folds_done") or []) if "folds_done" in cv else (folds if isinstance(folds, int) else 0)
+    return (cv.get("overrides") or {}).get("pool"), done, folds, bool(cv.get("partial"))
 
 def _title(rd: Path, r: dict, status: str) -> str:
     "The summary's first line: a run (run.json), a cross-validation or a pool of them (cv.json), scored predictions, or a bare folder."
@@ -605,7 +607,8 @@ def _title(rd: Path, r: dict, status: str) -> str:
         return f"evaluation: {rd}  (scored predictions)" if (rd/"metrics.json").is_file() else f"run: {rd}  (no run.json)"
     pool, done, folds, partial = _cv_facts(cv)
     if pool: return f"pool: {rd}  ({' + '.join(map(str, pool))}; utility {cv['overrides'].get('utility', 'rougeL')})"
-    return f"cross-validation: {rd}  (profile {cv.get('profile', '?')}, {done} of {folds} folds scored{', partial' if partial else ''})"
+    src = f", decoding {Path(cv['adapters_from']).name}'s adapters" if cv.get("adapters_from") else ""
+    return f"cross-validation: {rd}  (profile {cv.get('profile', '?')}{src}, {done} of {folds} folds scored{', partial' if partial else ''})"
 
 def summary(run_dir: str | Path) -> str:
     "A few lines: where the run (or cross-validation, or pool) is, its steps and the headline metrics against the baselines."
@@ -742,6 +745,8 @@ def _add_cv(sub):
     cv.add_argument("--name", help="the CV folder under runs/ (default cv-<profile>-<k>fold); reuse it to resume")
     cv.add_argument("--data", help="the records (default: the profile's data_path)")
     cv.add_argument("--zero-shot", action="store_true", help="no training: the base model predicts every fold")
+    cv.add_argument("--adapters-from", metavar="CV", help="no training: each fold predicts with that CV's fold adapter "
+                                                          "(same data, folds and training settings; other decoding)")
     cv.add_argument("--jobs", type=int, default=1, help="fold runs side by side")
     cv.add_argument("--force", action="store_true", help="redo finished fold runs")
     cv.add_argument("--only-folds", type=lambda s: [int(x) for x in s.split(",") if x.strip()], metavar="I,J",
@@ -869,6 +874,7 @@ def _cmd_cv(a):
     res = cross_validate(a.profile, name=a.name, folds=a.folds,
                          data_path=_overrides([("data_path", a.data)])["data_path"] if a.data else None,
                          zero_shot=a.zero_shot, jobs=a.jobs, force=a.force, only_folds=a.only_folds,
+                         adapters_from=a.adapters_from,
                          **_overrides(a.overrides))
     print(f"\n{summary(res['cv_dir'])}\nfolds: " + ", ".join(f"{i} {f['status']}" for i, f in res["fold_runs"].items())
           + f"\nfinished in {time.time() - t0:.0f} s")

@@ -7,16 +7,23 @@ from emosum.data import load_records, read_jsonl
 from emosum.experiments import cross_validate, kfold_split, leaderboard
 
 
-def test_cross_validation_predicts_every_record_once_and_never_trains_on_it(tmp_path):
-    recs = load_records("data/sample_es.jsonl")
-    part = cross_validate("cpu-smoke", name=tmp_path / "cv", folds=2, max_steps=1, max_new_tokens=8, progress_bar=False,
+@pytest.fixture(scope="module")
+def trained_cv(tmp_path_factory):
+    "A 2-fold CV of the tiny model on the bundled sample (one training step a fold), run as one resumes: fold 1, then the rest."
+    root = tmp_path_factory.mktemp("trained_cv")
+    part = cross_validate("cpu-smoke", name=root / "cv", folds=2, max_steps=1, max_new_tokens=8, progress_bar=False,
                           only_folds=[1])                                                 # one fold now, the other later
-    fold1 = {str(r["id"]) for r in read_jsonl(tmp_path / "cv" / "fold1" / "predictions.jsonl")}
-    assert part["folds_done"] == [1] and part["partial"] and part["metrics"]["n"] == len(fold1) < len(recs)
-    assert not (tmp_path / "cv" / "fold0" / "run.json").exists()                          # fold 0 did not run
+    early = dict(part=part, fold0_ran=(root / "cv" / "fold0" / "run.json").exists(),
+                 fold1={str(r["id"]) for r in read_jsonl(root / "cv" / "fold1" / "predictions.jsonl")})
+    return dict(early, res=cross_validate("cpu-smoke", name=root / "cv", folds=2, max_steps=1, max_new_tokens=8, progress_bar=False))
+
+
+def test_cross_validation_predicts_every_record_once_and_never_trains_on_it(trained_cv):
+    recs, part, res = load_records("data/sample_es.jsonl"), trained_cv["part"], trained_cv["res"]
+    assert part["folds_done"] == [1] and part["partial"] and part["metrics"]["n"] == len(trained_cv["fold1"]) < len(recs)
+    assert not trained_cv["fold0_ran"]                                                    # fold 0 did not run then
     with pytest.raises(ValueError, match="out of range"):
-        cross_validate("cpu-smoke", name=tmp_path / "cv", folds=2, max_steps=1, progress_bar=False, only_folds=[2])
-    res = cross_validate("cpu-smoke", name=tmp_path / "cv", folds=2, max_steps=1, max_new_tokens=8, progress_bar=False)
+        cross_validate("cpu-smoke", name=res["cv_dir"], folds=2, max_steps=1, progress_bar=False, only_folds=[2])
     cv = Path(res["cv_dir"])
     oof = read_jsonl(cv / "predictions.jsonl")
     assert sorted(str(r["id"]) for r in oof) == sorted(str(r.id) for r in recs)          # every record exactly once
@@ -30,9 +37,9 @@ def test_cross_validation_predicts_every_record_once_and_never_trains_on_it(tmp_
     assert (cv / "metrics.json").exists() and (cv / "scores.jsonl").exists() and "copy" in res["metrics"]["baselines"]
     board = leaderboard([cv])
     assert board.loc[0, "n"] == len(recs) and board.loc[0, "train_s"] > 0
-    again = cross_validate("cpu-smoke", name=tmp_path / "cv", folds=2, max_steps=1, max_new_tokens=8, progress_bar=False)
+    again = cross_validate("cpu-smoke", name=cv, folds=2, max_steps=1, max_new_tokens=8, progress_bar=False)
     assert again["metrics"]["overall"] == res["metrics"]["overall"]                         # finished folds are reused
-    done = cross_validate("cpu-smoke", name=tmp_path / "cv", folds=2, max_steps=1, max_new_tokens=8, progress_bar=False,
+    done = cross_validate("cpu-smoke", name=cv, folds=2, max_steps=1, max_new_tokens=8, progress_bar=False,
                           only_folds=[0])                                                 # all folds finished: not partial
     assert done["folds_done"] == [0, 1] and not done["partial"] and done["metrics"]["overall"] == res["metrics"]["overall"]
 
@@ -237,3 +244,56 @@ def test_the_shipped_adapter_is_the_recipe_the_chapter_cross_validated():
     assert {k: (measured[k], trained[k]) for k in measured if k not in skip and measured[k] != trained.get(k)} == {}
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["result"]["train_examples"] + meta["result"]["valid_examples"] == 100     # the whole dev file
+
+
+def test_a_cv_decodes_with_another_cvs_fold_adapters_and_refuses_what_they_were_not_trained_for(trained_cv, tmp_path):
+    """adapters_from: no training; fold i predicts with the source CV's fold-i adapter, under other decoding settings.
+    Other records or folds, other training settings, no source, itself, or zero-shot as well: errors before any fold runs."""
+    import shlex
+    import pandas as pd
+    from emosum.experiments import RECIPES, recipe_command
+    from emosum.pipeline import _parser, read_run, summary
+    kw = dict(folds=2, max_steps=1, progress_bar=False)                                  # the trained CV's folds and training
+    src = Path(trained_cv["res"]["cv_dir"])
+    dec = cross_validate("cpu-smoke", name=tmp_path / "dec", max_new_tokens=60, constrained_json=True, adapters_from=src, **kw)
+    d, recs = Path(dec["cv_dir"]), load_records("data/sample_es.jsonl")
+    oof = read_jsonl(d / "predictions.jsonl")
+    assert sorted(str(r["id"]) for r in oof) == sorted(str(r.id) for r in recs)          # every record exactly once
+    for i in (0, 1):
+        theirs = {r["id"]: r for r in read_jsonl(src / f"fold{i}" / "predictions.jsonl")}
+        rows = read_jsonl(d / f"fold{i}" / "predictions.jsonl")
+        assert rows and set(theirs) == {r["id"] for r in rows}                           # the same test fold
+        assert all(r["adapter"] == str(src / f"fold{i}" / "adapter") and r["constrained"] and r["status"] == "ok"
+                   and r["key"]["adapter_sha256"] == theirs[r["id"]]["key"]["adapter_sha256"] for r in rows)
+        assert "03" not in read_run(d / f"fold{i}")["steps"] and not (d / f"fold{i}" / "adapter").exists()   # nothing trained
+    board = leaderboard([src, d]).set_index("recipe")
+    assert board.loc["dec", "adapters_from"] == "cv" and board.loc["dec", "train_s"] == 0 and not board.loc["dec", "zero_shot"]
+    assert board.loc["cv", "train_s"] > 0 and pd.isna(board.loc["cv", "adapters_from"])
+    assert "decoding cv's adapters" in summary(d).splitlines()[0]
+    again = cross_validate("cpu-smoke", name=d, max_new_tokens=60, constrained_json=True, adapters_from=src, **kw)
+    assert again["metrics"]["overall"] == dec["metrics"]["overall"]                         # finished folds are reused
+    bad = dict(name=tmp_path / "bad", max_new_tokens=8, **kw)
+    with pytest.raises(ValueError, match=r"trained with other settings.*lora_r: 8 then, 4 now"):
+        cross_validate("cpu-smoke", lora_r=4, adapters_from=src, **bad)
+    with pytest.raises(ValueError, match="fold file fold0.pool.jsonl .*other records"):
+        cross_validate("cpu-smoke", adapters_from=src, **{**bad, "folds": 3})
+    with pytest.raises(FileNotFoundError, match="no cross-validation folder"):
+        cross_validate("cpu-smoke", adapters_from=tmp_path / "nowhere", **bad)
+    with pytest.raises(ValueError, match="names this CV itself"):
+        cross_validate("cpu-smoke", adapters_from=src, **{**bad, "name": src})
+    with pytest.raises(ValueError, match="exclude each other"):
+        cross_validate("cpu-smoke", adapters_from=src, zero_shot=True, **bad)
+    import shutil                                # a source with fold 0 trained only: fold 0 may run, fold 1 not yet
+    from emosum.config import load_profile
+    from emosum.experiments import _source_adapters, write_folds
+    half = tmp_path / "half"
+    shutil.copytree(src / "folds", half / "folds"); shutil.copytree(src / "fold0", half / "fold0")
+    files, cfg = write_folds("data/sample_es.jsonl", tmp_path / "new" / "folds", 2), load_profile("cpu-smoke", max_steps=1)
+    got = _source_adapters(half, tmp_path / "new", cfg, files, need=[0])
+    assert got == [half.resolve() / "fold0" / "adapter", half.resolve() / "fold1" / "adapter"]
+    with pytest.raises(FileNotFoundError, match="fold 1 has no trained adapter"):
+        _source_adapters(half, tmp_path / "new", cfg, files)
+    for name, (_, ov) in RECIPES.items():        # a recipe that decodes another's adapters: its command says so
+        if ov.get("adapters_from"):
+            a = _parser().parse_args(shlex.split(recipe_command(name))[1:])
+            assert a.adapters_from == ov["adapters_from"] and not a.zero_shot

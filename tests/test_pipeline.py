@@ -324,6 +324,9 @@ def test_summary_names_a_cross_validation_a_pool_and_a_bare_folder(tmp_path):
     (cv / "cv.json").write_text(json.dumps({"profile": "p", "folds": 5, "folds_done": [0, 1, 2], "partial": True}))
     (pool / "cv.json").write_text(json.dumps({"profile": "p", "overrides": {"pool": ["a", "b"], "utility": "rougeL+0.25*semsim"}}))
     assert summary(cv).splitlines()[0] == f"cross-validation: {cv}  (profile p, 3 of 5 folds scored, partial)"
+    whole = tmp_path / "whole"; whole.mkdir()                  # cross_validate's own cv.json (no folds_done), decoding another's adapters
+    (whole / "cv.json").write_text(json.dumps({"profile": "p", "folds": 5, "adapters_from": str(tmp_path / "t12")}))
+    assert summary(whole).splitlines()[0] == f"cross-validation: {whole}  (profile p, decoding t12's adapters, 5 of 5 folds scored)"
     assert summary(pool).splitlines()[0] == f"pool: {pool}  (a + b; utility rougeL+0.25*semsim)"
     assert summary(bare).splitlines()[:2] == [f"run: {bare}  (no run.json)", "no metrics.json yet (the evaluation step has not run)"]
     (bare / "metrics.json").write_text(json.dumps({"overall": {"rougeL": 0.25}, "n": 3}))          # what emosum evaluate writes
@@ -335,3 +338,4 @@ def test_summary_names_a_cross_validation_a_pool_and_a_bare_folder(tmp_path):
     assert {k: rows["cv"][k] for k in ("profile", "status", "steps")} == {"profile": "p", "status": "cv, partial", "steps": "3/5 folds"}
     assert {k: rows["pool"][k] for k in ("profile", "status", "steps")} == {"profile": "p", "status": "pool", "steps": "2 CVs"}
     assert (rows["bare"]["status"], rows["bare"]["steps"]) == ("-", "0/0")
+    assert (rows["whole"]["status"], rows["whole"]["steps"]) == ("cv", "5/5 folds")
