@@ -55,15 +55,21 @@ def test_every_recipe_is_a_valid_profile_and_every_recorded_row_has_its_recipe()
     import shlex
     import pandas as pd
     from emosum.config import load_profile, project_path
-    from emosum.experiments import POOLS, RECIPES, pool_command, recipe_command
+    from emosum.experiments import POOLS, RECIPES, pool_command, recipe_args, recipe_command
     for name, (profile, ov) in RECIPES.items():
-        cfg = load_profile(profile, **{k: v for k, v in ov.items() if k != "zero_shot"})
-        assert all(getattr(cfg, k) == v for k, v in ov.items() if k != "zero_shot"), name
+        _, how, prof = recipe_args(name)                      # zero_shot and adapters_from are cross_validate's, not the profile's
+        assert {**how, **prof} == {"zero_shot": False, "adapters_from": None, **ov} and not set(how) & set(prof)
+        cfg = load_profile(profile, **prof)
+        assert all(getattr(cfg, k) == v for k, v in prof.items()), name
         assert recipe_command(name).startswith(f"emosum cv --profile {profile} ")
         argv = shlex.split(recipe_command(name, data_path="my data/es.jsonl"))   # what a shell passes on, * and spaces too
         assert argv[argv.index("--data") + 1] == "my data/es.jsonl"
         val = lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
-        assert [argv[i + 1] for i, a in enumerate(argv) if a == "-p"] == [f"{k}={val(v)}" for k, v in ov.items() if k != "zero_shot"]
+        assert [argv[i + 1] for i, a in enumerate(argv) if a == "-p"] == [f"{k}={val(v)}" for k, v in prof.items()]
+        assert ("--zero-shot" in argv) == how["zero_shot"] and ("--adapters-from" in argv) == bool(how["adapters_from"])
+        if how["adapters_from"]:                                            # its source is a recipe that trains, listed before it
+            assert list(RECIPES).index(how["adapters_from"]) < list(RECIPES).index(name)
+            assert not recipe_args(how["adapters_from"])[1]["zero_shot"] and not recipe_args(how["adapters_from"])[1]["adapters_from"]
     for i, (name, (parts, utility)) in enumerate(POOLS.items()):   # a pool's parts are recipes or earlier pools, each
         earlier = list(POOLS)[:i]                                   # rerun by its own command first
         assert parts and all(p in RECIPES or p in earlier for p in parts) and f" --name {name}" in pool_command(name)
