@@ -3,9 +3,9 @@
 `emosum.inference.JsonLogitsProcessor` keeps every row of a `model.generate` batch to the ES schema. Each step it feeds
 each row's newest token to the row's llguidance matcher (and appends its text, to know which fields are written), then
 asks each matcher for its mask of allowed next tokens. Two paths for the masks, chosen by the processor's `threads`:
-  * serial    (threads=1, the only path until 2026-11-30): `fill_next_token_bitmask`, row by row in Python;
-  * parallel  (threads > 1; by default llguidance's own share of the CPUs, 80%, at most 32: 12 threads on 16 cores,
-              row by row on 2): `fill_next_token_bitmask_par` on llguidance's thread pool (`LLExecutor`, one per
+  * serial    (threads=1, the processor's default): `fill_next_token_bitmask`, row by row in Python;
+  * parallel  (threads > 1; here by default llguidance's own share of the CPUs, 80%, at most 32: 12 threads on 16
+              cores, at least 2): `fill_next_token_bitmask_par` on llguidance's thread pool (`LLExecutor`, one per
               process), for the rows not stopped.
 Both feed the tokens row by row (`consume_token`: about half a microsecond a row in llguidance, so
 `consume_token_par` has nothing to save; most of that step is Python's, the per-row text decode the largest part).
@@ -94,7 +94,7 @@ def main(argv=None):
     ap.add_argument("--new", type=int, default=512, help="max new tokens (the profile's): the walk's longest")
     ap.add_argument("--bias", type=float, default=2.0, help="added to the logits of the tokens that close a string")
     ap.add_argument("--threads", type=int, default=None,
-                    help="the parallel path's pool (default: the processor's own, llguidance's 80%% of the CPUs, at least 2)")
+                    help="the parallel path's pool (default: llguidance's own size, 80%% of the CPUs, at least 2)")
     ap.add_argument("--torch-threads", type=int, default=1, help="torch's CPU threads (the random logits, the masking)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="where the logits are (cuda: the unpacking and masking on the GPU, as in a run)")
@@ -115,7 +115,7 @@ def main(argv=None):
     out = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                command="python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
                machine=dict(python=platform.python_version(), platform=platform.platform(), cpu_count=os.cpu_count(),
-                            processor_default_threads=inf._grammar_threads(),
+                            llguidance_default_threads=inf._grammar_threads(),
                             gpu=torch.cuda.get_device_name(0) if a.device.startswith("cuda") else None),
                versions=versions, settings=dict(vars(a), model=name, vocab=vocab, batches=batches, new=new, threads=threads),
                setup_s=round(time.time() - t0, 1), runs=[])

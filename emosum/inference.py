@@ -644,9 +644,9 @@ def _allowed_tokens(llg, matchers: list, vocab: int, scores, executor=None):
 class JsonLogitsProcessor:
     "Each row's next token kept to the ES schema (llguidance); when the tokens left just hold the closing, it closes."
     def __init__(self, c: dict, max_new_tokens: int,
-                 threads: int | None = None):  # llguidance's threads for the masks (None: its default); 1: row by row
+                 threads: int = 1):  # llguidance's threads for the masks; 1: row by row (faster as a whole, bench/README.md)
         self.c, self.budget, self.m = c, max_new_tokens, None
-        self.threads = _grammar_threads() if threads is None else threads
+        self.threads = threads
 
     def __call__(self, input_ids, scores):
         llg, c, key = _llguidance(), self.c, JSON_SEPARATORS[1]
