@@ -41,6 +41,12 @@ sys.path.insert(0, str(ROOT))
 import emosum.inference as inf  # noqa: E402
 
 
+def llguidance_default_threads() -> int:
+    "llguidance's own default size for its pool: 80% of the CPUs this process may use, at most 32 (1 on 2 cores)."
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(32, max(1, cpus * 4 // 5))
+
+
 @contextlib.contextmanager
 def timers(c: dict):
     "Seconds spent in `_consume_last`, `_next_token_bitmask` and the constraint's decode, summed while the block is open."
@@ -102,7 +108,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="results file (default bench/results/constraint_batch_<date>.json)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.torch_threads)
-    threads = a.threads or max(2, inf._grammar_threads())
+    threads = a.threads or max(2, llguidance_default_threads())
     from transformers import AutoConfig
     from emosum.config import load_tokenizer, resolve_model
     name = "embedded:tiny-qwen2" if a.tiny else a.model
@@ -115,7 +121,7 @@ def main(argv=None):
     out = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                command="python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
                machine=dict(python=platform.python_version(), platform=platform.platform(), cpu_count=os.cpu_count(),
-                            llguidance_default_threads=inf._grammar_threads(),
+                            llguidance_default_threads=llguidance_default_threads(),
                             gpu=torch.cuda.get_device_name(0) if a.device.startswith("cuda") else None),
                versions=versions, settings=dict(vars(a), model=name, vocab=vocab, batches=batches, new=new, threads=threads),
                setup_s=round(time.time() - t0, 1), runs=[])

@@ -84,12 +84,6 @@ def _check_coverage(oof: list[dict], records) -> None:
                            f"repeated {sorted({x for x in ids if ids.count(x) > 1})[:5]})")
 
 # %% ../nbs/08_experiments.ipynb #d7c4ac7b
-def _same_file(a: Path, b: Path) -> bool:
-    "Both files exist with the same bytes."
-    import hashlib
-    h = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()
-    return a.is_file() and b.is_file() and h(a) == h(b)
-
 def _source_adapters(src: str | Path,    # a CV folder (a name under runs/, or a path) whose folds trained
                      cv_dir: Path, cfg, fold_files,
                      need: list[int] | None = None, # the folds about to run (None: all): only their adapters must exist yet
@@ -97,6 +91,7 @@ def _source_adapters(src: str | Path,    # a CV folder (a name under runs/, or a
     """Each fold's adapter of CV `src`, for a CV that only decodes (`adapters_from`): `src`'s fold files must hold the
     same records (byte for byte: the same data, k and seed) and the folds in `need` must have trained with `cfg`'s
     training settings (`training_key`), else an error naming what differs."""
+    import filecmp
     from emosum.config import Profile, runs_root
     from emosum.training import _key_differences, training_key
     s = next((p.resolve() for p in (Path(src), runs_root()/str(src)) if (p/"folds").is_dir()), None)
@@ -107,7 +102,7 @@ def _source_adapters(src: str | Path,    # a CV folder (a name under runs/, or a
     out = []
     for i, (pool, test) in enumerate(fold_files):
         for f in (pool, test):
-            if not _same_file(s/"folds"/f.name, f):
+            if not (s/"folds"/f.name).is_file() or not filecmp.cmp(s/"folds"/f.name, f, shallow=False):
                 raise ValueError(f"adapters_from={s.name}: its fold file {f.name} is missing or holds other records than "
                                  f"this CV's; its adapters can only be reused on the same data, folds and seed")
         fd = s/f"fold{i}"

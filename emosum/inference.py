@@ -609,11 +609,6 @@ def _consume_last(matchers: list, texts: list[str], last: list[int], decode):
 # %% ../nbs/04_inference.ipynb #bdb2b9d4
 _LL_EXECUTORS: dict = {}   # (process id, threads) -> llguidance's thread pool (a forked child's copy has no threads)
 
-def _grammar_threads() -> int:
-    "llguidance's own default for its pool: 80% of the CPUs this process may use, at most 32 (1 on a 2-core machine)."
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(32, max(1, cpus * 4 // 5))
-
 def _ll_executor(llg, threads: int):
     "llguidance's pool of `threads` threads for a batch's masks: made on first use, kept for the process."
     k = (os.getpid(), threads)
